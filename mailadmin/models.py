@@ -1,0 +1,296 @@
+import idna
+from django.conf import settings
+from django.db import models
+from django.db.models.functions import Coalesce
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+
+from .crypto import EncryptedTextField
+
+
+def is_admin(user) -> bool:
+    return bool(user.is_authenticated and (user.is_staff or user.is_superuser))
+
+
+class MailDomainQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """Every view that takes a domain goes through this: outsiders get 404."""
+        if is_admin(user):
+            return self.all()
+        return self.filter(owner=user)
+
+
+class MailDomain(models.Model):
+    name = models.CharField(_("domain"), max_length=253, unique=True)  # IDNA, lower case
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="mail_domains"
+    )
+    dkim_enabled = models.BooleanField(_("DKIM signing"), default=True)
+    dkim_private_key = EncryptedTextField(blank=True)
+    # A regenerated key waits here until the owner confirms the new DNS record is live.
+    dkim_pending_private_key = EncryptedTextField(blank=True)
+    suspended = models.BooleanField(_("suspended"), default=False)
+    hosted_elsewhere = models.BooleanField(_("mail hosted elsewhere (send-only)"), default=False)
+    catchall = models.CharField(_("catch-all address"), max_length=254, blank=True)
+    dns_status = models.CharField(max_length=16, blank=True)  # summary of the last DNS check
+    dns_checked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = MailDomainQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.unicode_name
+
+    def get_absolute_url(self):
+        return reverse("mailadmin:domain_detail", args=[self.pk])
+
+    @property
+    def unicode_name(self) -> str:
+        try:
+            return idna.decode(self.name)
+        except idna.IDNAError:
+            return self.name
+
+
+class MailAccount(models.Model):
+    domain = models.ForeignKey(MailDomain, on_delete=models.CASCADE, related_name="accounts")
+    local_part = models.CharField(_("local part"), max_length=64)
+    password_hash = models.CharField(max_length=255)  # Dovecot-verifiable, never reversible
+    quota_mb = models.PositiveIntegerField(_("quota (MB)"), default=0)  # 0 = unlimited
+    forward_only = models.BooleanField(_("forward without keeping a local copy"), default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["local_part"]
+        constraints = [
+            models.UniqueConstraint(fields=["domain", "local_part"], name="unique_account")
+        ]
+
+    def __str__(self):
+        return f"{self.local_part}@{self.domain.unicode_name}"
+
+
+class MailAlias(models.Model):
+    domain = models.ForeignKey(MailDomain, on_delete=models.CASCADE, related_name="aliases")
+    local_part = models.CharField(_("alias"), max_length=64)
+    target = models.CharField(_("delivers to"), max_length=254)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["local_part", "target"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["domain", "local_part", "target"], name="unique_alias_target"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.local_part}@{self.domain.name} → {self.target}"
+
+
+class MailForward(models.Model):
+    account = models.ForeignKey(MailAccount, on_delete=models.CASCADE, related_name="forwards")
+    target = models.CharField(_("forward to"), max_length=254)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["target"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "target"], name="unique_forward")
+        ]
+
+    def __str__(self):
+        return f"{self.account} → {self.target}"
+
+
+class RelayAuth(models.TextChoices):
+    LOGIN = "login", "LOGIN"
+    PLAIN = "plain", "PLAIN"
+
+
+class RelayTls(models.TextChoices):
+    STARTTLS = "starttls", _("STARTTLS required")
+    SSL = "ssl", _("implicit TLS (port 465)")
+    NONE = "none", _("none (unencrypted)")
+
+
+class RelaySettings(models.Model):
+    """domain=None is the global relay; otherwise the domain's own relay."""
+
+    domain = models.OneToOneField(
+        MailDomain, null=True, blank=True, on_delete=models.CASCADE, related_name="relay"
+    )
+    preset = models.CharField(max_length=32, blank=True)
+    host = models.CharField(_("host"), max_length=253)
+    port = models.PositiveIntegerField(_("port"), default=587)
+    tls = models.CharField(
+        _("encryption"), max_length=8, choices=RelayTls.choices, default=RelayTls.STARTTLS
+    )
+    username = models.CharField(_("username"), max_length=255, blank=True)
+    password = EncryptedTextField(_("password"), blank=True)
+    auth = models.CharField(
+        _("authentication"), max_length=8, choices=RelayAuth.choices, default=RelayAuth.LOGIN
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            # NULLs are distinct in a plain unique index: coalesce so only one global row fits.
+            models.UniqueConstraint(
+                Coalesce("domain", models.Value(0)), name="one_relay_per_scope"
+            )
+        ]
+
+    def __str__(self):
+        return f"relay {self.host}:{self.port}"
+
+
+class PanelSmtpSecurity(models.TextChoices):
+    NONE = "none", _("none")
+    STARTTLS = "starttls", _("STARTTLS")
+    SSL = "ssl", _("SSL/TLS")
+
+
+DEFAULT_DNSBL_ZONES = "zen.spamhaus.org"
+
+
+class ServerSettings(models.Model):
+    """One row (pk=1): the server-wide settings an admin edits."""
+
+    hostname = models.CharField(_("hostname"), max_length=253, default="localhost.localdomain")
+    ipv4 = models.GenericIPAddressField(_("public IPv4"), protocol="IPv4", null=True, blank=True)
+    ipv6 = models.GenericIPAddressField(_("public IPv6"), protocol="IPv6", null=True, blank=True)
+    nat_ipv4 = models.GenericIPAddressField(
+        _("NAT IPv4 (if behind NAT)"), protocol="IPv4", null=True, blank=True
+    )
+    internal_lookup = models.BooleanField(_("internal lookup"), default=True)
+    dqs_key = EncryptedTextField(_("Spamhaus DQS key"), blank=True)
+    dnsbl_zones = models.TextField(_("DNSBL zones"), default=DEFAULT_DNSBL_ZONES, blank=True)
+
+    panel_smtp_enabled = models.BooleanField(_("send panel mail through SMTP"), default=False)
+    panel_smtp_host = models.CharField(_("SMTP host"), max_length=253, blank=True)
+    panel_smtp_port = models.PositiveIntegerField(_("SMTP port"), default=587)
+    panel_smtp_security = models.CharField(
+        _("security"),
+        max_length=8,
+        choices=PanelSmtpSecurity.choices,
+        default=PanelSmtpSecurity.STARTTLS,
+    )
+    panel_smtp_username = models.CharField(_("username"), max_length=255, blank=True)
+    panel_smtp_password = EncryptedTextField(_("password"), blank=True)
+    panel_smtp_from = models.EmailField(_("From address"), blank=True)
+
+    sieve_enabled = models.BooleanField(_("ManageSieve"), default=False)
+    sieve_external = models.BooleanField(_("allow external mail clients"), default=False)
+
+    snappymail_installed = models.BooleanField(default=False)
+    snappymail_admin_login = models.CharField(max_length=64, blank=True)
+    snappymail_admin_password_hash = EncryptedTextField(blank=True)
+    snappymail_admin_key = EncryptedTextField(blank=True)
+    snappymail_credentials_file = models.BooleanField(default=False)
+
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("server settings")
+
+    def __str__(self):
+        return "server settings"
+
+    @classmethod
+    def load(cls) -> "ServerSettings":
+        obj, _created = cls.objects.get_or_create(pk=1)
+        return obj
+
+
+class JobState(models.TextChoices):
+    PENDING = "pending", _("pending")
+    RUNNING = "running", _("running")
+    DONE = "done", _("done")
+    FAILED = "failed", _("failed")
+
+
+class JobKind(models.TextChoices):
+    APPLY = "apply", _("apply configuration")
+    SNAPPYMAIL_INSTALL = "snappymail_install", _("install SnappyMail")
+    DIAGNOSE = "diagnose", _("diagnostics")
+    DNS_CHECK = "dns_check", _("DNS check")
+
+
+class ApplyJob(models.Model):
+    """What the job log shows; the django.tasks result only drives execution."""
+
+    kind = models.CharField(max_length=24, choices=JobKind.choices, default=JobKind.APPLY)
+    state = models.CharField(
+        max_length=8, choices=JobState.choices, default=JobState.PENDING, db_index=True
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    domain = models.ForeignKey(
+        MailDomain, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    log = models.TextField(blank=True)
+    changed_files = models.JSONField(default=list, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} #{self.pk} {self.state}"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (JobState.DONE, JobState.FAILED)
+
+
+class AuditEntry(models.Model):
+    """Who changed what: field names only, never values (they may be secrets)."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    actor_name = models.CharField(max_length=150)
+    action = models.CharField(max_length=64)
+    target = models.CharField(max_length=300, blank=True)
+    fields = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self):
+        return f"{self.actor_name} {self.action} {self.target}"
+
+
+class DnsCheckResult(models.Model):
+    domain = models.ForeignKey(MailDomain, on_delete=models.CASCADE, related_name="dns_checks")
+    checked_at = models.DateTimeField(db_index=True)
+    summary = models.CharField(max_length=16)
+    results = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["-checked_at", "-id"]
+
+    def __str__(self):
+        return f"DNS check {self.domain_id} {self.summary}"
+
+
+class LoginFailure(models.Model):
+    """Failed logins, counted per username and per client IP to rate-limit guessing."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    username = models.CharField(max_length=150, db_index=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.username} {self.ip} {self.at}"

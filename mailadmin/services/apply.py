@@ -1,0 +1,215 @@
+"""The apply service: database → snapshot → rendered files → helper.
+
+Rendering is pure (mailadmin.render); this module is the shell around it: it reads
+the database once, asks the helper which files differ, and hands over only those.
+"""
+
+import hashlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.utils import timezone
+
+from .. import snapshot as snap
+from ..helper_client import HelperError, call_helper
+from ..models import ApplyJob, JobState, MailDomain, RelaySettings, ServerSettings
+from ..render import render_all
+
+logger = logging.getLogger(__name__)
+
+# Files that an apply owns: present on disk but no longer rendered → removed.
+# /root/.snappymail is written once by the SnappyMail install and never by apply.
+RENDERED_PREFIXES = ("/etc/exim4/", "/etc/dovecot/", "/etc/nftables.d/", "/var/lib/snappymail/")
+
+SPAMHAUS_PUBLIC_ZEN = "zen.spamhaus.org"
+
+
+def layout_from_settings() -> snap.Layout:
+    overrides = getattr(settings, "MAILPANEL_LAYOUT", {}) or {}
+    return snap.Layout(root=settings.MAILPANEL_ROOT, **overrides)
+
+
+def _relay(row: RelaySettings | None) -> snap.Relay | None:
+    if row is None:
+        return None
+    return snap.Relay(
+        host=row.host,
+        port=row.port,
+        username=row.username,
+        password=row.password,
+        auth=row.auth,
+        tls=row.tls,
+    )
+
+
+def dnsbl_zones(server: ServerSettings) -> tuple[str, ...]:
+    """The configured zones with the DQS key applied: public ZEN becomes the
+    key's DQS zone (the public mirrors refuse queries from big resolvers)."""
+    zones = []
+    for line in server.dnsbl_zones.splitlines():
+        zone = line.strip().lower().rstrip(".")
+        if not zone:
+            continue
+        if server.dqs_key and zone == SPAMHAUS_PUBLIC_ZEN:
+            zone = f"{server.dqs_key.lower()}.zen.dq.spamhaus.net"
+        if zone not in zones:
+            zones.append(zone)
+    return tuple(zones)
+
+
+def build_snapshot() -> snap.Snapshot:
+    """The whole database as plain data, in a constant number of queries."""
+    server = ServerSettings.load()
+    domains = (
+        MailDomain.objects.select_related("relay")
+        .prefetch_related("accounts__forwards", "aliases")
+        .order_by("name")
+    )
+    snapshot_domains = []
+    for domain in domains:
+        try:
+            relay_row = domain.relay
+        except RelaySettings.DoesNotExist:
+            relay_row = None
+        aliases = defaultdict(list)
+        for alias in domain.aliases.all():
+            aliases[alias.local_part].append(alias.target)
+        mailboxes, forwards = [], []
+        for account in domain.accounts.all():
+            mailboxes.append(
+                snap.Mailbox(
+                    local_part=account.local_part,
+                    password_hash=account.password_hash,
+                    quota_mb=account.quota_mb,
+                    forward_only=account.forward_only,
+                )
+            )
+            targets = sorted(f.target for f in account.forwards.all())
+            if targets:
+                forwards.append(snap.Forward(account.local_part, tuple(targets)))
+        snapshot_domains.append(
+            snap.Domain(
+                name=domain.name,
+                dkim_enabled=domain.dkim_enabled,
+                dkim_private_pem=domain.dkim_private_key if domain.dkim_enabled else "",
+                suspended=domain.suspended,
+                hosted_elsewhere=domain.hosted_elsewhere,
+                relay=_relay(relay_row),
+                mailboxes=tuple(sorted(mailboxes, key=lambda m: m.local_part)),
+                aliases=tuple(
+                    snap.Alias(local, tuple(sorted(targets)))
+                    for local, targets in sorted(aliases.items())
+                ),
+                forwards=tuple(forwards),
+                catchall=domain.catchall,
+            )
+        )
+    global_relay = RelaySettings.objects.filter(domain__isnull=True).first()
+    return snap.Snapshot(
+        server=snap.ServerIdentity(
+            hostname=server.hostname,
+            ipv4=server.ipv4 or "",
+            ipv6=server.ipv6 or "",
+            nat_ipv4=server.nat_ipv4 or "",
+        ),
+        domains=tuple(snapshot_domains),
+        global_relay=_relay(global_relay),
+        dnsbl_zones=dnsbl_zones(server),
+        internal_lookup=server.internal_lookup,
+        sieve_enabled=server.sieve_enabled,
+        sieve_external=server.sieve_external,
+        snappymail=snap.SnappyMail(
+            installed=server.snappymail_installed,
+            admin_login=server.snappymail_admin_login,
+            admin_password_hash=server.snappymail_admin_password_hash,
+            admin_key=server.snappymail_admin_key,
+        ),
+    )
+
+
+@dataclass
+class Plan:
+    write: dict[str, snap.FileSpec] = field(default_factory=dict)
+    remove: list[str] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.write and not self.remove
+
+
+def plan_changes(rendered: dict[str, snap.FileSpec], live_hashes: dict[str, str]) -> Plan:
+    """Pure: which files to write, which to remove, which services to reload."""
+    plan = Plan()
+    for path in sorted(rendered):
+        spec = rendered[path]
+        if live_hashes.get(path) != hashlib.sha256(spec.content).hexdigest():
+            plan.write[path] = spec
+    plan.remove = sorted(
+        path
+        for path in live_hashes
+        if path not in rendered and path.startswith(RENDERED_PREFIXES)
+    )
+    plan.services = sorted({spec.service for spec in plan.write.values() if spec.service})
+    return plan
+
+
+def helper_request(plan: Plan) -> dict:
+    import base64
+
+    return {
+        "op": "apply",
+        "write": [
+            {"path": path, "content_b64": base64.b64encode(spec.content).decode()}
+            for path, spec in plan.write.items()
+        ],
+        "remove": plan.remove,
+        "reload": plan.services,
+    }
+
+
+def apply_now(log=None) -> dict:
+    """Render everything, hand the difference to the helper. Raises HelperError."""
+    log = log or (lambda line: None)
+    rendered = render_all(build_snapshot(), layout_from_settings())
+    live = call_helper({"op": "state"}).get("files", {})
+    plan = plan_changes(rendered, live)
+    log(f"rendered {len(rendered)} files, {len(plan.write)} changed, {len(plan.remove)} to remove")
+    if plan.empty:
+        log("nothing to do: the live configuration is up to date")
+        return {"written": [], "removed": [], "reloads": {}}
+    for path in plan.write:
+        log(f"write {path}")
+    for path in plan.remove:
+        log(f"remove {path}")
+    answer = call_helper(helper_request(plan))
+    for service, outcome in sorted((answer.get("reloads") or {}).items()):
+        state = "ok" if outcome.get("ok") else "FAILED"
+        log(f"reload {service}: {state} {outcome.get('output', '').strip()}".rstrip())
+    return answer
+
+
+def run_apply_job(job_id: int) -> None:
+    claimed = ApplyJob.objects.filter(pk=job_id, state=JobState.PENDING).update(
+        state=JobState.RUNNING, started_at=timezone.now()
+    )
+    if not claimed:
+        return  # another worker took it, or it was coalesced away
+    lines = []
+    job = ApplyJob.objects.get(pk=job_id)
+    try:
+        answer = apply_now(lines.append)
+        job.changed_files = sorted(answer.get("written", []) + answer.get("removed", []))
+        job.state = JobState.DONE
+    except HelperError as exc:
+        lines.append(f"failed: {exc}")
+        job.state = JobState.FAILED
+    except Exception as exc:  # the job log is where an admin looks: record, don't hide
+        logger.exception("apply job %s crashed", job_id)
+        lines.append(f"failed: {type(exc).__name__}: {exc}")
+        job.state = JobState.FAILED
+    job.log = "\n".join(lines)
+    job.finished_at = timezone.now()
+    job.save(update_fields=["state", "log", "changed_files", "finished_at"])

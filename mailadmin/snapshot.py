@@ -1,0 +1,124 @@
+"""Plain data the renderers work from.
+
+`build_snapshot()` in `mailadmin.services.apply` turns the database into these
+frozen dataclasses; renderers in `mailadmin.render` turn them into files. Nothing
+here touches the ORM, the clock or the disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+
+@dataclass(frozen=True)
+class Relay:
+    host: str
+    port: int = 587
+    username: str = ""
+    password: str = ""
+    auth: str = "login"  # "login" | "plain"
+    tls: str = "starttls"  # "starttls" | "ssl" | "none"
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    local_part: str
+    password_hash: str  # a Dovecot-verifiable hash such as "{BLF-CRYPT}$2b$..."
+    quota_mb: int = 0  # 0 = unlimited
+    forward_only: bool = False  # forwards exist and no local copy is kept
+
+
+@dataclass(frozen=True)
+class Alias:
+    local_part: str
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Forward:
+    local_part: str  # the mailbox whose mail is forwarded
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str  # IDNA / punycode, lower case
+    dkim_enabled: bool = True
+    dkim_private_pem: str = ""
+    suspended: bool = False
+    hosted_elsewhere: bool = False  # send-only: DKIM signing, no local delivery
+    relay: Relay | None = None
+    mailboxes: tuple[Mailbox, ...] = ()
+    aliases: tuple[Alias, ...] = ()
+    forwards: tuple[Forward, ...] = ()
+    catchall: str = ""  # full address, or "" for none
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    hostname: str = "localhost.localdomain"
+    ipv4: str = ""
+    ipv6: str = ""
+    nat_ipv4: str = ""
+
+
+@dataclass(frozen=True)
+class SnappyMail:
+    installed: bool = False
+    admin_login: str = ""
+    admin_password_hash: str = ""  # bcrypt/argon2 that PHP password_verify accepts
+    admin_key: str = ""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    server: ServerIdentity = field(default_factory=ServerIdentity)
+    domains: tuple[Domain, ...] = ()  # sorted by name
+    global_relay: Relay | None = None
+    dnsbl_zones: tuple[str, ...] = ()  # final zone names, DQS key already applied
+    internal_lookup: bool = True  # True: dnslookup serves !+local_domains
+    sieve_enabled: bool = False
+    sieve_external: bool = False
+    snappymail: SnappyMail = field(default_factory=SnappyMail)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things live. Production uses the defaults with root "/"; tests and
+    `mail config render --out DIR` use root=DIR so the rendered files point
+    inside DIR and the real daemons can run from there."""
+
+    root: str = "/"
+    spool_dir: str = "/var/spool/exim4"
+    log_dir: str = "/var/log/exim4"
+    mail_root: str = "/var/mail/vhosts"  # Maildirs: <mail_root>/<domain>/<local_part>/
+    exim_user: str = "Debian-exim"
+    exim_group: str = "Debian-exim"
+    mail_user: str = "mail"  # owner of delivered mail
+    smtp_ports: tuple[int, ...] = (25, 465, 587)
+    smtp_listen: tuple[str, ...] = ()  # empty = all interfaces
+    tls_certificate: str = ""  # empty = no TLS offered by our Exim
+    tls_privatekey: str = ""
+    relay_ca_bundle: str = "/etc/ssl/certs/ca-certificates.crt"
+    dovecot_auth_socket: str = "/run/dovecot/auth-client"
+    dovecot_base_dir: str = "/run/dovecot"
+    imap_port: int = 143
+    imaps_port: int = 993
+    sieve_port: int = 4190
+    snappymail_dir: str = "/var/lib/snappymail"
+
+    def path(self, production_path: str) -> str:
+        """The path as it appears inside rendered files."""
+        if self.root in ("", "/"):
+            return production_path
+        return str(PurePosixPath(self.root) / production_path.lstrip("/"))
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    content: bytes
+    owner: str = "root"
+    group: str = "root"
+    mode: int = 0o644
+    service: str = ""  # service to reload when this file changes ("" = none)

@@ -1,0 +1,10 @@
+"""Background tasks (django.tasks). Thin: claim the job, call one service."""
+
+from django.tasks import task
+
+from .services import apply
+
+
+@task()
+def apply_config(job_id: int) -> None:
+    apply.run_apply_job(job_id)

@@ -1,0 +1,128 @@
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from .. import dkim
+from ..forms import DomainAddForm, DomainSettingsForm
+from ..models import ApplyJob, MailDomain
+from ..services import domains as domain_service
+from .common import get_domain_for_user
+
+
+@require_GET
+def domain_list(request):
+    domains = MailDomain.objects.visible_to(request.user).select_related("owner").order_by("name")
+    query = request.GET.get("q", "").strip()
+    if query:
+        domains = domains.filter(name__icontains=query)
+    page = Paginator(domains, 50).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "mailadmin/domain_list.html",
+        {"page": page, "query": query, "form": DomainAddForm(user=request.user)},
+    )
+
+
+@require_POST
+def domain_add(request):
+    form = DomainAddForm(request.POST, user=request.user)
+    if form.is_valid():
+        try:
+            domain = domain_service.add_domain(
+                request.user,
+                form.owner_or_self(),
+                form.cleaned_data["name"],
+                dkim_enabled=form.cleaned_data["dkim_enabled"],
+            )
+        except ValidationError as exc:
+            form.add_error("name", exc)
+        else:
+            messages.success(request, _("Mail domain %(name)s added.") % {"name": domain.unicode_name})
+            return redirect(domain)
+    domains = MailDomain.objects.visible_to(request.user).select_related("owner")
+    page = Paginator(domains, 50).get_page(1)
+    return render(
+        request, "mailadmin/domain_list.html", {"page": page, "form": form, "query": ""}, status=400
+    )
+
+
+@require_GET
+def domain_detail(request, domain_id):
+    domain = get_domain_for_user(request, domain_id)
+    return render(request, "mailadmin/domain_detail.html", domain_context(request, domain))
+
+
+def domain_context(request, domain, **extra):
+    """What the domain page and its partials need; feature views add their parts."""
+    latest_job = (
+        ApplyJob.objects.filter(requested_by=request.user).order_by("-id").first()
+    )
+    ctx = {
+        "domain": domain,
+        "dkim_record": dkim.dns_value(domain.dkim_private_key) if domain.dkim_private_key else "",
+        "dkim_pending_record": (
+            dkim.dns_value(domain.dkim_pending_private_key) if domain.dkim_pending_private_key else ""
+        ),
+        "settings_form": DomainSettingsForm(instance=domain),
+        "job": latest_job,
+    }
+    ctx.update(extra)
+    return ctx
+
+
+@require_POST
+def domain_settings(request, domain_id):
+    domain = get_domain_for_user(request, domain_id)
+    form = DomainSettingsForm(request.POST, instance=MailDomain.objects.get(pk=domain.pk))
+    if form.is_valid():
+        domain_service.update_domain(
+            request.user,
+            domain,
+            dkim_enabled=form.cleaned_data["dkim_enabled"],
+            hosted_elsewhere=form.cleaned_data["hosted_elsewhere"],
+        )
+        messages.success(request, _("Settings saved. The mail server is being updated."))
+    else:
+        messages.error(request, _("The settings could not be saved."))
+    return redirect(domain)
+
+
+@require_POST
+def domain_dkim(request, domain_id):
+    domain = get_domain_for_user(request, domain_id)
+    action = request.POST.get("action")
+    try:
+        if action == "regenerate":
+            domain_service.regenerate_dkim(request.user, domain)
+            messages.info(
+                request,
+                _("A new DKIM key was made. Publish its record, then confirm: the old key signs until then."),
+            )
+        elif action == "confirm":
+            domain_service.confirm_dkim(request.user, domain)
+            messages.success(request, _("The new DKIM key is now used for signing."))
+        elif action == "cancel":
+            domain_service.cancel_dkim(request.user, domain)
+            messages.info(request, _("The new DKIM key was discarded."))
+        else:
+            messages.error(request, _("Unknown action."))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect(domain)
+
+
+@require_http_methods(["GET", "POST"])
+def domain_delete(request, domain_id):
+    domain = get_domain_for_user(request, domain_id)
+    if request.method == "POST":
+        if request.POST.get("confirm_name", "").strip().lower() not in (domain.name, domain.unicode_name.lower()):
+            messages.error(request, _("Type the domain name to confirm the deletion."))
+            return render(request, "mailadmin/domain_delete.html", {"domain": domain}, status=400)
+        name = domain.unicode_name
+        domain_service.delete_domain(request.user, domain)
+        messages.success(request, _("Mail domain %(name)s deleted.") % {"name": name})
+        return redirect("mailadmin:domain_list")
+    return render(request, "mailadmin/domain_delete.html", {"domain": domain})

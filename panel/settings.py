@@ -1,0 +1,190 @@
+"""Settings come from the environment; defaults are safe for development only.
+
+Production sets DJANGO_SECRET_KEY, MAILPANEL_ENCRYPTION_KEY, DATABASE_URL,
+MAILPANEL_BASE_URL, MAILPANEL_ROOT=/ and MAILPANEL_HELPER="sudo /usr/local/sbin/mailpanel-helper".
+"""
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("MAILPANEL_VAR_DIR", BASE_DIR / "var"))
+
+
+def env_bool(name, default=False):
+    value = os.environ.get(name, "")
+    if value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
+
+
+def env_float(name, default):
+    value = os.environ.get(name, "")
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}")
+
+
+def _dev_secret(filename, make):
+    """A per-checkout secret kept in var/ so development needs no setup."""
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    path = VAR_DIR / filename
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(make())
+    return path.read_text().strip()
+
+
+def _fernet_key():
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or _dev_secret(
+    "secret_key", lambda: secrets.token_urlsafe(50)
+)
+# Comma-separated Fernet keys, newest first (MultiFernet: old keys still decrypt).
+MAILPANEL_ENCRYPTION_KEY = os.environ.get("MAILPANEL_ENCRYPTION_KEY") or _dev_secret(
+    "encryption_key", _fernet_key
+)
+
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+    if h.strip()
+]
+CSRF_TRUSTED_ORIGINS = [
+    o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+]
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "django_tasks_db",
+    "mailadmin",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "panel.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = "panel.wsgi.application"
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'mailpanel.sqlite3'}",
+        conn_max_age=60,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The task worker and gunicorn write concurrently: wait instead of "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TASKS = {
+    "default": {
+        "BACKEND": os.environ.get("MAILPANEL_TASK_BACKEND", "django_tasks_db.DatabaseBackend"),
+        "QUEUES": ["default"],
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "mailadmin:domain_list"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("MAILPANEL_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", _("English")), ("zh-hans", _("Simplified Chinese"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+USE_I18N = True
+TIME_ZONE = "UTC"
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": os.environ.get("MAILPANEL_LOG_LEVEL", "INFO")},
+}
+
+# --- mailpanel ---------------------------------------------------------------
+MAILPANEL_BASE_URL = os.environ.get("MAILPANEL_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+MAILPANEL_ROOT = os.environ.get("MAILPANEL_ROOT", str(VAR_DIR / "root"))
+MAILPANEL_HELPER = os.environ.get(
+    "MAILPANEL_HELPER",
+    f"{sys.executable} {BASE_DIR / 'deploy' / 'mailpanel_helper.py'} --root {MAILPANEL_ROOT} --no-chown",
+)
+MAILPANEL_HELPER_TIMEOUT = env_float("MAILPANEL_HELPER_TIMEOUT", 60)
+# DNS and network checks: production talks to the internet, tests point these at loopback.
+MAILPANEL_RESOLVERS = [
+    r.strip() for r in os.environ.get("MAILPANEL_RESOLVERS", "").split(",") if r.strip()
+]  # "ip[:port]"; empty = the system resolver
+MAILPANEL_PORT25_TARGET = os.environ.get("MAILPANEL_PORT25_TARGET", "ASPMX.L.GOOGLE.COM:25")
+MAILPANEL_CHECK_TIMEOUT = env_float("MAILPANEL_CHECK_TIMEOUT", 5.0)
+MAILPANEL_SNAPPYMAIL_URL = os.environ.get("MAILPANEL_SNAPPYMAIL_URL", "")
+MAILPANEL_SNAPPYMAIL_SHA256 = os.environ.get("MAILPANEL_SNAPPYMAIL_SHA256", "")
+MAILPANEL_LOGIN_ATTEMPTS = int(os.environ.get("MAILPANEL_LOGIN_ATTEMPTS", "10"))
+MAILPANEL_DOMAINS_PER_PAGE = 50
+
+# Panel mail: the backend reads the admin's panel-SMTP settings at send time.
+EMAIL_BACKEND = "mailadmin.services.panel_smtp.PanelEmailBackend"
+DEFAULT_FROM_EMAIL = os.environ.get("MAILPANEL_FROM_EMAIL", "mailpanel@localhost")

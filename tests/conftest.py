@@ -1,0 +1,44 @@
+import importlib.util
+
+import pytest
+from django.contrib.auth import get_user_model
+
+# Real-daemon fixtures (exim, dovecot, SMTP sinks) live in their own plugin module.
+if importlib.util.find_spec("tests.conftest_mailstack"):
+    pytest_plugins = ["tests.conftest_mailstack"]
+
+
+@pytest.fixture
+def alice(db):
+    """A customer who owns domains in most tests."""
+    return get_user_model().objects.create_user("alice", password="alice-pass-123")
+
+
+@pytest.fixture
+def bob(db):
+    """Another customer: must never reach alice's objects."""
+    return get_user_model().objects.create_user("bob", password="bob-pass-123")
+
+
+@pytest.fixture
+def admin_user(db):
+    return get_user_model().objects.create_user(
+        "root-admin", password="admin-pass-123", is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def admin_client_(client, admin_user):
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _english(settings):
+    settings.LANGUAGE_CODE = "en"
