@@ -13,6 +13,7 @@ from ..models import ServerSettings
 from ..services import audit, jobs
 from ..services.users import add_user
 from .common import require_admin
+from .sections import settings_sections_context
 
 
 @require_GET
@@ -56,5 +57,12 @@ def server_settings(request):
             jobs.request_apply(request.user)
             messages.success(request, _("Server identity saved."))
             return redirect("mailadmin:server_settings")
-        return render(request, "mailadmin/server_settings.html", {"form": form}, status=400)
-    return render(request, "mailadmin/server_settings.html", {"form": form})
+        return render(
+            request,
+            "mailadmin/server_settings.html",
+            {"form": form, **settings_sections_context(request)},
+            status=400,
+        )
+    return render(
+        request, "mailadmin/server_settings.html", {"form": form, **settings_sections_context(request)}
+    )

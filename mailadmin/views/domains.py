@@ -10,6 +10,7 @@ from ..forms import DomainAddForm, DomainSettingsForm
 from ..models import ApplyJob, MailDomain
 from ..services import domains as domain_service
 from .common import get_domain_for_user
+from .sections import domain_sections_context
 
 
 @require_GET
@@ -69,6 +70,7 @@ def domain_context(request, domain, **extra):
         "settings_form": DomainSettingsForm(instance=domain),
         "job": latest_job,
     }
+    ctx.update(domain_sections_context(request, domain))
     ctx.update(extra)
     return ctx
 
