@@ -1,0 +1,151 @@
+"""Mail domains: add (IDN), list, detail with DKIM, delete after confirmation."""
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from django.urls import reverse
+
+from mailadmin import dkim
+from mailadmin.models import ApplyJob, AuditEntry, MailDomain
+
+pytestmark = pytest.mark.django_db
+
+
+def add(client, name, **extra):
+    return client.post(reverse("mailadmin:domain_add"), {"name": name, "dkim_enabled": "on", **extra})
+
+
+def test_customer_adds_idn_domain_stored_as_punycode_shown_in_unicode(alice_client, alice):
+    response = add(alice_client, "Bücher.example")
+    domain = MailDomain.objects.get()
+    assert domain.name == "xn--bcher-kva.example"
+    assert domain.owner == alice
+    assert response.status_code == 302 and response.url == domain.get_absolute_url()
+    page = alice_client.get(domain.get_absolute_url()).content.decode()
+    assert "bücher.example" in page
+    listing = alice_client.get(reverse("mailadmin:domain_list")).content.decode()
+    assert "bücher.example" in listing
+
+
+def test_adding_a_domain_enqueues_an_apply_job_and_audits_field_names(alice_client, alice):
+    add(alice_client, "example.org")
+    job = ApplyJob.objects.get()
+    assert job.state == "pending" and job.requested_by == alice
+    entry = AuditEntry.objects.get(action="domain.add")
+    assert entry.actor == alice and entry.target == "example.org"
+    assert entry.fields == ["dkim_enabled", "name", "owner"]
+
+
+def test_quick_successive_edits_coalesce_into_one_pending_apply(alice_client):
+    for name in ["a.example", "b.example", "c.example"]:
+        add(alice_client, name)
+    assert MailDomain.objects.count() == 3
+    assert ApplyJob.objects.filter(state="pending").count() == 1
+
+
+def test_dkim_key_is_rsa_2048_and_page_shows_its_public_half(alice_client):
+    add(alice_client, "example.org")
+    domain = MailDomain.objects.get()
+    key = serialization.load_pem_private_key(domain.dkim_private_key.encode(), password=None)
+    assert key.key_size == 2048
+    page = alice_client.get(domain.get_absolute_url()).content.decode()
+    assert dkim.dns_value(domain.dkim_private_key) in page
+    assert "mail._domainkey.example.org" in page
+    assert "PRIVATE KEY" not in page
+
+
+def test_dkim_private_key_is_encrypted_at_rest(alice_client):
+    from django.db import connection
+
+    add(alice_client, "example.org")
+    with connection.cursor() as cursor:
+        cursor.execute("select dkim_private_key from mailadmin_maildomain")
+        (raw,) = cursor.fetchone()
+    assert "PRIVATE KEY" not in raw and raw.startswith("gAAAA")
+
+
+def test_regenerated_dkim_key_waits_until_confirmed(alice_client):
+    add(alice_client, "example.org")
+    domain = MailDomain.objects.get()
+    old = domain.dkim_private_key
+    url = reverse("mailadmin:domain_dkim", args=[domain.pk])
+    alice_client.post(url, {"action": "regenerate"})
+    domain.refresh_from_db()
+    assert domain.dkim_private_key == old and domain.dkim_pending_private_key
+    page = alice_client.get(domain.get_absolute_url()).content.decode()
+    assert dkim.dns_value(old) in page and dkim.dns_value(domain.dkim_pending_private_key) in page
+    alice_client.post(url, {"action": "confirm"})
+    domain.refresh_from_db()
+    assert domain.dkim_private_key != old and not domain.dkim_pending_private_key
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["exa mple.com", "-a.com", "a..b.com", ("a" * 62 + ".") * 4 + "com", "localhost", "192.0.2.1",
+     "[::1]", "", "a-.com", "example.c0m"],
+)
+def test_invalid_domain_names_get_a_clear_error_and_nothing_is_saved(alice_client, bad):
+    response = add(alice_client, bad)
+    assert response.status_code == 400
+    assert MailDomain.objects.count() == 0 and ApplyJob.objects.count() == 0
+    errors = response.context["form"].errors["name"]
+    assert errors and all(len(e) > 10 for e in errors)
+
+
+def test_duplicate_domain_is_refused_even_when_owned_by_someone_else(client, alice, bob):
+    client.force_login(alice)
+    add(client, "example.org")
+    client.force_login(bob)
+    response = add(client, "EXAMPLE.org")
+    assert response.status_code == 400
+    assert "already hosted" in str(response.context["form"].errors["name"])
+    assert MailDomain.objects.get().owner == alice
+
+
+def test_typed_domain_is_kept_in_the_form_after_an_error(alice_client):
+    response = add(alice_client, "exa mple.com")
+    assert 'value="exa mple.com"' in response.content.decode()
+
+
+def test_delete_asks_for_confirmation_then_deletes(alice_client):
+    add(alice_client, "example.org")
+    domain = MailDomain.objects.get()
+    url = reverse("mailadmin:domain_delete", args=[domain.pk])
+    assert alice_client.get(url).status_code == 200
+    assert alice_client.post(url, {"confirm_name": "wrong.org"}).status_code == 400
+    assert MailDomain.objects.exists()
+    response = alice_client.post(url, {"confirm_name": "example.org"})
+    assert response.status_code == 302 and not MailDomain.objects.exists()
+
+
+def test_admin_adds_a_domain_for_a_customer(admin_client_, alice):
+    add(admin_client_, "shop.example", owner=alice.pk)
+    assert MailDomain.objects.get().owner == alice
+
+
+def test_customer_cannot_pick_another_owner(alice_client, alice, bob):
+    add(alice_client, "shop.example", owner=bob.pk)
+    assert MailDomain.objects.get().owner == alice
+
+
+def test_domain_list_is_paginated(alice_client, alice):
+    MailDomain.objects.bulk_create(
+        [MailDomain(name=f"d{i:03}.example", owner=alice) for i in range(120)]
+    )
+    page1 = alice_client.get(reverse("mailadmin:domain_list")).content.decode()
+    page3 = alice_client.get(reverse("mailadmin:domain_list") + "?page=3").content.decode()
+    assert "d000.example" in page1 and "d050.example" not in page1
+    assert "d119.example" in page3 and "Page 3 of 3" in page3
+
+
+def test_login_is_rate_limited(client, alice, settings):
+    settings.MAILPANEL_LOGIN_ATTEMPTS = 3
+    for _ in range(3):
+        assert client.post(reverse("login"), {"username": "alice", "password": "nope"}).status_code == 200
+    response = client.post(reverse("login"), {"username": "alice", "password": "alice-pass-123"})
+    assert response.status_code == 429
+    assert "Too many failed logins" in response.content.decode()
+
+
+def test_anonymous_visitor_is_sent_to_login(client, db):
+    response = client.get(reverse("mailadmin:domain_list"))
+    assert response.status_code == 302 and response.url.startswith(reverse("login"))
