@@ -1,0 +1,937 @@
+#!/usr/bin/python3 -I
+"""mailpanel's privileged helper: the only part of the panel that runs as root.
+
+Installed as /usr/local/sbin/mailpanel-helper and run through sudo with a fixed
+command line (deploy/sudoers.d/mailpanel). One JSON request on stdin, one JSON
+answer on stdout; secrets travel only on stdin, never on argv.
+
+Exit status: 0 done, 1 operation failed (the last good files stay live),
+2 request refused (nothing touched).
+
+    {"op": "state"}
+        -> {"ok": true, "files": {"/etc/exim4/exim4.conf": "<sha256>", ...}}
+    {"op": "apply", "write": [{"path": P, "content_b64": B}, ...],
+                    "remove": [P, ...], "reload": [SERVICE, ...]}
+        -> {"ok": true, "written": [...], "removed": [...], "reloads": {...}}
+    {"op": "reload", "services": [SERVICE, ...]}
+        -> {"ok": true, "reloads": {SERVICE: {"ok": true, "output": ""}}}
+
+Owner, group and mode of every file come from the tables below, never from the
+request. Paths in requests and answers are production paths; ``--root DIR``
+moves them all under DIR (development and tests).
+
+Standard library only and no Django: it has to keep working whatever happens to
+the panel's virtualenv, and it must run on the distribution's python3 (Debian 12
+ships 3.11).
+"""
+
+import argparse
+import base64
+import binascii
+import errno
+import fcntl
+import grp
+import hashlib
+import json
+import os
+import posixpath
+import pwd
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+
+# --------------------------------------------------------------------------
+# The allowlist. Later work adds rows here; nothing else needs to change.
+# "{domain}" stands for one path component holding a mail domain (lower-case
+# IDNA/punycode, see DOMAIN_RE).
+
+SNAPPYMAIL_DATA = "/var/lib/snappymail/data/_data_/_default_"
+
+# production path pattern, owner, group, mode, validator (see VALIDATORS)
+# fmt: off
+MANAGED_FILES = (
+    ("/etc/exim4/exim4.conf", "root", "Debian-exim", 0o640, "exim"),
+    ("/etc/exim4/smtp_relay.conf", "root", "Debian-exim", 0o640, None),
+    ("/etc/exim4/dnsbl.conf", "root", "Debian-exim", 0o640, None),
+    ("/etc/exim4/send_only_domains", "root", "Debian-exim", 0o640, None),
+    ("/etc/exim4/domains/{domain}/dkim.pem", "root", "Debian-exim", 0o640, None),
+    ("/etc/exim4/domains/{domain}/smtp_relay.conf", "root", "Debian-exim", 0o640, None),
+    ("/etc/exim4/domains/{domain}/passwd", "root", "Debian-exim", 0o640, None),
+    ("/etc/exim4/domains/{domain}/aliases", "root", "Debian-exim", 0o640, None),
+    ("/etc/exim4/domains/{domain}/forwards", "root", "Debian-exim", 0o640, None),
+    ("/etc/dovecot/dovecot.conf", "root", "root", 0o644, "doveconf"),
+    ("/etc/nftables.d/mailpanel.nft", "root", "root", 0o644, "nft"),
+    (SNAPPYMAIL_DATA + "/configs/application.ini", "www-data", "www-data", 0o640, "php-ini"),
+    (SNAPPYMAIL_DATA + "/domains/default.json", "www-data", "www-data", 0o640, "json"),
+    ("/root/.snappymail", "root", "root", 0o600, None),
+)
+# fmt: on
+
+# Directories the helper may create on the way to a managed file. First match
+# wins; a pattern ending in "/**" covers the folder and everything below it.
+# Existing directories are never changed. remove_when_empty: the folder goes
+# away with its last managed file (a deleted mail domain leaves no folder that
+# Exim's dsearch would still find).
+# pattern, owner, group, mode, remove_when_empty
+DIRECTORIES = (
+    ("/etc/exim4/domains", "root", "Debian-exim", 0o750, False),
+    ("/etc/exim4/domains/{domain}", "root", "Debian-exim", 0o750, True),
+    ("/var/lib/snappymail/data/**", "www-data", "www-data", 0o750, False),
+)
+DEFAULT_DIRECTORY = ("root", "root", 0o755)
+
+# panel service name -> systemd unit; None = not a unit (see reload_command)
+SERVICES = {
+    "exim4": "exim4",
+    "dovecot": "dovecot",
+    "php-fpm": "php8.2-fpm",
+    "firewall": None,
+}
+FIREWALL_RULES = "/etc/nftables.d/mailpanel.nft"
+
+DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$"
+)
+
+LOCK_FILE = "/run/mailpanel-helper.lock"
+# The helper runs as root: programs are looked up on this PATH only.
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+VALIDATE_TIMEOUT = 60
+RELOAD_TIMEOUT = 120
+MAX_REQUEST_BYTES = 512 * 1024 * 1024
+MAX_OUTPUT_CHARS = 8000
+TMP_MARK = ".mailpanel-tmp-"
+TMP_NAME_RE = re.compile(r"^\..+" + re.escape(TMP_MARK) + r"[0-9a-f]{12}$")
+
+OK, FAILED, REFUSED = 0, 1, 2
+
+
+# --------------------------------------------------------------------------
+# Errors
+
+
+class Refused(Exception):
+    """The request breaks a rule: nothing was touched. Exit status 2."""
+
+    def __init__(self, rule, message):
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+
+
+class Failed(Exception):
+    """The operation could not be carried out. Exit status 1."""
+
+    def __init__(self, message, **details):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+# --------------------------------------------------------------------------
+# Tables compiled into matchers
+
+
+def _pattern_regex(pattern):
+    subtree = pattern.endswith("/**")
+    if subtree:
+        pattern = pattern[:-3]
+    parts = [re.escape(p) for p in pattern.split("{domain}")]
+    body = "(?P<domain>[^/]+)".join(parts)
+    return re.compile("^" + body + ("(?:/.*)?" if subtree else "") + "$")
+
+
+class FileRule:
+    def __init__(self, pattern, owner, group, mode, validator):
+        self.pattern = pattern
+        self.regex = _pattern_regex(pattern)
+        self.owner, self.group, self.mode = owner, group, mode
+        self.validator = validator
+
+
+class DirRule:
+    def __init__(self, pattern, owner, group, mode, remove_when_empty):
+        self.regex = _pattern_regex(pattern)
+        self.owner, self.group, self.mode = owner, group, mode
+        self.remove_when_empty = remove_when_empty
+
+
+FILE_RULES = [FileRule(*row) for row in MANAGED_FILES]
+DIR_RULES = [DirRule(*row) for row in DIRECTORIES]
+
+
+def _domain_ok(match):
+    domain = match.groupdict().get("domain")
+    return domain is None or bool(DOMAIN_RE.match(domain))
+
+
+def check_path(path):
+    """Return the FileRule for a production path, or refuse naming the rule."""
+    if not isinstance(path, str) or not path:
+        raise Refused("bad request", "a path must be a non-empty string")
+    if ".." in path.split("/"):
+        raise Refused("..", "%r: '..' is not allowed in a path" % path)
+    if (
+        not path.startswith("/")
+        or "\x00" in path
+        or "//" in path
+        or posixpath.normpath(path) != path
+    ):
+        raise Refused("non-normalised", "%r: not an absolute, normalised path" % path)
+    bad_domain = False
+    for rule in FILE_RULES:
+        match = rule.regex.match(path)
+        if match:
+            if _domain_ok(match):
+                return rule
+            bad_domain = True
+    if bad_domain:
+        raise Refused(
+            "bad domain folder name",
+            "%r: the domain folder is not a lower-case IDNA domain name" % path,
+        )
+    raise Refused("outside allowlist", "%r: not a file the panel manages" % path)
+
+
+def dir_rule(path):
+    for rule in DIR_RULES:
+        match = rule.regex.match(path)
+        if match and _domain_ok(match):
+            return rule
+    return None
+
+
+def check_service(name):
+    if not isinstance(name, str) or name not in SERVICES:
+        raise Refused(
+            "unknown service",
+            "%r: not a service the panel may reload (allowed: %s)"
+            % (name, ", ".join(sorted(SERVICES))),
+        )
+    return name
+
+
+# --------------------------------------------------------------------------
+# The file tree under --root, walked one component at a time without following
+# symlinks (O_NOFOLLOW relative to the parent's descriptor), so that a symlink
+# planted in a folder another user can write (SnappyMail's data belongs to
+# www-data) never redirects a root write.
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _truncate(text):
+    text = text.strip()
+    if len(text) <= MAX_OUTPUT_CHARS:
+        return text
+    head = MAX_OUTPUT_CHARS * 2 // 3
+    tail = MAX_OUTPUT_CHARS - head
+    return text[:head] + "\n[...]\n" + text[-tail:]
+
+
+class Tree:
+    def __init__(self, root, chown):
+        root = os.path.abspath(root)
+        self.root = "" if root == "/" else root
+        self.chown = chown
+
+    def real(self, path):
+        return self.root + path
+
+    # -- checks before anything is touched
+
+    def refuse_symlinks(self, path):
+        """Refuse when any existing component of root+path is a symlink."""
+        current = self.root
+        for name in path.strip("/").split("/"):
+            current = current + "/" + name
+            try:
+                st = os.lstat(current)
+            except FileNotFoundError:
+                return
+            except NotADirectoryError:
+                return  # a file where a folder should be: the write fails later
+            if stat.S_ISLNK(st.st_mode):
+                shown = current[len(self.root) :] or "/"
+                raise Refused(
+                    "symlink",
+                    "%r: %s is a symlink; the helper never follows symlinks"
+                    % (path, shown),
+                )
+
+    # -- descriptors
+
+    def open_dir(self, dirpath, create=False, created=None):
+        """Open root+dirpath without following symlinks; create missing folders
+        (owner/mode from DIRECTORIES) when asked, recording them in created."""
+        fd = os.open(self.root or "/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        current = ""
+        try:
+            for name in [p for p in dirpath.split("/") if p]:
+                current += "/" + name
+                try:
+                    next_fd = os.open(name, DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    next_fd = os.open(name, DIR_FLAGS, dir_fd=fd)
+                    rule = dir_rule(current)
+                    owner, group, mode = (
+                        (rule.owner, rule.group, rule.mode)
+                        if rule
+                        else DEFAULT_DIRECTORY
+                    )
+                    try:
+                        self.set_owner(next_fd, owner, group, mode)
+                    except BaseException:
+                        os.close(next_fd)
+                        raise
+                    if created is not None:
+                        created.append(current)
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise Failed("%s: a symlink or not a folder" % current) from e
+                    raise
+                os.close(fd)
+                fd = next_fd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def set_owner(self, fd, owner, group, mode):
+        if self.chown:
+            try:
+                uid = pwd.getpwnam(owner).pw_uid
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError as e:
+                raise Failed("unknown user or group %s:%s" % (owner, group)) from e
+            try:
+                os.fchown(fd, uid, gid)
+            except PermissionError as e:
+                raise Failed(
+                    "cannot chown to %s:%s (run as root, or --no-chown in development)"
+                    % (owner, group)
+                ) from e
+        os.fchmod(fd, mode)
+
+    def read(self, path):
+        """Content and stat of a live file, or None when it does not exist."""
+        dirpath, name = posixpath.split(path)
+        try:
+            dfd = self.open_dir(dirpath)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fd = os.open(
+                    name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd
+                )
+            except FileNotFoundError:
+                return None
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise Failed("%s: is a symlink" % path) from e
+                raise
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise Failed("%s: not a regular file" % path)
+                chunks = []
+                while True:
+                    chunk = os.read(fd, 1 << 20)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                return b"".join(chunks), st
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dfd)
+
+    def write_temp(self, path, content, owner, group, mode, created_dirs):
+        """Write content next to path; return the temp file's name."""
+        dirpath, name = posixpath.split(path)
+        dfd = self.open_dir(dirpath, create=True, created=created_dirs)
+        try:
+            tmp = "." + name + TMP_MARK + secrets.token_hex(6)
+            fd = os.open(
+                tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
+                dir_fd=dfd,
+            )
+            try:
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(fd, view) :]
+                self.set_owner(fd, owner, group, mode)
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                os.unlink(tmp, dir_fd=dfd)
+                raise
+            os.close(fd)
+            return tmp
+        finally:
+            os.close(dfd)
+
+    def replace(self, dirpath, tmp, name):
+        dfd = self.open_dir(dirpath)
+        try:
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def unlink(self, path, missing_ok=True):
+        """Remove a file; True if it existed."""
+        dirpath, name = posixpath.split(path)
+        try:
+            dfd = self.open_dir(dirpath)
+        except FileNotFoundError:
+            if missing_ok:
+                return False
+            raise
+        try:
+            os.unlink(name, dir_fd=dfd)
+            os.fsync(dfd)
+            return True
+        except FileNotFoundError:
+            if missing_ok:
+                return False
+            raise
+        finally:
+            os.close(dfd)
+
+    def rmdir_if_empty(self, dirpath):
+        parent, name = posixpath.split(dirpath)
+        try:
+            dfd = self.open_dir(parent)
+        except FileNotFoundError:
+            return False
+        try:
+            os.rmdir(name, dir_fd=dfd)
+            return True
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                return False
+            raise
+        finally:
+            os.close(dfd)
+
+    def remove_stale_temps(self, dirpath):
+        """Temp files left by a helper that was killed mid-apply (we hold the
+        lock, so none of them belongs to a running helper)."""
+        try:
+            dfd = self.open_dir(dirpath)
+        except (FileNotFoundError, Failed):
+            return
+        try:
+            for name in os.listdir(dfd):
+                if TMP_NAME_RE.match(name):
+                    try:
+                        os.unlink(name, dir_fd=dfd)
+                    except FileNotFoundError:
+                        pass
+        finally:
+            os.close(dfd)
+
+    def listdir(self, dirpath):
+        try:
+            dfd = self.open_dir(dirpath)
+        except (FileNotFoundError, Failed):
+            return []
+        try:
+            return sorted(os.listdir(dfd))
+        finally:
+            os.close(dfd)
+
+
+# --------------------------------------------------------------------------
+# Validators: each gets the candidate's real path (a temp file next to the live
+# one, so relative includes resolve as they will live) and its content.
+
+
+def _run(argv, timeout):
+    """(exit status, stdout, stderr) of a child; status None = it did not run."""
+    try:
+        proc = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            cwd="/",
+            env={"PATH": SAFE_PATH, "LC_ALL": "C.UTF-8"},
+        )
+    except subprocess.TimeoutExpired:
+        return None, "", "%s: timed out after %s s" % (argv[0], timeout)
+    except OSError as e:
+        return None, "", "%s: %s" % (argv[0], e)
+    return (
+        proc.returncode,
+        proc.stdout.decode("utf-8", "replace"),
+        proc.stderr.decode("utf-8", "replace"),
+    )
+
+
+def _program(name):
+    path = shutil.which(name, path=SAFE_PATH)
+    if path is None:
+        raise Failed("%s is not installed; cannot validate" % name)
+    return path
+
+
+def _validate_with(argv):
+    code, _stdout, stderr = _run(argv, VALIDATE_TIMEOUT)
+    # stdout is not shown: doveconf -n prints the whole configuration there.
+    if code is not None and code != 0 and not stderr.strip():
+        stderr = "%s exited with status %d" % (posixpath.basename(argv[0]), code)
+    return code == 0, _truncate(stderr)
+
+
+def validate_exim(real_path, content):
+    # As root, exim insists that a -C file is owned by root and not group- or
+    # world-writable; the candidate already has its final root:Debian-exim 0640.
+    return _validate_with([_program("exim"), "-C", real_path, "-bV"])
+
+
+def validate_doveconf(real_path, content):
+    return _validate_with([_program("doveconf"), "-n", "-c", real_path])
+
+
+def validate_nft(real_path, content):
+    return _validate_with([_program("nft"), "-c", "-f", real_path])
+
+
+def validate_php_ini(real_path, content):
+    # SnappyMail reads application.ini with parse_ini_file($f, true).
+    php = shutil.which("php", path=SAFE_PATH)
+    if php is None:
+        return True, "php not installed: application.ini not checked"
+    code = "exit(parse_ini_file($argv[1], true) === false ? 1 : 0);"
+    return _validate_with([php, "-n", "-r", code, real_path])
+
+
+def validate_json(real_path, content):
+    try:
+        json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        return False, "invalid JSON: %s" % e
+    return True, ""
+
+
+VALIDATORS = {
+    "exim": validate_exim,
+    "doveconf": validate_doveconf,
+    "nft": validate_nft,
+    "php-ini": validate_php_ini,
+    "json": validate_json,
+}
+
+
+# --------------------------------------------------------------------------
+# Services
+
+
+def reload_command(service, tree, service_command):
+    if service_command:
+        # Development and tests: the configured command gets the panel's name.
+        return shlex.split(service_command) + ["reload", service]
+    if service == "firewall":
+        return [_program("nft"), "-f", tree.real(FIREWALL_RULES)]
+    return [_program("systemctl"), "reload", SERVICES[service]]
+
+
+def reload_services(services, tree, service_command):
+    """Reload in order, stopping at the first failure. Returns (ok, results)."""
+    results = {}
+    for service in services:
+        try:
+            argv = reload_command(service, tree, service_command)
+        except Failed as e:
+            results[service] = {"ok": False, "output": e.message}
+            return False, results
+        code, stdout, stderr = _run(argv, RELOAD_TIMEOUT)
+        output = stdout + stderr
+        if code is not None and code != 0 and not output.strip():
+            output = "exited with status %d" % code
+        results[service] = {"ok": code == 0, "output": _truncate(output)}
+        if code != 0:
+            return False, results
+    return True, results
+
+
+# --------------------------------------------------------------------------
+# Request parsing
+
+
+def _expect_keys(obj, allowed, what):
+    if not isinstance(obj, dict):
+        raise Refused("bad request", "%s must be a JSON object" % what)
+    unknown = sorted(set(obj) - set(allowed))
+    if unknown:
+        raise Refused(
+            "bad request", "%s: unknown field(s) %s" % (what, ", ".join(unknown))
+        )
+
+
+def _list_of(obj, key, what):
+    value = obj.get(key, [])
+    if not isinstance(value, list):
+        raise Refused("bad request", "%s: %r must be a list" % (what, key))
+    return value
+
+
+def _services(names):
+    seen = []
+    for name in names:
+        check_service(name)
+        if name not in seen:
+            seen.append(name)
+    return seen
+
+
+def parse_request(raw):
+    try:
+        request = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise Refused("bad request", "stdin is not a JSON object: %s" % e) from e
+    if not isinstance(request, dict) or "op" not in request:
+        raise Refused("bad request", 'the request must be a JSON object with an "op"')
+    return request
+
+
+def parse_apply(request, tree):
+    _expect_keys(request, ("op", "write", "remove", "reload"), "apply")
+    writes, seen = [], set()
+    for item in _list_of(request, "write", "apply"):
+        _expect_keys(item, ("path", "content_b64"), "write item")
+        path = item.get("path")
+        rule = check_path(path)
+        encoded = item.get("content_b64")
+        if not isinstance(encoded, str):
+            raise Refused("bad request", "%r: content_b64 must be a string" % path)
+        try:
+            content = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise Refused("bad request", "%r: content_b64 is not base64" % path) from e
+        if path in seen:
+            raise Refused("bad request", "%r: listed twice" % path)
+        seen.add(path)
+        writes.append((path, rule, content))
+    removes = []
+    for path in _list_of(request, "remove", "apply"):
+        check_path(path)
+        if path in seen:
+            raise Refused("bad request", "%r: listed twice" % path)
+        seen.add(path)
+        removes.append(path)
+    services = _services(_list_of(request, "reload", "apply"))
+    for path in sorted(seen):
+        tree.refuse_symlinks(path)
+    return writes, removes, services
+
+
+# --------------------------------------------------------------------------
+# Operations
+
+
+def op_state(request, tree, options):
+    _expect_keys(request, ("op",), "state")
+    files = {}
+
+    def add(path):
+        found = tree.read(path)
+        if found is not None:
+            files[path] = hashlib.sha256(found[0]).hexdigest()
+
+    for rule in FILE_RULES:
+        if "{domain}" not in rule.pattern:
+            try:
+                add(rule.pattern)
+            except Failed:
+                pass  # a symlink or a folder: not a managed file, apply says why
+            continue
+        prefix, suffix = rule.pattern.split("{domain}", 1)
+        for entry in tree.listdir(prefix.rstrip("/")):
+            if DOMAIN_RE.match(entry):
+                try:
+                    add(prefix + entry + suffix)
+                except (Failed, NotADirectoryError):
+                    pass
+    return OK, {"ok": True, "files": dict(sorted(files.items()))}
+
+
+def op_reload(request, tree, options):
+    _expect_keys(request, ("op", "services"), "reload")
+    services = _services(_list_of(request, "services", "reload"))
+    ok, results = reload_services(services, tree, options.service_command)
+    answer = {"ok": ok, "reloads": results}
+    if not ok:
+        answer["error"] = "reload failed: %s" % ", ".join(
+            s for s, r in results.items() if not r["ok"]
+        )
+    return (OK if ok else FAILED), answer
+
+
+def op_apply(request, tree, options):
+    writes, removes, services = parse_apply(request, tree)
+    for dirpath in sorted(
+        {posixpath.dirname(p) for p, _, _ in writes}
+        | {posixpath.dirname(p) for p in removes}
+    ):
+        tree.remove_stale_temps(dirpath)
+
+    created_dirs = []  # folders made for this request, parents first
+    temps = []  # (path, dirpath, tmp name)
+
+    def discard_temps():
+        for path, dirpath, tmp in temps:
+            tree.unlink(dirpath + "/" + tmp)
+        for dirpath in reversed(created_dirs):
+            tree.rmdir_if_empty(dirpath)
+
+    # 1. candidates next to the live files, with their final owner and mode
+    validation = {}
+    try:
+        for path, rule, content in writes:
+            tmp = tree.write_temp(
+                path, content, rule.owner, rule.group, rule.mode, created_dirs
+            )
+            temps.append((path, posixpath.dirname(path), tmp))
+            if rule.validator:
+                real = tree.real(posixpath.dirname(path) + "/" + tmp)
+                ok, output = VALIDATORS[rule.validator](real, content)
+                validation[path] = {"ok": ok, "output": output}
+    except BaseException:
+        discard_temps()
+        raise
+
+    failed = [p for p, r in validation.items() if not r["ok"]]
+    if failed:
+        discard_temps()
+        return FAILED, {
+            "ok": False,
+            "stage": "validate",
+            "error": "validation failed, nothing changed: %s" % ", ".join(failed),
+            "validation": validation,
+            "written": [],
+            "removed": [],
+            "reloads": {},
+        }
+
+    # 2. backups of everything about to change (None = did not exist)
+    try:
+        backups = {p: tree.read(p) for p in [w[0] for w in writes] + removes}
+    except BaseException:
+        discard_temps()
+        raise
+
+    # 3. swap, then removals
+    written, removed, removed_dirs = [], [], []
+    try:
+        for path, dirpath, tmp in list(temps):
+            tree.replace(dirpath, tmp, posixpath.basename(path))
+            temps.remove((path, dirpath, tmp))
+            written.append(path)
+        for path in removes:
+            if tree.unlink(path):
+                removed.append(path)
+        for dirpath in sorted({posixpath.dirname(p) for p in removes}, reverse=True):
+            rule = dir_rule(dirpath)
+            if rule and rule.remove_when_empty and tree.rmdir_if_empty(dirpath):
+                removed_dirs.append(dirpath)
+    except BaseException as e:
+        discard_temps()
+        restored, errors = restore(tree, backups, written + removed, created_dirs)
+        if not isinstance(e, (OSError, Failed)):
+            raise
+        return FAILED, {
+            "ok": False,
+            "stage": "swap",
+            "error": "swapping files failed, previous files restored: %s"
+            % (e.message if isinstance(e, Failed) else e),
+            "restored": restored,
+            "restore_errors": errors,
+            "validation": validation,
+            "written": [],
+            "removed": [],
+            "reloads": {},
+        }
+
+    # 4. reloads; a failure puts every previous file back and reloads again
+    ok, reloads = reload_services(services, tree, options.service_command)
+    answer = {
+        "ok": ok,
+        "written": written,
+        "removed": removed,
+        "reloads": reloads,
+    }
+    if removed_dirs:
+        answer["removed_dirs"] = removed_dirs
+    if validation:
+        answer["validation"] = validation
+    if ok:
+        return OK, answer
+
+    failed_service = next(s for s, r in reloads.items() if not r["ok"])
+    restored, errors = restore(tree, backups, written + removed, created_dirs)
+    again_ok, again = reload_services(list(reloads), tree, options.service_command)
+    answer.update(
+        stage="reload",
+        error="reload of %s failed; previous files restored%s"
+        % (
+            failed_service,
+            "" if again_ok else " but reloading them failed too",
+        ),
+        written=[],
+        removed=[],
+        restored=restored,
+        restore_errors=errors,
+        reloads_after_restore=again,
+    )
+    answer.pop("removed_dirs", None)
+    return FAILED, answer
+
+
+def restore(tree, backups, paths, created_dirs):
+    """Put back the live files saved before the swap (and delete the ones that
+    did not exist). Returns (restored paths, errors)."""
+    restored, errors = [], []
+    for path in paths:
+        backup = backups.get(path)
+        try:
+            if backup is None:
+                tree.unlink(path)
+            else:
+                content, st = backup
+                dirpath, name = posixpath.split(path)
+                rule = check_path(path)
+                tmp = tree.write_temp(
+                    path, content, rule.owner, rule.group, rule.mode, []
+                )
+                # back exactly as it was, even if the table changed meanwhile
+                dfd = tree.open_dir(dirpath)
+                try:
+                    if tree.chown:
+                        os.chown(
+                            tmp, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False
+                        )
+                    os.chmod(tmp, stat.S_IMODE(st.st_mode), dir_fd=dfd)
+                finally:
+                    os.close(dfd)
+                tree.replace(dirpath, tmp, name)
+            restored.append(path)
+        except (OSError, Failed, Refused) as e:
+            errors.append("%s: %s" % (path, getattr(e, "message", e)))
+    for dirpath in reversed(created_dirs):
+        try:
+            tree.rmdir_if_empty(dirpath)
+        except (OSError, Failed) as e:
+            errors.append("%s: %s" % (dirpath, getattr(e, "message", e)))
+    return restored, errors
+
+
+OPERATIONS = {"state": op_state, "apply": op_apply, "reload": op_reload}
+
+
+# --------------------------------------------------------------------------
+# Entry point
+
+
+def take_lock(tree):
+    """Two helpers never interleave: an exclusive flock for the whole request.
+    The kernel drops it when the process dies, even by SIGKILL."""
+    path = tree.real(LOCK_FILE)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="mailpanel-helper",
+        description="Privileged helper of mailpanel: JSON request on stdin.",
+    )
+    parser.add_argument(
+        "--root", default="/", help="prefix every managed path (development, tests)"
+    )
+    parser.add_argument(
+        "--service-command",
+        default=None,
+        help="run 'CMD reload SERVICE' instead of systemctl / nft -f",
+    )
+    parser.add_argument(
+        "--no-chown",
+        action="store_true",
+        help="do not chown (not root, or the groups do not exist); still chmod",
+    )
+    return parser.parse_args(argv)
+
+
+def _finish_first(signum, frame):
+    # Stopping the worker (or a client timeout) signals sudo, which relays it
+    # here: finishing the request beats leaving half an apply behind. A
+    # handler, not SIG_IGN, because an ignored signal would stay ignored in
+    # the validators and reload commands started from here.
+    pass
+
+
+def main(argv=None):
+    options = parse_args(argv)
+    os.umask(0o077)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _finish_first)
+    tree = Tree(options.root, chown=not options.no_chown)
+    try:
+        raw = sys.stdin.buffer.read(MAX_REQUEST_BYTES + 1)
+        lock_fd = take_lock(tree)
+        try:
+            if len(raw) > MAX_REQUEST_BYTES:
+                raise Refused(
+                    "bad request", "request larger than %d bytes" % MAX_REQUEST_BYTES
+                )
+            request = parse_request(raw)
+            operation = (
+                OPERATIONS.get(request["op"])
+                if isinstance(request["op"], str)
+                else None
+            )
+            if operation is None:
+                raise Refused(
+                    "unknown op",
+                    "%r: unknown op (allowed: %s)"
+                    % (request["op"], ", ".join(sorted(OPERATIONS))),
+                )
+            code, answer = operation(request, tree, options)
+        finally:
+            os.close(lock_fd)
+    except Refused as e:
+        code, answer = REFUSED, {
+            "ok": False,
+            "refused": True,
+            "rule": e.rule,
+            "error": e.message,
+        }
+    except Failed as e:
+        code, answer = FAILED, dict(e.details, ok=False, error=e.message)
+    except Exception as e:  # the caller still gets one JSON answer
+        code, answer = FAILED, {
+            "ok": False,
+            "error": "internal error: %s: %s" % (type(e).__name__, e),
+        }
+    sys.stdout.write(json.dumps(answer, sort_keys=True) + "\n")
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
