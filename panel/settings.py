@@ -171,7 +171,7 @@ MAILPANEL_BASE_URL = os.environ.get("MAILPANEL_BASE_URL", "http://127.0.0.1:8000
 MAILPANEL_ROOT = os.environ.get("MAILPANEL_ROOT", str(VAR_DIR / "root"))
 MAILPANEL_HELPER = os.environ.get(
     "MAILPANEL_HELPER",
-    f"{sys.executable} {BASE_DIR / 'deploy' / 'mailpanel_helper.py'} --root {MAILPANEL_ROOT} --no-chown",
+    f"{sys.executable} {BASE_DIR / 'deploy' / 'mailpanel_helper.py'} --root {MAILPANEL_ROOT} --no-chown --service-command true",
 )
 MAILPANEL_HELPER_TIMEOUT = env_float("MAILPANEL_HELPER_TIMEOUT", 60)
 # DNS and network checks: production talks to the internet, tests point these at loopback.

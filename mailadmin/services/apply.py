@@ -44,16 +44,27 @@ def _relay(row: RelaySettings | None) -> snap.Relay | None:
     )
 
 
+# Public Spamhaus zones that have a DQS twin: <key>.<name>.dq.spamhaus.net.
+SPAMHAUS_DQS_ZONES = ("zen", "sbl", "xbl", "pbl", "dbl", "zrd")
+
+
+def dqs_zone(zone: str, dqs_key: str) -> str:
+    """Pure: a public Spamhaus zone → the key's DQS zone (the public mirrors
+    refuse queries that come through big shared resolvers); others unchanged."""
+    name, _dot, rest = zone.partition(".")
+    if dqs_key and rest == "spamhaus.org" and name in SPAMHAUS_DQS_ZONES:
+        return f"{dqs_key.lower()}.{name}.dq.spamhaus.net"
+    return zone
+
+
 def dnsbl_zones(server: ServerSettings) -> tuple[str, ...]:
-    """The configured zones with the DQS key applied: public ZEN becomes the
-    key's DQS zone (the public mirrors refuse queries from big resolvers)."""
+    """The configured zones with the DQS key applied (see dqs_zone)."""
     zones = []
     for line in server.dnsbl_zones.splitlines():
         zone = line.strip().lower().rstrip(".")
         if not zone:
             continue
-        if server.dqs_key and zone == SPAMHAUS_PUBLIC_ZEN:
-            zone = f"{server.dqs_key.lower()}.zen.dq.spamhaus.net"
+        zone = dqs_zone(zone, server.dqs_key)
         if zone not in zones:
             zones.append(zone)
     return tuple(zones)
@@ -184,11 +195,27 @@ def apply_now(log=None) -> dict:
         log(f"write {path}")
     for path in plan.remove:
         log(f"remove {path}")
-    answer = call_helper(helper_request(plan))
-    for service, outcome in sorted((answer.get("reloads") or {}).items()):
-        state = "ok" if outcome.get("ok") else "FAILED"
-        log(f"reload {service}: {state} {outcome.get('output', '').strip()}".rstrip())
+    try:
+        answer = call_helper(helper_request(plan))
+    except HelperError as exc:
+        _log_helper_answer(exc.answer or {}, log)
+        raise
+    _log_helper_answer(answer, log)
     return answer
+
+
+def _log_helper_answer(answer: dict, log) -> None:
+    """What each validator and service said; never file contents."""
+    for path, outcome in sorted((answer.get("validation") or {}).items()):
+        if not outcome.get("ok"):
+            log(f"validation of {path} FAILED: {outcome.get('output', '').strip()}")
+    for key in ("reloads", "reloads_after_restore"):
+        for service, outcome in sorted((answer.get(key) or {}).items()):
+            state = "ok" if outcome.get("ok") else "FAILED"
+            label = "reload" if key == "reloads" else "reload after restore"
+            log(f"{label} {service}: {state} {outcome.get('output', '').strip()}".rstrip())
+    if answer.get("restored"):
+        log(f"restored the previous files: {', '.join(answer['restored'])}")
 
 
 def run_apply_job(job_id: int) -> None:
