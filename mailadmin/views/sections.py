@@ -6,9 +6,16 @@ A feature adds its own line here; nothing else in the page view changes."""
 from django.utils.module_loading import import_string
 
 DOMAIN_SECTIONS: list[tuple[str, str]] = [
+    ("mailadmin/accounts/_section.html", "mailadmin.views.accounts.section_context"),
+    ("mailadmin/relay/section.html", "mailadmin.views.relay.domain_section"),
 ]
 
 SETTINGS_SECTIONS: list[tuple[str, str]] = [
+    ("mailadmin/relay/section.html", "mailadmin.views.relay.global_section"),
+    ("mailadmin/server_mail/panel_smtp.html", "mailadmin.views.server_mail.panel_smtp_section"),
+    ("mailadmin/server_mail/dqs.html", "mailadmin.views.server_mail.dqs_section"),
+    ("mailadmin/server_mail/dnsbl.html", "mailadmin.views.server_mail.dnsbl_section"),
+    ("mailadmin/server_mail/internal_lookup.html", "mailadmin.views.server_mail.internal_lookup_section"),
 ]
 
 
