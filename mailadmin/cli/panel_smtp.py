@@ -1,0 +1,67 @@
+from django.core.exceptions import ValidationError
+from django.core.management.base import CommandError
+
+from ..services import panel_smtp
+from .common import system_actor
+
+
+def register(nouns):
+    parser = nouns.add_parser("panel-smtp", help="how the panel sends its own mail")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    set_ = verbs.add_parser("set", help="send panel mail through an SMTP server")
+    set_.add_argument("--host", required=True)
+    set_.add_argument("--port", default="587")
+    set_.add_argument("--security", choices=panel_smtp.SECURITIES, default="starttls")
+    set_.add_argument("--user", default="")
+    set_.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    set_.add_argument("--from", dest="from_email", required=True)
+    set_.set_defaults(handler=panel_smtp_set)
+    clear = verbs.add_parser("clear", help="back to the local mail server; forget the settings")
+    clear.set_defaults(handler=panel_smtp_clear)
+    test = verbs.add_parser("test", help="send a test mail and show the server's answer")
+    test.add_argument("--to", required=True)
+    test.set_defaults(handler=panel_smtp_test)
+
+
+def _field_errors(exc: ValidationError) -> ValidationError:
+    if hasattr(exc, "error_dict"):
+        return ValidationError(
+            [f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items()]
+        )
+    return exc
+
+
+def panel_smtp_set(command, options):
+    from ..management.commands.mail import read_secret_from_stdin
+
+    password = read_secret_from_stdin("password") if options["password_stdin"] else ""
+    try:
+        panel_smtp.save_settings(
+            system_actor(),
+            host=options["host"],
+            port=options["port"],
+            security=options["security"],
+            username=options["user"],
+            password=password,
+            from_email=options["from_email"],
+        )
+    except ValidationError as exc:
+        raise _field_errors(exc)
+    command.stdout.write("panel SMTP saved")
+
+
+def panel_smtp_clear(command, options):
+    panel_smtp.clear_settings(system_actor())
+    command.stdout.write("panel mail goes through the local mail server")
+
+
+def panel_smtp_test(command, options):
+    result = panel_smtp.send_test_mail(options["to"])
+    if not options.get("json"):
+        for line in result.transcript:
+            command.stdout.write(line)
+    if not result.ok:
+        raise CommandError(f"test mail not sent: {result.summary}")
+    command.stdout.write(f"sent: {result.summary}")
