@@ -15,6 +15,10 @@ Exit status: 0 done, 1 operation failed (the last good files stay live),
         -> {"ok": true, "written": [...], "removed": [...], "reloads": {...}}
     {"op": "reload", "services": [SERVICE, ...]}
         -> {"ok": true, "reloads": {SERVICE: {"ok": true, "output": ""}}}
+    {"op": "install_tarball", "tarball_b64": B, "sha256": HEX}
+        -> {"ok": true, "files": N, "dirs": N, "kept_data": bool}
+    {"op": "read", "path": P}          (READABLE_FILES only)
+        -> {"ok": true, "exists": bool, "content_b64": B}
 
 Owner, group and mode of every file come from the tables below, never from the
 request. Paths in requests and answers are production paths; ``--root DIR``
@@ -32,6 +36,7 @@ import errno
 import fcntl
 import grp
 import hashlib
+import io
 import json
 import os
 import posixpath
@@ -44,6 +49,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tarfile
 
 # --------------------------------------------------------------------------
 # The allowlist. Later work adds rows here; nothing else needs to change.
@@ -93,6 +99,21 @@ SERVICES = {
     "firewall": None,
 }
 FIREWALL_RULES = "/etc/nftables.d/mailpanel.nft"
+
+# SnappyMail's release is unpacked here by "install_tarball". The code belongs
+# to root (readable by the web server's group); data/ belongs to www-data, which
+# writes its settings and users' data there.
+# folder, (owner, group, dir mode, file mode) for code, same for data/
+SNAPPYMAIL_DIR = "/var/lib/snappymail"
+SNAPPYMAIL_CODE_OWNER = ("root", "www-data", 0o750, 0o640)
+SNAPPYMAIL_DATA_OWNER = ("www-data", "www-data", 0o750, 0o640)
+MAX_TARBALL_MEMBERS = 50000
+MAX_TARBALL_UNPACKED_BYTES = 1024 * 1024 * 1024
+STAGING_MARK = ".mailpanel-staging-"
+
+# Files the "read" op may return: the SnappyMail credentials the panel shows to
+# an admin until they are deleted. Nothing else is ever read back.
+READABLE_FILES = ("/root/.snappymail",)
 
 DOMAIN_RE = re.compile(
     r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$"
@@ -839,7 +860,327 @@ def restore(tree, backups, paths, created_dirs):
     return restored, errors
 
 
-OPERATIONS = {"state": op_state, "apply": op_apply, "reload": op_reload}
+def op_read(request, tree, options):
+    _expect_keys(request, ("op", "path"), "read")
+    path = request.get("path")
+    check_path(path)
+    if path not in READABLE_FILES:
+        raise Refused(
+            "not readable",
+            "%r: the helper returns only %s" % (path, ", ".join(READABLE_FILES)),
+        )
+    tree.refuse_symlinks(path)
+    found = tree.read(path)
+    if found is None:
+        return OK, {"ok": True, "exists": False}
+    return OK, {
+        "ok": True,
+        "exists": True,
+        "content_b64": base64.b64encode(found[0]).decode("ascii"),
+    }
+
+
+def tarball_members(tar):
+    """The members to unpack, checked before anything is written: regular
+    files and folders with relative names, no '..', no links that leave the
+    tree, no hard links, no device files or FIFOs. Refuses naming the rule."""
+    members, names, total = [], set(), 0
+    for member in tar:
+        if len(members) >= MAX_TARBALL_MEMBERS:
+            raise Refused("tarball too large", "more than %d entries" % MAX_TARBALL_MEMBERS)
+        raw = member.name
+        if "\x00" in raw or raw.startswith("/"):
+            raise Refused("absolute path in tarball", "%r: absolute name" % raw)
+        name = raw
+        while name.startswith("./"):
+            name = name[2:]
+        name = name.rstrip("/")
+        if not name or name == ".":
+            continue
+        if ".." in name.split("/"):
+            raise Refused("'..' in tarball", "%r: '..' is not allowed" % raw)
+        if posixpath.normpath(name) != name:
+            raise Refused("non-normalised name in tarball", "%r: not a normalised name" % raw)
+        if member.islnk():
+            raise Refused("hard link in tarball", "%r: hard links are not unpacked" % raw)
+        if member.issym():
+            target = member.linkname
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+            if (
+                not target
+                or target.startswith("/")
+                or "\x00" in target
+                or resolved == ".."
+                or resolved.startswith("../")
+            ):
+                raise Refused(
+                    "symlink leaving the tree",
+                    "%r -> %r: points outside the release" % (raw, target),
+                )
+        elif not (member.isfile() or member.isdir()):
+            raise Refused(
+                "device file in tarball",
+                "%r: only files, folders and links inside the tree are unpacked" % raw,
+            )
+        if name in names:
+            raise Refused("duplicate name in tarball", "%r: listed twice" % raw)
+        names.add(name)
+        if member.isfile():
+            total += member.size
+            if total > MAX_TARBALL_UNPACKED_BYTES:
+                raise Refused(
+                    "tarball too large",
+                    "unpacks to more than %d bytes" % MAX_TARBALL_UNPACKED_BYTES,
+                )
+        members.append((name, member))
+    if "index.php" not in names:
+        raise Refused("not a SnappyMail release", "the tarball has no index.php at its top")
+    return members
+
+
+def _snappymail_owner(name):
+    """Owner/mode for a path relative to the SnappyMail folder."""
+    if name == "data" or name.startswith("data/"):
+        return SNAPPYMAIL_DATA_OWNER
+    return SNAPPYMAIL_CODE_OWNER
+
+
+def _open_below(base_fd, relpath):
+    """Open the folder relpath under base_fd without following any symlink."""
+    fd = os.dup(base_fd)
+    try:
+        for part in [p for p in relpath.split("/") if p]:
+            try:
+                next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise Failed("%s: a symlink or not a folder in the tarball" % relpath) from e
+                raise
+            os.close(fd)
+            fd = next_fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def unpack_members(tar, members, tree, staging_fd):
+    """Write the checked members below staging_fd (a fresh root-only folder)."""
+    files = dirs = 0
+    for name, member in members:
+        parent, base = posixpath.split(name)
+        # Folders a tarball lists only implicitly (a file before its folder).
+        made = ""
+        for part in [p for p in parent.split("/") if p]:
+            made = made + "/" + part if made else part
+            pfd = _open_below(staging_fd, posixpath.dirname(made))
+            try:
+                try:
+                    os.mkdir(part, 0o700, dir_fd=pfd)
+                except FileExistsError:
+                    continue
+                fd = os.open(part, DIR_FLAGS, dir_fd=pfd)
+                try:
+                    owner, group, dmode, _fmode = _snappymail_owner(made)
+                    tree.set_owner(fd, owner, group, dmode)
+                finally:
+                    os.close(fd)
+                dirs += 1
+            finally:
+                os.close(pfd)
+        pfd = _open_below(staging_fd, parent)
+        try:
+            owner, group, dmode, fmode = _snappymail_owner(name)
+            if member.isdir():
+                try:
+                    os.mkdir(base, 0o700, dir_fd=pfd)
+                    dirs += 1
+                except FileExistsError:
+                    pass  # made implicitly above; a file of that name fails to open
+                fd = os.open(base, DIR_FLAGS, dir_fd=pfd)
+                try:
+                    tree.set_owner(fd, owner, group, dmode)
+                finally:
+                    os.close(fd)
+            elif member.issym():
+                os.symlink(member.linkname, base, dir_fd=pfd)
+                if tree.chown:
+                    os.chown(
+                        base,
+                        pwd.getpwnam(owner).pw_uid,
+                        grp.getgrnam(group).gr_gid,
+                        dir_fd=pfd,
+                        follow_symlinks=False,
+                    )
+                files += 1
+            else:
+                source = tar.extractfile(member)
+                fd = os.open(
+                    base,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                    dir_fd=pfd,
+                )
+                try:
+                    while True:
+                        chunk = source.read(1 << 20)
+                        if not chunk:
+                            break
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view):]
+                    tree.set_owner(fd, owner, group, fmode)
+                finally:
+                    os.close(fd)
+                files += 1
+        finally:
+            os.close(pfd)
+    return files, dirs
+
+
+def _remove_tree(parent_fd, name):
+    """rm -r of parent/name without following symlinks (shutil.rmtree with a
+    dir_fd is symlink-attack resistant on Linux)."""
+    try:
+        st = os.lstat(name, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=parent_fd)
+    else:
+        os.unlink(name, dir_fd=parent_fd)
+
+
+def op_install_tarball(request, tree, options):
+    _expect_keys(request, ("op", "tarball_b64", "sha256"), "install_tarball")
+    encoded, expected = request.get("tarball_b64"), request.get("sha256")
+    if not isinstance(encoded, str) or not isinstance(expected, str):
+        raise Refused("bad request", "tarball_b64 and sha256 must be strings")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise Refused("bad request", "tarball_b64 is not base64") from e
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected.lower():
+        raise Refused(
+            "checksum",
+            "SHA-256 mismatch: expected %s, got %s; nothing installed" % (expected, actual),
+        )
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise Refused("not a tarball", "cannot read the tarball: %s" % e) from e
+    with tar:
+        try:
+            members = tarball_members(tar)
+        except (tarfile.TarError, EOFError) as e:
+            raise Refused("not a tarball", "cannot read the tarball: %s" % e) from e
+
+        tree.refuse_symlinks(SNAPPYMAIL_DIR + "/data")
+        parent, name = posixpath.split(SNAPPYMAIL_DIR)
+        parent_fd = tree.open_dir(parent, create=True)
+        staging = "." + name + STAGING_MARK + secrets.token_hex(6)
+        old = None
+        try:
+            for entry in os.listdir(parent_fd):  # left by a killed helper
+                if entry.startswith("." + name + STAGING_MARK):
+                    _remove_tree(parent_fd, entry)
+            os.mkdir(staging, 0o700, dir_fd=parent_fd)
+            staging_fd = os.open(staging, DIR_FLAGS, dir_fd=parent_fd)
+            kept_data = False
+            try:
+                try:
+                    files, dirs = unpack_members(tar, members, tree, staging_fd)
+                except (tarfile.TarError, EOFError) as e:
+                    raise Failed("cannot unpack the tarball: %s" % e) from e
+                # 2. an existing data/ folder (settings, users' data) moves over
+                try:
+                    live_fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+                except FileNotFoundError:
+                    live_fd = None
+                except OSError as e:
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise Failed("%s: a symlink or not a folder" % SNAPPYMAIL_DIR) from e
+                    raise
+                if live_fd is not None:
+                    try:
+                        try:
+                            st = os.lstat("data", dir_fd=live_fd)
+                        except FileNotFoundError:
+                            st = None
+                        if st is not None:
+                            if not stat.S_ISDIR(st.st_mode):
+                                raise Failed("%s/data: not a folder" % SNAPPYMAIL_DIR)
+                            _remove_tree(staging_fd, "data")
+                            os.rename("data", "data", src_dir_fd=live_fd, dst_dir_fd=staging_fd)
+                            kept_data = True
+                    finally:
+                        os.close(live_fd)
+                owner, group, dmode, _fmode = SNAPPYMAIL_CODE_OWNER
+                tree.set_owner(staging_fd, owner, group, dmode)
+            finally:
+                os.close(staging_fd)
+            # 3. swap: the old tree steps aside, the new one takes its name
+            if os.path.lexists(tree.real(SNAPPYMAIL_DIR)):
+                old = "." + name + STAGING_MARK + "old-" + secrets.token_hex(6)
+                os.rename(name, old, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+            try:
+                os.rename(staging, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+            except OSError:
+                if old is not None:
+                    os.rename(old, name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+                    old = None
+                raise
+            staging = None
+            os.fsync(parent_fd)
+        except BaseException as e:
+            # Put the live data/ back if it had moved into the staging tree.
+            if staging is not None:
+                try:
+                    _move_data_back(parent_fd, staging, name)
+                finally:
+                    _remove_tree(parent_fd, staging)
+            if isinstance(e, OSError):
+                raise Failed("installing SnappyMail failed: %s" % e) from e
+            raise
+        finally:
+            if old is not None:
+                _remove_tree(parent_fd, old)
+            os.close(parent_fd)
+    return OK, {"ok": True, "files": files, "dirs": dirs, "kept_data": kept_data}
+
+
+def _move_data_back(parent_fd, staging, name):
+    """After a failed install: data/ goes back from the staging tree to the
+    live SnappyMail folder if it had been moved there."""
+    try:
+        live_fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+    except OSError:
+        return
+    try:
+        try:
+            os.lstat("data", dir_fd=live_fd)
+            return  # still there: it never moved
+        except FileNotFoundError:
+            pass
+        staging_fd = os.open(staging, DIR_FLAGS, dir_fd=parent_fd)
+        try:
+            os.rename("data", "data", src_dir_fd=staging_fd, dst_dir_fd=live_fd)
+        except OSError:
+            pass
+        finally:
+            os.close(staging_fd)
+    finally:
+        os.close(live_fd)
+
+
+OPERATIONS = {
+    "state": op_state,
+    "apply": op_apply,
+    "reload": op_reload,
+    "install_tarball": op_install_tarball,
+    "read": op_read,
+}
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,62 @@
+"""The panel's own nftables table: /etc/nftables.d/mailpanel.nft.
+
+A table of our own (`inet mailpanel`) so the admin's ruleset stays theirs. The
+file first declares and deletes the table, then defines it: loading it again
+(`nft -f`, the helper's firewall reload) replaces our rules instead of piling up
+copies, and never touches another table.
+
+In nftables an accept only ends one base chain; a drop anywhere is final. So:
+- external ManageSieve on: TCP <sieve port> is accepted here (a host firewall
+  with a default-drop policy still needs its own rule; the page says so);
+- off: TCP <sieve port> from anything but loopback is dropped here, which
+  closes it whatever the other tables say. SnappyMail talks to Dovecot over
+  localhost and keeps working.
+
+Pure: same snapshot, same bytes.
+"""
+
+from __future__ import annotations
+
+from ..snapshot import FileSpec, Layout, Snapshot
+
+FIREWALL_RULES = "/etc/nftables.d/mailpanel.nft"
+TABLE = "inet mailpanel"
+
+
+def render_firewall_rules(snapshot: Snapshot, layout: Layout) -> bytes:
+    port = int(layout.sieve_port)
+    if not 0 < port < 65536:
+        raise ValueError(f"invalid sieve port: {port!r}")
+    external = snapshot.sieve_enabled and snapshot.sieve_external
+    if external:
+        rules = [
+            f'tcp dport {port} accept comment "ManageSieve for external mail clients"',
+        ]
+    else:
+        rules = [
+            'iifname "lo" accept',
+            f'tcp dport {port} drop comment "ManageSieve: local clients only"',
+        ]
+    lines = [
+        "#!/usr/sbin/nft -f",
+        "# Written by mailpanel; changes here are replaced on the next apply.",
+        f"table {TABLE}",
+        f"delete table {TABLE}",
+        "",
+        f"table {TABLE} {{",
+        "\tchain input {",
+        "\t\ttype filter hook input priority filter - 1; policy accept;",
+        *[f"\t\t{rule}" for rule in rules],
+        "\t}",
+        "}",
+        "",
+    ]
+    return "\n".join(lines).encode("ascii")
+
+
+def render_firewall(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
+    return {
+        FIREWALL_RULES: FileSpec(
+            render_firewall_rules(snapshot, layout), "root", "root", 0o644, "firewall"
+        )
+    }
