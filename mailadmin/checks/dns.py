@@ -1,0 +1,705 @@
+"""Live DNS checks of a domain's records (SPEC §1.4, §1.5). No ORM.
+
+Every lookup goes through `Lookups`: one resolver (from MAILPANEL_RESOLVERS),
+one deadline for the whole check, a cache shared by the run. A resolver that
+fails or times out makes a verdict "unknown", never "missing": only NXDOMAIN
+or an empty answer from a resolver that did answer means missing.
+
+SPF is judged by meaning with the compact evaluator below (RFC 7208 check_host:
+ip4, ip6, a, mx, include, redirect, exists, ptr, all, macros; 10-lookup and
+2-void-lookup limits). checkdmarc was considered: it can be pointed at a
+nameserver, but it validates records and counts lookups without answering "is
+this IP authorised", keeps a process-wide DNS cache (a "Check now" right after
+fixing DNS would show the stale answer) and brings ten dependencies; pyspf does
+check_host but resolves through a module-global function, so it cannot take a
+per-call resolver and deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import dns.asyncresolver
+import dns.exception
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+from django.utils.translation import gettext as _
+
+from ..dnsrecords import OPTIONAL, Record
+
+OK, MISSING, DIFFERENT, UNKNOWN = "ok", "missing", "different", "unknown"
+SEVERITY = {MISSING: 3, DIFFERENT: 2, UNKNOWN: 1, OK: 0}
+
+SPF_MAX_LOOKUPS = 10  # RFC 7208 §4.6.4
+SPF_MAX_VOID_LOOKUPS = 2
+SPF_MAX_MX_NAMES = 10
+
+
+# --- resolver ------------------------------------------------------------------
+
+
+def parse_resolver(entry: str) -> tuple[str, int]:
+    """'ip', 'ip:port', '[v6]:port' or a bare IPv6 address."""
+    entry = entry.strip()
+    if entry.startswith("["):
+        host, _sep, rest = entry[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else 53
+    elif entry.count(":") == 1:
+        host, port_text = entry.split(":")
+        port = int(port_text)
+    else:
+        host, port = entry, 53
+    ipaddress.ip_address(host)  # raises ValueError for a host name
+    if not 0 < port < 65536:
+        raise ValueError(f"bad port in resolver {entry!r}")
+    return host, port
+
+
+def make_resolver(entries, timeout: float) -> dns.asyncresolver.Resolver:
+    """Empty `entries` = the system resolver (/etc/resolv.conf)."""
+    if entries:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [
+            dns.nameserver.Do53Nameserver(host, port)
+            for host, port in (parse_resolver(e) for e in entries)
+        ]
+    else:
+        resolver = dns.asyncresolver.Resolver()
+    resolver.timeout = timeout
+    resolver.lifetime = timeout
+    resolver.cache = None  # "check now" must see DNS as it is now
+    resolver.use_edns(0, 0, 1232)  # a 2048-bit DKIM answer fits without a TCP retry
+    return resolver
+
+
+@dataclass
+class Answer:
+    kind: str  # "ok" | "nxdomain" | "nodata" | "error"
+    values: list[str] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.kind == "error"
+
+    @property
+    def empty(self) -> bool:
+        return self.kind in ("nxdomain", "nodata")
+
+
+class Lookups:
+    """Queries sharing one resolver, one deadline and one cache. Concurrent
+    identical queries share one future."""
+
+    def __init__(self, resolver, timeout: float, cache: dict | None = None):
+        self.resolver = resolver
+        self.timeout = timeout
+        self.cache = {} if cache is None else cache
+
+    def for_one_check(self) -> "Lookups":
+        """Same resolver and cache, a fresh deadline starting now."""
+        return _Bounded(self, time.monotonic() + self.timeout)
+
+    async def query(self, name: str, rtype: str) -> Answer:
+        return await self.for_one_check().query(name, rtype)
+
+
+class _Bounded(Lookups):
+    def __init__(self, parent: Lookups, deadline: float):
+        super().__init__(parent.resolver, parent.timeout, parent.cache)
+        self.deadline = deadline
+
+    def for_one_check(self):
+        return self
+
+    async def query(self, name: str, rtype: str) -> Answer:
+        key = (name.lower().rstrip("."), rtype)
+        future = self.cache.get(key)
+        if future is None:
+            future = asyncio.ensure_future(self._resolve(key[0], rtype))
+            self.cache[key] = future
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0 and not future.done():
+            return Answer("error", error=_("timed out"))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), max(remaining, 0.001))
+        except TimeoutError:
+            return Answer("error", error=_("timed out"))
+
+    async def _resolve(self, name: str, rtype: str) -> Answer:
+        try:
+            answer = await self.resolver.resolve(
+                name + ".", rtype, lifetime=self.timeout, search=False
+            )
+        except dns.resolver.NXDOMAIN:
+            return Answer("nxdomain")
+        except dns.resolver.NoAnswer:
+            return Answer("nodata")
+        except dns.resolver.LifetimeTimeout:
+            return Answer("error", error=_("timed out"))
+        except dns.resolver.NoNameservers as exc:
+            return Answer("error", error=_("no resolver answered (%(why)s)") % {"why": _short(exc)})
+        except (dns.exception.DNSException, OSError, ValueError) as exc:
+            return Answer("error", error=_short(exc))
+        return Answer("ok", [_rdata_text(rtype, rdata) for rdata in answer])
+
+
+def _short(exc) -> str:
+    return (str(exc) or type(exc).__name__)[:200]
+
+
+def _rdata_text(rtype: str, rdata) -> str:
+    if rtype == "TXT":
+        return b"".join(rdata.strings).decode("utf-8", "replace")
+    if rtype == "MX":
+        return f"{rdata.preference} {rdata.exchange.to_text().lower()}"
+    if rtype in ("PTR", "CNAME", "NS"):
+        return rdata.target.to_text().lower()
+    return rdata.to_text()
+
+
+# --- Cloudflare ----------------------------------------------------------------
+
+CLOUDFLARE_DATA = Path(__file__).resolve().parent.parent / "data" / "cloudflare-ips.txt"
+
+
+def parse_networks(text: str):
+    nets = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            nets.append(ipaddress.ip_network(line, strict=False))
+    return tuple(nets)
+
+
+def load_cloudflare_networks(path: Path | str | None = None):
+    return parse_networks(Path(path or CLOUDFLARE_DATA).read_text())
+
+
+def in_networks(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+# --- verdicts ------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    name: str
+    type: str
+    purpose: str
+    level: str
+    status: str  # ok | missing | different | unknown
+    expected: str
+    found: list[str] = field(default_factory=list)
+    fix: str = ""  # what to do, in plain words; "" when ok
+    detail: str = ""
+    cloudflare: bool = False
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(verdicts) -> str:
+    """One word for the domain list: the worst verdict of the non-optional records."""
+    statuses = [v.status for v in verdicts if v.level != OPTIONAL] or [OK]
+    return max(statuses, key=SEVERITY.__getitem__)
+
+
+def _verdict(record: Record, status: str, found=(), fix="", detail="", cloudflare=False):
+    return Verdict(
+        record.name,
+        record.type,
+        record.purpose,
+        record.level,
+        status,
+        record.value,
+        list(found),
+        fix,
+        detail,
+        cloudflare,
+    )
+
+
+def _fix_missing(record: Record) -> str:
+    return _("Add a %(type)s record at %(name)s with the value: %(value)s") % {
+        "type": record.type,
+        "name": record.name,
+        "value": record.value,
+    }
+
+
+def _fix_different(record: Record) -> str:
+    return _("Change the %(type)s record at %(name)s to: %(value)s") % {
+        "type": record.type,
+        "name": record.name,
+        "value": record.value,
+    }
+
+
+def _unknown(record: Record, answer: Answer) -> Verdict:
+    return _verdict(
+        record,
+        UNKNOWN,
+        fix=_("The DNS resolver did not answer; nothing can be said yet. Check again later."),
+        detail=answer.error,
+    )
+
+
+def cloudflare_fix(name: str) -> str:
+    return _(
+        "%(name)s resolves into Cloudflare's proxy. Mail cannot pass through the proxy: "
+        "in Cloudflare's DNS settings turn the proxy (orange cloud) off for %(name)s, "
+        "so that it is \"DNS only\"."
+    ) % {"name": name}
+
+
+async def check_address(lookups, record: Record, cf_networks=()) -> Verdict:
+    answer = await lookups.query(record.name, record.type)
+    if answer.failed:
+        return _unknown(record, answer)
+    if answer.empty:
+        return _verdict(record, MISSING, fix=_fix_missing(record))
+    proxied = [ip for ip in answer.values if in_networks(ip, cf_networks)]
+    if proxied:
+        return _verdict(
+            record, DIFFERENT, answer.values, cloudflare_fix(record.name), cloudflare=True
+        )
+    if record.value in answer.values:
+        return _verdict(record, OK, answer.values)
+    return _verdict(record, DIFFERENT, answer.values, _fix_different(record))
+
+
+async def check_mx(lookups, record: Record, server_ips=()) -> Verdict:
+    answer = await lookups.query(record.name, "MX")
+    if answer.failed:
+        return _unknown(record, answer)
+    if answer.empty:
+        return _verdict(record, MISSING, fix=_fix_missing(record))
+    expected_host = record.value.split()[-1].lower()
+    hosts = [value.split()[-1] for value in answer.values]
+    if expected_host in hosts:
+        return _verdict(record, OK, answer.values)
+    # Another name for this server is fine: judge by where the MX hosts point.
+    addresses = await asyncio.gather(
+        *(lookups.query(h, t) for h in hosts[:SPF_MAX_MX_NAMES] for t in ("A", "AAAA"))
+    )
+    if any(ip in server_ips for a in addresses for ip in a.values):
+        return _verdict(record, OK, answer.values, detail=_("An MX host points at this server."))
+    if any(a.failed for a in addresses):
+        return _unknown(record, next(a for a in addresses if a.failed))
+    return _verdict(
+        record,
+        DIFFERENT,
+        answer.values,
+        _fix_different(record),
+        _("No MX host points at this server: mail for this domain goes elsewhere."),
+    )
+
+
+def parse_tags(text: str) -> dict[str, str]:
+    """DKIM/DMARC tag lists: 'k=v; k=v'. Keys lower-cased, whitespace dropped."""
+    tags = {}
+    for part in text.split(";"):
+        key, sep, value = part.partition("=")
+        if sep:
+            tags[key.strip().lower()] = value.strip()
+    return tags
+
+
+async def check_dkim(lookups, record: Record) -> Verdict:
+    answer = await lookups.query(record.name, "TXT")
+    if answer.failed:
+        return _unknown(record, answer)
+    if answer.empty:
+        return _verdict(record, MISSING, fix=_fix_missing(record))
+    expected_key = "".join(parse_tags(record.value)["p"].split())
+    keys = []
+    for value in answer.values:
+        tags = parse_tags(value)
+        if "p" in tags:
+            keys.append("".join(tags["p"].split()))
+    if expected_key in keys:
+        return _verdict(record, OK, answer.values)
+    if not keys:
+        detail = _("The record has no p= key.")
+    elif "" in keys:
+        detail = _("The published key is empty (p=): the key is revoked.")
+    else:
+        detail = _("The published p= key is not this domain's key.")
+    return _verdict(record, DIFFERENT, answer.values, _fix_different(record), detail)
+
+
+DMARC_STRICTNESS = {"none": 0, "quarantine": 1, "reject": 2}
+
+
+async def check_dmarc(lookups, record: Record) -> Verdict:
+    answer = await lookups.query(record.name, "TXT")
+    if answer.failed:
+        return _unknown(record, answer)
+    dmarc = [v for v in answer.values if v.replace(" ", "").lower().startswith("v=dmarc1")]
+    if not dmarc:
+        return _verdict(record, MISSING, answer.values, _fix_missing(record))
+    if len(dmarc) > 1:
+        return _verdict(
+            record,
+            DIFFERENT,
+            answer.values,
+            _fix_different(record),
+            _("There are several DMARC records; receivers then ignore all of them. Keep one."),
+        )
+    want, tags = parse_tags(record.value), parse_tags(dmarc[0])
+    policy = tags.get("p", "").lower()
+    sub_policy = tags.get("sp", policy).lower()
+    if policy not in DMARC_STRICTNESS:
+        return _verdict(
+            record,
+            DIFFERENT,
+            dmarc,
+            _fix_different(record),
+            _("The record has no valid p= policy (none, quarantine or reject)."),
+        )
+    weaker = [
+        tag
+        for tag, value in (("p", policy), ("sp", sub_policy))
+        if DMARC_STRICTNESS.get(value, -1) < DMARC_STRICTNESS[want[tag]]
+    ]
+    if weaker:
+        return _verdict(
+            record,
+            DIFFERENT,
+            dmarc,
+            _fix_different(record),
+            _("The policy %(tags)s is weaker than %(want)s: failing mail is still delivered.")
+            % {"tags": ", ".join(f"{t}={tags.get(t, policy)}" for t in weaker), "want": want["p"]},
+        )
+    relaxed = [t for t in ("adkim", "aspf") if tags.get(t, "r").lower() != want[t]]
+    detail = (
+        _("Alignment is relaxed (%(tags)s); that is accepted.") % {"tags": ", ".join(relaxed)}
+        if relaxed
+        else ""
+    )
+    return _verdict(record, OK, dmarc, detail=detail)
+
+
+async def check_txt_tags(lookups, record: Record) -> Verdict:
+    """A plain tag record such as the legacy DomainKeys policy."""
+    answer = await lookups.query(record.name, "TXT")
+    if answer.failed:
+        return _unknown(record, answer)
+    if answer.empty:
+        return _verdict(record, MISSING, fix=_fix_missing(record))
+    want = parse_tags(record.value)
+    if any(parse_tags(v) == want for v in answer.values):
+        return _verdict(record, OK, answer.values)
+    return _verdict(record, DIFFERENT, answer.values, _fix_different(record))
+
+
+# --- SPF -----------------------------------------------------------------------
+
+
+class SpfPermError(Exception):
+    pass
+
+
+class SpfTempError(Exception):
+    pass
+
+
+@dataclass
+class SpfResult:
+    result: str  # pass fail softfail neutral none permerror temperror
+    reason: str = ""
+    lookups: int = 0
+    record: str = ""
+
+
+QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
+_MACRO = re.compile(r"%\{([slodiphcrtv])(\d*)(r?)([.\-+,/_=]*)\}", re.I)
+
+
+class _Spf:
+    def __init__(self, lookups, ip: str, sender_domain: str):
+        self.lookups = lookups
+        self.ip = ipaddress.ip_address(ip)
+        self.sender_domain = sender_domain
+        self.count = 0
+        self.void = 0
+
+    def charge(self):
+        self.count += 1
+        if self.count > SPF_MAX_LOOKUPS:
+            raise SpfPermError(_("too many DNS lookups (more than 10)"))
+
+    async def query(self, name: str, rtype: str) -> Answer:
+        answer = await self.lookups.query(name, rtype)
+        if answer.failed:
+            raise SpfTempError(_("DNS lookup of %(name)s failed: %(why)s") % {"name": name, "why": answer.error})
+        if answer.empty:
+            self.void += 1
+            if self.void > SPF_MAX_VOID_LOOKUPS:
+                raise SpfPermError(_("too many lookups that found nothing (more than 2)"))
+        return answer
+
+    def expand(self, spec: str, domain: str) -> str:
+        if "%" not in spec:
+            return spec
+
+        def letter_value(letter):
+            letter = letter.lower()
+            if letter == "i":
+                if self.ip.version == 4:
+                    return str(self.ip)
+                return ".".join(self.ip.exploded.replace(":", ""))
+            if letter in "dh":
+                return domain
+            if letter == "o":
+                return self.sender_domain
+            if letter == "s":
+                return f"postmaster@{self.sender_domain}"
+            if letter == "l":
+                return "postmaster"
+            if letter == "v":
+                return "in-addr" if self.ip.version == 4 else "ip6"
+            return "unknown"  # p, and c/r/t which are for exp= only
+
+        def macro(match):
+            letter, digits, reverse, delimiters = match.groups()
+            parts = re.split("[" + re.escape(delimiters or ".") + "]", letter_value(letter))
+            if reverse:
+                parts.reverse()
+            if digits:
+                parts = parts[-int(digits) :]
+            return ".".join(parts)
+
+        out = _MACRO.sub(macro, spec).replace("%%", "%").replace("%_", " ").replace("%-", "%20")
+        if "%" in out.replace("%20", ""):
+            raise SpfPermError(_("malformed macro in %(spec)s") % {"spec": spec})
+        return out
+
+    async def check_host(self, domain: str, depth: int = 0) -> SpfResult:
+        answer = await self.query(domain, "TXT") if depth else await self._first_query(domain)
+        records = [v for v in answer.values if re.match(r"(?i)v=spf1(\s|$)", v)]
+        if not records:
+            return SpfResult("none", _("no SPF record at %(domain)s") % {"domain": domain})
+        if len(records) > 1:
+            raise SpfPermError(_("several SPF records at %(domain)s") % {"domain": domain})
+        redirect = None
+        for term in records[0].split()[1:]:
+            name_value = re.match(r"^([a-zA-Z][\w.\-]*)=(.*)$", term)
+            if name_value:
+                if name_value.group(1).lower() == "redirect":
+                    redirect = name_value.group(2)
+                continue
+            qualifier = "+"
+            if term[0] in QUALIFIERS:
+                qualifier, term = term[0], term[1:]
+            if await self.matches(term, domain, depth):
+                return SpfResult(QUALIFIERS[qualifier], _("matched %(term)s at %(domain)s") % {"term": term, "domain": domain})
+        if redirect is not None:
+            self.charge()
+            target = self.expand(redirect, domain)
+            result = await self.check_host(target, depth + 1)
+            if result.result == "none":
+                raise SpfPermError(_("redirect to %(target)s finds no SPF record") % {"target": target})
+            return result
+        return SpfResult("neutral", _("no mechanism matched at %(domain)s") % {"domain": domain})
+
+    async def _first_query(self, domain):
+        answer = await self.lookups.query(domain, "TXT")
+        if answer.failed:
+            raise SpfTempError(answer.error)
+        return answer
+
+    @staticmethod
+    def _split_cidr(arg: str):
+        """'example.com/24//64' -> ('example.com', 24, 64)."""
+        v4, v6 = 32, 128
+        if "//" in arg:
+            arg, v6_text = arg.split("//", 1)
+            v6 = int(v6_text)
+        if "/" in arg:
+            arg, v4_text = arg.rsplit("/", 1)
+            v4 = int(v4_text)
+        return arg, v4, v6
+
+    def _in(self, addresses, v4: int, v6: int) -> bool:
+        prefix = v4 if self.ip.version == 4 else v6
+        for address in addresses:
+            net = ipaddress.ip_network(f"{address}/{prefix}", strict=False)
+            if net.version == self.ip.version and self.ip in net:
+                return True
+        return False
+
+    async def matches(self, term: str, domain: str, depth: int) -> bool:
+        name, _sep, arg = term.partition(":")
+        if "/" in name:  # "a/24", "mx//64"
+            name, slash, rest = name.partition("/")
+            arg = arg + slash + rest
+        name = name.lower()
+        if name == "all":
+            return True
+        try:
+            if name in ("ip4", "ip6"):
+                net = ipaddress.ip_network(arg, strict=False)
+                if (name == "ip4") != (net.version == 4):
+                    raise ValueError(arg)
+                return net.version == self.ip.version and self.ip in net
+            target, v4, v6 = self._split_cidr(arg)
+        except ValueError:
+            raise SpfPermError(_("malformed term %(term)s") % {"term": term})
+        target = self.expand(target, domain) if target else domain
+        rtype = "A" if self.ip.version == 4 else "AAAA"
+        if name == "a":
+            self.charge()
+            return self._in((await self.query(target, rtype)).values, v4, v6)
+        if name == "mx":
+            self.charge()
+            hosts = [v.split()[-1] for v in (await self.query(target, "MX")).values]
+            if len(hosts) > SPF_MAX_MX_NAMES:
+                raise SpfPermError(_("more than 10 MX names"))
+            answers = await asyncio.gather(*(self.query(h, rtype) for h in hosts))
+            return any(self._in(a.values, v4, v6) for a in answers)
+        if name == "include":
+            if not arg:
+                raise SpfPermError(_("include without a domain"))
+            self.charge()
+            result = await self.check_host(target, depth + 1)
+            if result.result == "pass":
+                return True
+            if result.result in ("fail", "softfail", "neutral"):
+                return False
+            if result.result == "temperror":
+                raise SpfTempError(result.reason)
+            raise SpfPermError(_("include:%(target)s has no valid SPF record") % {"target": target})
+        if name == "exists":
+            self.charge()
+            return bool((await self.query(target, "A")).values)
+        if name == "ptr":
+            self.charge()
+            names = (await self.query(dns.reversename.from_address(str(self.ip)).to_text(), "PTR")).values
+            for host in names[:10]:
+                host = host.rstrip(".")
+                if host == target or host.endswith("." + target):
+                    if str(self.ip) in (await self.lookups.query(host, rtype)).values:
+                        return True
+            return False
+        raise SpfPermError(_("unknown mechanism %(term)s") % {"term": term})
+
+
+async def spf_check_host(lookups, ip: str, domain: str) -> SpfResult:
+    spf = _Spf(lookups, ip, domain)
+    try:
+        result = await spf.check_host(domain)
+    except SpfPermError as exc:
+        result = SpfResult("permerror", str(exc))
+    except SpfTempError as exc:
+        result = SpfResult("temperror", str(exc))
+    result.lookups = spf.count
+    return result
+
+
+async def check_spf(lookups, record: Record, sending_ips=()) -> Verdict:
+    answer = await lookups.query(record.name, "TXT")
+    if answer.failed:
+        return _unknown(record, answer)
+    found = [v for v in answer.values if re.match(r"(?i)v=spf1(\s|$)", v)]
+    if not found:
+        return _verdict(record, MISSING, fix=_fix_missing(record))
+    if not sending_ips:
+        return _verdict(
+            record,
+            UNKNOWN,
+            found,
+            _("Set the server's public IP address in the server settings first."),
+        )
+    results = await asyncio.gather(*(spf_check_host(lookups, ip, record.name) for ip in sending_ips))
+    for ip, result in zip(sending_ips, results):
+        if result.result == "pass":
+            continue
+        if result.result == "temperror":
+            return _verdict(
+                record,
+                UNKNOWN,
+                found,
+                _("A DNS lookup needed to evaluate SPF failed; check again later."),
+                result.reason,
+            )
+        if result.result == "permerror":
+            return _verdict(
+                record,
+                DIFFERENT,
+                found,
+                _("The SPF record is broken (%(why)s), so receivers treat it as an error. Replace it with: %(value)s")
+                % {"why": result.reason, "value": record.value},
+                _("permerror: %(why)s") % {"why": result.reason},
+            )
+        return _verdict(
+            record,
+            DIFFERENT,
+            found,
+            _("The SPF record does not authorise this server's address %(ip)s. Add ip4:/ip6: for it, or use: %(value)s")
+            % {"ip": ip, "value": record.value},
+            _("%(ip)s gets %(result)s (%(why)s)") % {"ip": ip, "result": result.result, "why": result.reason},
+        )
+    return _verdict(
+        record,
+        OK,
+        found,
+        detail=_("Authorises %(ips)s (%(n)s DNS lookups).")
+        % {"ips": ", ".join(sending_ips), "n": max(r.lookups for r in results)},
+    )
+
+
+# --- a whole domain --------------------------------------------------------------
+
+
+async def check_record(lookups, record: Record, server_ips=(), sending_ips=(), cf_networks=()):
+    lookups = lookups.for_one_check()
+    if record.purpose == "spf":
+        return await check_spf(lookups, record, sending_ips)
+    if record.purpose == "dkim":
+        return await check_dkim(lookups, record)
+    if record.purpose == "dmarc":
+        return await check_dmarc(lookups, record)
+    if record.type == "MX":
+        return await check_mx(lookups, record, server_ips)
+    if record.type in ("A", "AAAA"):
+        return await check_address(lookups, record, cf_networks)
+    return await check_txt_tags(lookups, record)
+
+
+async def check_records(lookups, records, server_ips=(), sending_ips=(), cf_networks=()):
+    """All records of a domain concurrently; verdicts in the records' order."""
+    return list(
+        await asyncio.gather(
+            *(check_record(lookups, r, server_ips, sending_ips, cf_networks) for r in records)
+        )
+    )
+
+
+async def check_many(lookups, jobs, server_ips=(), sending_ips=(), cf_networks=(), concurrency=200, progress=None):
+    """jobs: [(key, records)] -> {key: [Verdict]}; at most `concurrency`
+    domains in flight so a thousand domains do not open a thousand sockets."""
+    gate = asyncio.Semaphore(concurrency)
+    out = {}
+
+    async def one(key, records):
+        async with gate:
+            out[key] = await check_records(lookups, records, server_ips, sending_ips, cf_networks)
+            if progress:
+                progress(key, out[key])
+
+    await asyncio.gather(*(one(key, records) for key, records in jobs))
+    return {key: out[key] for key, _records in jobs}

@@ -1,0 +1,167 @@
+"""The DNS records a mail domain needs (SPEC §1.3) — one source of truth.
+
+The domain page, `mail dns`, the BIND export and the live checker all read the
+list `build_records()` returns. Pure: no ORM, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from django.utils.translation import gettext_lazy as _
+
+from .snapshot import ServerIdentity
+
+REQUIRED = "required"
+RECOMMENDED = "recommended"
+OPTIONAL = "optional"
+
+LEVEL_LABELS = {
+    REQUIRED: _("required"),
+    RECOMMENDED: _("recommended"),
+    OPTIONAL: _("optional"),
+}
+
+DKIM_SELECTOR = "mail"
+MX_PREFERENCE = 10
+DMARC_VALUE = "v=DMARC1; p=quarantine; sp=quarantine; adkim=s; aspf=s;"
+DOMAINKEYS_POLICY = "t=y; o=~;"
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str  # fully qualified, IDNA, no trailing dot
+    type: str  # "A", "AAAA", "MX", "TXT"
+    value: str  # as a DNS UI takes it; MX as "10 mail.example.com."
+    purpose: str  # a short machine name: mail_a, webmail_a, mx, spf, dkim, ...
+    level: str  # REQUIRED | RECOMMENDED | OPTIONAL
+    explanation: str
+
+    @property
+    def level_label(self) -> str:
+        return str(LEVEL_LABELS[self.level])
+
+    @property
+    def proxy_sensitive(self) -> bool:
+        """A/AAAA names that Cloudflare must not proxy (mail cannot pass it)."""
+        return self.type in ("A", "AAAA")
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["explanation"] = str(self.explanation)
+        return data
+
+
+def spf_value(server: ServerIdentity) -> str:
+    terms = ["v=spf1", "a", "mx"]
+    if server.ipv4:
+        terms.append(f"ip4:{server.ipv4}")
+    if server.ipv6:
+        terms.append(f"ip6:{server.ipv6}")
+    terms.append("~all")
+    return " ".join(terms)
+
+
+def dkim_value(public_key_b64: str) -> str:
+    return f"v=DKIM1; k=rsa; p={public_key_b64}"
+
+
+def build_records(
+    domain: str,
+    server: ServerIdentity,
+    dkim_public_key: str = "",
+    *,
+    receives_mail: bool = True,
+) -> list[Record]:
+    """The records for `domain` (IDNA). `dkim_public_key` is the base64 p= value
+    ("" when DKIM is off). A send-only domain (receives_mail=False, mail hosted
+    elsewhere) keeps SPF/DKIM/DMARC but must not point MX here."""
+    domain = domain.lower().rstrip(".")
+    mail_host = f"mail.{domain}"
+    records = []
+    if server.ipv4:
+        records.append(
+            Record(
+                mail_host,
+                "A",
+                server.ipv4,
+                "mail_a",
+                REQUIRED if receives_mail else OPTIONAL,
+                _("The mail server's address. Must not be proxied (no orange cloud)."),
+            )
+        )
+    if server.ipv6:
+        records.append(
+            Record(
+                mail_host,
+                "AAAA",
+                server.ipv6,
+                "mail_aaaa",
+                RECOMMENDED if receives_mail else OPTIONAL,
+                _("The mail server's IPv6 address. Must not be proxied."),
+            )
+        )
+    if server.ipv4:
+        records.append(
+            Record(
+                f"webmail.{domain}",
+                "A",
+                server.ipv4,
+                "webmail_a",
+                RECOMMENDED,
+                _("Webmail (SnappyMail) at webmail.<domain>. Must not be proxied."),
+            )
+        )
+    if receives_mail:
+        records.append(
+            Record(
+                domain,
+                "MX",
+                f"{MX_PREFERENCE} {mail_host}.",
+                "mx",
+                REQUIRED,
+                _("Where other servers deliver mail for this domain."),
+            )
+        )
+    records.append(
+        Record(
+            domain,
+            "TXT",
+            spf_value(server),
+            "spf",
+            REQUIRED,
+            _("SPF: authorises this server to send mail for the domain."),
+        )
+    )
+    records.append(
+        Record(
+            f"_domainkey.{domain}",
+            "TXT",
+            DOMAINKEYS_POLICY,
+            "domainkeys_policy",
+            OPTIONAL,
+            _("Legacy DomainKeys policy; harmless, not needed by current receivers."),
+        )
+    )
+    if dkim_public_key:
+        records.append(
+            Record(
+                f"{DKIM_SELECTOR}._domainkey.{domain}",
+                "TXT",
+                dkim_value(dkim_public_key),
+                "dkim",
+                REQUIRED,
+                _("DKIM public key (selector mail): receivers verify this server's signatures with it."),
+            )
+        )
+    records.append(
+        Record(
+            f"_dmarc.{domain}",
+            "TXT",
+            DMARC_VALUE,
+            "dmarc",
+            RECOMMENDED,
+            _("DMARC: tells receivers to quarantine mail that fails SPF and DKIM alignment."),
+        )
+    )
+    return records

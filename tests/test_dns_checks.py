@@ -1,0 +1,175 @@
+"""Live DNS verdicts against a real DNS server on 127.0.0.1 (SPEC §1.4, §1.5)."""
+
+import asyncio
+import time
+
+import pytest
+
+from mailadmin import dkim
+from mailadmin.checks import dns as dnscheck
+from mailadmin.dnsrecords import build_records
+from mailadmin.snapshot import ServerIdentity
+from tests.dnsserver import (
+    SERVER_HOSTNAME,
+    SERVER_V4,
+    SERVER_V6,
+    DnsServer,
+    SilentResolver,
+    world,
+)
+
+SERVER = ServerIdentity(hostname=SERVER_HOSTNAME, ipv4=SERVER_V4, ipv6=SERVER_V6)
+TIMEOUT = 1.5
+
+
+@pytest.fixture(scope="module")
+def keys():
+    return dkim.public_key_b64(dkim.generate_private_pem()), dkim.public_key_b64(
+        dkim.generate_private_pem()
+    )
+
+
+@pytest.fixture(scope="module")
+def dns_server(keys):
+    ours, other = keys
+    server = DnsServer(
+        world(f"v=DKIM1; k=rsa; p={ours}", f"v=DKIM1; k=rsa; p={other}"),
+        servfail=["broken.test", "_dmarc.broken.test", "mail.broken.test"],
+    ).start()
+    yield server
+    server.stop()
+
+
+def check(resolver_address, domain, key, timeout=TIMEOUT):
+    records = build_records(domain, SERVER, key)
+
+    async def run():
+        lookups = dnscheck.Lookups(dnscheck.make_resolver([resolver_address], timeout), timeout)
+        return await dnscheck.check_records(
+            lookups,
+            records,
+            server_ips=(SERVER_V4, SERVER_V6),
+            sending_ips=(SERVER_V4, SERVER_V6),
+            cf_networks=dnscheck.load_cloudflare_networks(),
+        )
+
+    return {v.purpose: v for v in asyncio.run(run())}
+
+
+def statuses(verdicts):
+    return {purpose: v.status for purpose, v in verdicts.items()}
+
+
+def test_every_record_of_a_correct_domain_is_ok(dns_server, keys):
+    verdicts = check(dns_server.address, "good.test", keys[0])
+    assert statuses(verdicts) == {
+        "mail_a": "ok",
+        "mail_aaaa": "ok",
+        "webmail_a": "ok",
+        "mx": "ok",
+        "spf": "ok",
+        "domainkeys_policy": "ok",
+        "dkim": "ok",
+        "dmarc": "ok",
+    }
+    assert dnscheck.summarize(verdicts.values()) == "ok"
+
+
+def test_2048_bit_dkim_key_split_into_strings_is_joined_and_matches(dns_server, keys):
+    verdict = check(dns_server.address, "good.test", keys[0])["dkim"]
+    assert verdict.status == "ok"
+    assert len(verdict.found[0]) > 255  # came back as several strings, joined
+    assert keys[0] in verdict.found[0]
+
+
+def test_records_that_do_not_exist_are_missing(dns_server, keys):
+    verdicts = check(dns_server.address, "missing.test", keys[0])
+    assert set(statuses(verdicts).values()) == {"missing"}
+    assert all(v.fix.startswith("Add a") for v in verdicts.values())
+    assert dnscheck.summarize(verdicts.values()) == "missing"
+
+
+def test_records_with_other_values_are_different_and_show_what_dns_returned(dns_server, keys):
+    verdicts = check(dns_server.address, "different.test", keys[0])
+    assert statuses(verdicts) == {
+        "mail_a": "different",
+        "mail_aaaa": "different",
+        "webmail_a": "different",
+        "mx": "different",
+        "spf": "different",
+        "domainkeys_policy": "different",
+        "dkim": "different",
+        "dmarc": "different",
+    }
+    assert verdicts["mail_a"].found == ["198.51.100.7"]
+    assert verdicts["mx"].found == ["10 mx.elsewhere.test."]
+    assert "fail" in verdicts["spf"].detail
+    assert verdicts["dkim"].found == [f"v=DKIM1; k=rsa; p={keys[1]}"]
+    assert "p=none" in verdicts["dmarc"].detail
+
+
+def test_dkim_of_a_regenerated_key_is_different_until_published(dns_server, keys):
+    new_key = keys[1]
+    assert check(dns_server.address, "good.test", new_key)["dkim"].status == "different"
+
+
+def test_spf_include_chain_authorises_the_server(dns_server, keys):
+    verdict = check(dns_server.address, "include.test", keys[0])["spf"]
+    assert verdict.status == "ok", verdict
+    assert "2 DNS lookups" in verdict.detail
+
+
+def test_spf_redirect_to_mx_authorises_the_server(dns_server, keys):
+    verdict = check(dns_server.address, "redirect.test", keys[0])["spf"]
+    assert verdict.status == "ok", verdict
+
+
+def test_spf_with_eleven_lookups_is_a_permerror_not_ok(dns_server, keys):
+    verdict = check(dns_server.address, "toomany.test", keys[0])["spf"]
+    assert verdict.status == "different"
+    assert "permerror" in verdict.detail
+    assert "too many DNS lookups" in verdict.detail
+
+
+def test_cloudflare_proxied_mail_name_says_turn_the_proxy_off(dns_server, keys):
+    verdicts = check(dns_server.address, "cloudflare.test", keys[0])
+    mail_a = verdicts["mail_a"]
+    assert mail_a.status == "different" and mail_a.cloudflare
+    assert "mail.cloudflare.test" in mail_a.fix and "orange cloud" in mail_a.fix
+    assert verdicts["webmail_a"].cloudflare
+
+
+def test_servfail_is_unknown_never_missing(dns_server, keys):
+    verdicts = check(dns_server.address, "broken.test", keys[0])
+    for purpose in ("mail_a", "mx", "spf", "dmarc"):
+        assert verdicts[purpose].status == "unknown", purpose
+
+
+def test_resolver_that_never_answers_gives_unknown_within_the_timeout(keys):
+    with SilentResolver() as silent:
+        started = time.monotonic()
+        verdicts = check(silent.address, "good.test", keys[0], timeout=1.0)
+        elapsed = time.monotonic() - started
+    assert set(statuses(verdicts).values()) == {"unknown"}
+    assert elapsed < 1.0 + 0.5
+    assert dnscheck.summarize(verdicts.values()) == "unknown"
+
+
+@pytest.mark.parametrize(
+    "entry, expected",
+    [("127.0.0.1:5353", ("127.0.0.1", 5353)), ("127.0.0.1", ("127.0.0.1", 53)), ("[::1]:53", ("::1", 53)), ("::1", ("::1", 53))],
+)
+def test_resolver_setting_is_ip_with_optional_port(entry, expected):
+    assert dnscheck.parse_resolver(entry) == expected
+
+
+def test_resolver_setting_rejects_host_names():
+    with pytest.raises(ValueError):
+        dnscheck.parse_resolver("dns.google:53")
+
+
+def test_cloudflare_ranges_cover_v4_and_v6():
+    nets = dnscheck.load_cloudflare_networks()
+    assert dnscheck.in_networks("104.16.1.1", nets)
+    assert dnscheck.in_networks("2606:4700::1", nets)
+    assert not dnscheck.in_networks(SERVER_V4, nets)
