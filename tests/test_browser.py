@@ -1,0 +1,85 @@
+"""A person in real headless Chromium: log in, add a domain, watch the apply job
+reach "done" live (htmx polling, a real task worker and the real helper), then
+switch to 中文 and see the page translated."""
+
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+HELPER = Path(__file__).resolve().parent.parent / "deploy" / "mailpanel_helper.py"
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not shutil.which(CHROMIUM), reason="Debian chromium is not installed"),
+]
+
+
+@pytest.fixture
+def task_worker():
+    """The django_tasks_db worker loop in a thread of this process, so it sees the
+    test database (SQLite in memory is per process)."""
+    from django_tasks_db.management.commands.db_worker import Worker
+
+    worker = Worker(
+        queue_names=["default"], interval=0.1, batch=False, backend_name="default",
+        startup_delay=False, max_tasks=None, worker_id="browser-test", excluded_queue_names=[],
+    )
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    yield worker
+    worker.running = False
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def browser_page():
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update"],
+        )
+        page = browser.new_page()
+        page.set_default_timeout(15000)
+        yield page
+        browser.close()
+
+
+def test_customer_adds_a_domain_watches_the_job_finish_and_switches_to_chinese(
+    live_server, browser_page, task_worker, alice, settings, tmp_path
+):
+    root = tmp_path / "root"
+    root.mkdir()
+    settings.MAILPANEL_ROOT = str(root)
+    settings.MAILPANEL_HELPER = f"{sys.executable} {HELPER} --root {root} --service-command true"
+    page = browser_page
+
+    page.goto(live_server.url + "/login/")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", "alice-pass-123")
+    page.click("button[type=submit]")
+    page.wait_for_url(live_server.url + "/")
+
+    page.fill("#id_name", "bücher.example")
+    page.click("#domain-add-form button[type=submit]")
+    page.wait_for_selector("h1:has-text('bücher.example')")
+    assert "xn--bcher-kva.example" in page.inner_text("h1")
+
+    # The job box polls itself (htmx) until the worker and helper are done.
+    page.wait_for_selector(".job[data-state=done]", timeout=30000)
+    assert (root / "etc/exim4/domains/xn--bcher-kva.example/dkim.pem").exists()
+    assert "v=DKIM1; k=rsa; p=" in page.inner_text("#dkim-record")
+
+    page.select_option("#language-form select", "zh-hans")
+    page.wait_for_selector("html[lang=zh-hans]")
+    assert "邮件域" in page.inner_text("header nav")
+    assert "删除" in page.inner_text("#danger")
+    page.screenshot(path=str(tmp_path / "domain-zh.png"))
