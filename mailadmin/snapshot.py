@@ -107,6 +107,16 @@ class Layout:
     imaps_port: int = 993
     sieve_port: int = 4190
     snappymail_dir: str = "/var/lib/snappymail"
+    # Added for the Exim/Dovecot renderers (defaults = Debian production).
+    smtps_ports: tuple[int, ...] = (465,)  # tls_on_connect when a cert is set
+    exim_pid_file: str = "/run/exim4/exim.pid"
+    dovecot_listen: tuple[str, ...] = ()  # empty = all interfaces
+    dovecot_state_dir: str = "/var/lib/dovecot"
+    dovecot_log_path: str = ""  # empty = syslog
+    dovecot_lmtp_socket: str = "/run/dovecot/lmtp"
+    # Rootless Dovecot for development: run every Dovecot process as this
+    # user, no chroot, no extra groups. Empty = normal root-started Dovecot.
+    dovecot_run_as: str = ""
 
     def path(self, production_path: str) -> str:
         """The path as it appears inside rendered files."""

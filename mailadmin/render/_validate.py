@@ -1,0 +1,135 @@
+"""Strict checks for every snapshot value that lands in a rendered file.
+
+The forms validate first; these run again in the renderers so that a value
+that slipped through can never change a config file's meaning. They raise
+ValueError with the offending value's role (never a secret's content).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
+# DNSBL zones may carry a DQS key label; keys are alphanumeric. Underscores
+# appear in some private zones.
+_ZONE_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_ZONE_RE = re.compile(rf"^(?=.{{1,200}}$){_ZONE_LABEL}(?:\.{_ZONE_LABEL})+$")
+# Local parts we write as lsearch keys and Dovecot user names: no blanks, no
+# colon, no quotes, nothing Exim's redirect parser would treat specially.
+# RFC 5322 atext (what mailadmin.validation accepts) minus '/', '|', '!', '%'
+# and '#': Exim's ACL refuses those (Debian's restricted-characters rule), '#'
+# would start an lsearch comment, '/' would leave the Maildir root.
+_ATEXT = r"a-z0-9&'*+=?^_`{}~$-"
+_LOCAL_PART_RE = re.compile(rf"^[{_ATEXT}]+(?:\.[{_ATEXT}]+)*$")
+_TARGET_LOCAL_RE = re.compile(rf"^[A-Z{_ATEXT}]+(?:\.[A-Z{_ATEXT}]+)*$")
+_PATH_RE = re.compile(r"^/[A-Za-z0-9._+/-]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
+_HASH_RE = re.compile(r"^\{[A-Z0-9.-]+\}[\x21-\x39\x3b-\x7e]+$")  # no ':' no blanks
+_PEM_RE = re.compile(
+    r"^-----BEGIN (RSA |EC |)PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+"
+    r"-----END (RSA |EC |)PRIVATE KEY-----\n?$"
+)
+
+
+def hostname(value: str, what: str = "host name") -> str:
+    v = value.strip().lower().rstrip(".")
+    if not _HOSTNAME_RE.match(v):
+        raise ValueError(f"invalid {what}: {value!r}")
+    return v
+
+
+def domain(value: str) -> str:
+    v = hostname(value, "domain")
+    if "." not in v:
+        raise ValueError(f"invalid domain (needs a dot): {value!r}")
+    return v
+
+
+def zone(value: str) -> str:
+    v = value.strip().lower().rstrip(".")
+    if not _ZONE_RE.match(v):
+        # Never echo a zone: it may contain a DQS key.
+        raise ValueError("invalid DNSBL zone name")
+    return v
+
+
+def host_or_ip(value: str, what: str = "relay host") -> str:
+    v = value.strip()
+    try:
+        return str(ipaddress.ip_address(v.strip("[]")))
+    except ValueError:
+        return hostname(v, what)
+
+
+def ip(value: str, what: str = "listen address") -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"invalid {what}: {value!r}") from None
+
+
+def port(value: int, what: str = "port") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError(f"invalid {what}: {value!r}")
+    return value
+
+
+def local_part(value: str) -> str:
+    if len(value) > 64 or not _LOCAL_PART_RE.match(value):
+        raise ValueError(f"invalid local part: {value!r}")
+    return value
+
+
+def address(value: str, what: str = "address") -> str:
+    """A forwarding / alias target: plain local@domain, nothing Exim's
+    redirect parser could read as a pipe, file, include or group."""
+    local, sep, dom = value.strip().rpartition("@")
+    if not sep or len(local) > 64 or not _TARGET_LOCAL_RE.match(local):
+        raise ValueError(f"invalid {what}: {value!r}")
+    return f"{local}@{domain(dom)}"
+
+
+def path(value: str, what: str = "path") -> str:
+    if not _PATH_RE.match(value) or "/../" in value + "/" or "//" in value:
+        raise ValueError(f"invalid {what}: {value!r}")
+    return value
+
+
+def name(value: str, what: str = "user/group name") -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(f"invalid {what}: {value!r}")
+    return value
+
+
+def password_hash(value: str) -> str:
+    if not _HASH_RE.match(value):
+        raise ValueError("invalid password hash (expected {SCHEME}hash without ':')")
+    return value
+
+
+def quota_mb(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"invalid quota: {value!r}")
+    return value
+
+
+def secret(value: str, what: str) -> str:
+    """Relay user names and passwords: any character but NUL, CR and LF."""
+    if any(c in value for c in "\x00\r\n"):
+        raise ValueError(f"{what} must not contain NUL, CR or LF")
+    return value
+
+
+def pem(value: str) -> str:
+    v = value.replace("\r\n", "\n").strip() + "\n"
+    if not _PEM_RE.match(v):
+        raise ValueError("invalid DKIM private key (expected a PEM private key)")
+    return v
+
+
+def choice(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"invalid {what}: {value!r}")
+    return value

@@ -1,0 +1,500 @@
+"""Exim: the standalone /etc/exim4/exim4.conf and the files it reads at run time.
+
+Pure: snapshot + layout in, {production path: FileSpec} out, byte-for-byte
+deterministic. Every path inside a file goes through ``layout.path()``.
+
+Files and formats (all root:<exim group> 0640; only exim4.conf reloads Exim,
+the rest are read at run time by lookups — SPEC §5.5):
+
+``/etc/exim4/domains/<d>/``  one folder per domain that is hosted or send-only.
+    The folder's existence makes ``<d>`` a local domain (``dsearch``), unless
+    ``<d>`` is listed in ``/etc/exim4/send_only_domains``. Suspended domains get
+    no folder at all: not local, no DKIM signing, their users cannot log in.
+``dkim.pem``        PEM private key (selector ``mail``); only when DKIM is on.
+``passwd``          Dovecot passwd-file, shared by Exim (lsearch: is this local
+                    part a mailbox?) and Dovecot (passdb + userdb)::
+
+                        alice:{BLF-CRYPT}$2y$...::::::userdb_quota_rule=*:storage=100M
+
+                    (the extra field only when the quota is not 0 = unlimited).
+``aliases``         lsearch ``local_part: target, target``; the key ``*`` is the
+                    catch-all, used only when no alias, forward or mailbox
+                    matches.
+``forwards``        lsearch ``mailbox: target, target``. A mailbox that keeps a
+                    local copy lists ITSELF among its targets (Exim routes a
+                    redirect's own address past the router that generated it, so
+                    that copy goes to the Maildir); a forward-only mailbox
+                    (``Mailbox.forward_only``) does not. So the forward-only flag
+                    lives in this file as data, no separate list.
+``smtp_relay.conf`` lsearch, one ``key: value`` per line: ``host``, ``port``,
+                    ``auth`` (login|plain), ``tls`` (starttls|ssl|none) in clear
+                    (validated), ``user`` and ``pass`` as base64 of their UTF-8
+                    bytes (lsearch strips blanks and has no escapes; base64 makes
+                    every byte but NUL/CR/LF survive; exim decodes with
+                    ``${base64d:}`` and doubles ``^`` for ``client_send``).
+                    ``user`` is absent for an unauthenticated relay.
+``/etc/exim4/smtp_relay.conf``  the global relay, same format; always
+    rendered (empty when there is none) so no lookup ever hits a missing file.
+``/etc/exim4/send_only_domains``  lsearch, one ``domain:`` per line (§1.7).
+``/etc/exim4/dnsbl.conf``  one ``zone=code,code,…`` per line, read with
+    ``${readfile}``. IP zones list 127.0.0.2–127.0.0.255, domain zones (Spamhaus
+    DBL/ZRD, queried with the sender's domain) 127.0.1.2–127.0.1.254; the
+    127.255.255.x error answers (refused / open resolver / rate limited) and
+    127.0.1.255 (DBL "IP queries prohibited") are never in a list, so they never
+    reject mail (HestiaCP #4366).
+
+Delivery: every local delivery goes to Dovecot over LMTP (one path; sieve and
+quota are Dovecot's: over quota = 452, Exim defers, nothing lost).
+
+Taint (exim ≥ 4.94): file names are never built from ``$sender_address_domain``
+or ``$domain``. The untainted folder name comes from a ``dsearch`` of the domains
+folder, keyed by the sender domain lower-cased with ``${tr}`` (dsearch is
+case-sensitive, and ``${lc:`` contains a colon that would split colon lists),
+with ``/`` mapped to ``_`` (a slash in a dsearch key is a lookup DEFER).
+"""
+
+from __future__ import annotations
+
+import base64
+
+from ..snapshot import Domain, FileSpec, Layout, Relay, Snapshot
+from . import _validate as v
+
+EXIM_CONF = "/etc/exim4/exim4.conf"
+DOMAINS_DIR = "/etc/exim4/domains"
+GLOBAL_RELAY = "/etc/exim4/smtp_relay.conf"
+SEND_ONLY = "/etc/exim4/send_only_domains"
+DNSBL = "/etc/exim4/dnsbl.conf"
+DKIM_SELECTOR = "mail"
+
+# Spamhaus domain-based zones: queried with a domain, answer 127.0.1.x.
+DOMAIN_ZONE_LABELS = frozenset({"dbl", "zrd"})
+IP_ZONE_CODES = tuple(f"127.0.0.{i}" for i in range(2, 256))
+DOMAIN_ZONE_CODES = tuple(f"127.0.1.{i}" for i in range(2, 255))
+
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ/"
+_LOWER = "abcdefghijklmnopqrstuvwxyz_"
+
+
+def render_exim(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
+    files: dict[str, bytes] = {
+        EXIM_CONF: _exim_conf(snapshot, layout).encode(),
+        GLOBAL_RELAY: _relay_file(snapshot.global_relay),
+        DNSBL: _dnsbl_file(snapshot.dnsbl_zones),
+    }
+    send_only: list[str] = []
+    seen: set[str] = set()
+    for domain in sorted(snapshot.domains, key=lambda d: d.name):
+        name = v.domain(domain.name)
+        if name in seen:
+            raise ValueError(f"duplicate domain: {name}")
+        seen.add(name)
+        if domain.suspended:
+            continue
+        folder = f"{DOMAINS_DIR}/{name}"
+        if domain.dkim_enabled and domain.dkim_private_pem:
+            files[f"{folder}/dkim.pem"] = v.pem(domain.dkim_private_pem).encode()
+        if domain.relay is not None:
+            files[f"{folder}/smtp_relay.conf"] = _relay_file(domain.relay)
+        if domain.hosted_elsewhere:
+            send_only.append(name)
+            if f"{folder}/dkim.pem" not in files and f"{folder}/smtp_relay.conf" not in files:
+                # dsearch needs the folder to exist only for signing/relay; an
+                # empty folder would be dropped by most file stores, so keep a
+                # marker-free domain out of the tree entirely.
+                continue
+        else:
+            files.update(_account_files(domain, folder))
+    files[SEND_ONLY] = "".join(f"{d}:\n" for d in send_only).encode()
+    group = v.name(layout.exim_group, "exim group")
+    out = {}
+    for path in sorted(files):
+        out[path] = FileSpec(
+            content=files[path],
+            owner="root",
+            group=group,
+            mode=0o640,
+            service="exim4" if path == EXIM_CONF else "",
+        )
+    return out
+
+
+# -- per-domain files -------------------------------------------------------
+
+
+def _account_files(domain: Domain, folder: str) -> dict[str, bytes]:
+    name = domain.name
+    passwd, aliases, forwards = [], [], []
+    mailboxes = {}
+    for box in domain.mailboxes:
+        local = v.local_part(box.local_part.lower())
+        if local in mailboxes:
+            raise ValueError(f"duplicate mailbox: {local}@{name}")
+        mailboxes[local] = box
+    for local in sorted(mailboxes):
+        box = mailboxes[local]
+        line = f"{local}:{v.password_hash(box.password_hash)}::::::"
+        if v.quota_mb(box.quota_mb):
+            line += f"userdb_quota_rule=*:storage={box.quota_mb}M"
+        passwd.append(line + "\n")
+    alias_locals = set()
+    for alias in sorted(domain.aliases, key=lambda a: a.local_part):
+        local = v.local_part(alias.local_part.lower())
+        if local in alias_locals:
+            raise ValueError(f"duplicate alias: {local}@{name}")
+        alias_locals.add(local)
+        targets = sorted({v.address(t, "alias target") for t in alias.targets})
+        if targets:
+            aliases.append(f"{local}: {', '.join(targets)}\n")
+    if domain.catchall:
+        aliases.append(f"*: {v.address(domain.catchall, 'catch-all target')}\n")
+    for fwd in sorted(domain.forwards, key=lambda f: f.local_part):
+        local = v.local_part(fwd.local_part.lower())
+        targets = {v.address(t, "forward target") for t in fwd.targets}
+        if not targets:
+            continue
+        box = mailboxes.get(local)
+        if box is None or not box.forward_only:
+            # keep a local copy: the mailbox is one of its own targets
+            targets.add(f"{local}@{name}")
+        forwards.append(f"{local}: {', '.join(sorted(targets))}\n")
+    return {
+        f"{folder}/passwd": "".join(passwd).encode(),
+        f"{folder}/aliases": "".join(aliases).encode(),
+        f"{folder}/forwards": "".join(forwards).encode(),
+    }
+
+
+def _b64(value: str) -> str:
+    return base64.b64encode(value.encode("utf-8")).decode("ascii")
+
+
+def _relay_file(relay: Relay | None) -> bytes:
+    if relay is None:
+        return b""
+    lines = [
+        f"host: {v.host_or_ip(relay.host)}",
+        f"port: {v.port(relay.port, 'relay port')}",
+        f"auth: {v.choice(relay.auth, ('login', 'plain'), 'relay auth')}",
+        f"tls: {v.choice(relay.tls, ('starttls', 'ssl', 'none'), 'relay tls')}",
+    ]
+    if relay.username:
+        lines.append(f"user: {_b64(v.secret(relay.username, 'relay user name'))}")
+        lines.append(f"pass: {_b64(v.secret(relay.password, 'relay password'))}")
+    return ("\n".join(sorted(lines)) + "\n").encode()
+
+
+def _dnsbl_file(zones: tuple[str, ...]) -> bytes:
+    lines = []
+    for raw in zones:
+        zone = v.zone(raw)
+        labels = set(zone.split("."))
+        codes = DOMAIN_ZONE_CODES if labels & DOMAIN_ZONE_LABELS else IP_ZONE_CODES
+        line = f"{zone}={','.join(codes)}\n"
+        if line not in lines:
+            lines.append(line)
+    # Order is the admin's (first zone queried first); not sorted on purpose,
+    # but stable: the snapshot's order is already deterministic.
+    return "".join(lines).encode()
+
+
+# -- exim4.conf ---------------------------------------------------------------
+
+
+def _exim_conf(snapshot: Snapshot, layout: Layout) -> str:
+    def p(production_path: str, what: str = "path") -> str:
+        return v.path(layout.path(v.path(production_path, what)), what)
+
+    hostname = v.hostname(snapshot.server.hostname, "server host name")
+    exim_user = v.name(layout.exim_user, "exim user")
+    exim_group = v.name(layout.exim_group, "exim group")
+    ports = sorted({v.port(x, "SMTP port") for x in layout.smtp_ports})
+    if not ports:
+        raise ValueError("no SMTP ports")
+    listen = sorted({v.ip(x) for x in layout.smtp_listen})
+    tls = bool(layout.tls_certificate)
+    smtps = sorted({v.port(x, "SMTPS port") for x in layout.smtps_ports} & set(ports))
+    internal = "! +local_domains" if snapshot.internal_lookup else "*"
+
+    macros = {
+        "MP_DOMAINS_DIR": p(DOMAINS_DIR),
+        "MP_GLOBAL_RELAY": p(GLOBAL_RELAY),
+        "MP_SEND_ONLY": p(SEND_ONLY),
+        "MP_DNSBL_FILE": p(DNSBL),
+        "MP_AUTH_SOCKET": p(layout.dovecot_auth_socket, "Dovecot auth socket"),
+        "MP_LMTP_SOCKET": p(layout.dovecot_lmtp_socket, "Dovecot LMTP socket"),
+        "MP_RELAY_CA": p(layout.relay_ca_bundle, "relay CA bundle"),
+    }
+
+    out: list[str] = []
+    w = out.append
+    w("# Generated by mailpanel (mailadmin/render/exim.py). Do not edit: the next")
+    w("# apply overwrites it. Run-time data lives in the files named below.")
+    w("")
+    for key, value in macros.items():
+        w(f"{key} = {value}")
+    # The sender's domain folder name, untainted (dsearch result), lower-cased
+    # with ${tr} (no colon inside, safe in colon lists); empty when not ours.
+    w(
+        "MP_SENDER_DIR = ${lookup{${tr{$sender_address_domain}"
+        f"{{{_UPPER}}}{{{_LOWER}}}}}}}dsearch,filter=subdir{{MP_DOMAINS_DIR}}}}"
+    )
+    w("MP_SENDER_DKIM = MP_DOMAINS_DIR/MP_SENDER_DIR/dkim.pem")
+    w("MP_SENDER_RELAY = MP_DOMAINS_DIR/MP_SENDER_DIR/smtp_relay.conf")
+    w("")
+    w(f"primary_hostname = {hostname}")
+    w(f"exim_user = {exim_user}")
+    w(f"exim_group = {exim_group}")
+    w("never_users = root")
+    w(f"spool_directory = {p(layout.spool_dir, 'spool directory')}")
+    w(f"log_file_path = {p(layout.log_dir, 'log directory')}/%slog")
+    w(f"pid_file_path = {p(layout.exim_pid_file, 'pid file')}")
+    w("keep_environment =")
+    w("add_environment = <; PATH=/usr/bin:/bin")
+    w("")
+    w("domainlist local_domains = ! lsearch;MP_SEND_ONLY : dsearch,filter=subdir;MP_DOMAINS_DIR")
+    w("hostlist localhost_hosts = <; 127.0.0.1 ; ::1")
+    w("")
+    w(f"daemon_smtp_ports = {' : '.join(str(x) for x in ports)}")
+    if listen:
+        w(f"local_interfaces = <; {' ; '.join(listen)}")
+    if tls:
+        w(f"tls_certificate = {p(layout.tls_certificate, 'TLS certificate')}")
+        w(f"tls_privatekey = {p(layout.tls_privatekey or layout.tls_certificate, 'TLS key')}")
+        w("tls_advertise_hosts = *")
+        if smtps:
+            w(f"tls_on_connect_ports = {' : '.join(str(x) for x in smtps)}")
+    else:
+        w("tls_advertise_hosts =")
+        # Unset, Exim's daemon would build a self-signed certificate at every
+        # start (≈0.5 s) although TLS is never offered; an expandable value is
+        # not preloaded.
+        w("tls_certificate = ${if eq{}{}{}{}}")
+    w("")
+    w("acl_smtp_rcpt = acl_check_rcpt")
+    w("acl_smtp_data = acl_check_data")
+    w("")
+    w("# Web apps on this host may set any envelope sender (sendmail -f).")
+    w("untrusted_set_sender = *")
+    w("local_from_check = false")
+    w("host_lookup =")
+    w("rfc1413_hosts =")
+    w("message_size_limit = 50M")
+    w("ignore_bounce_errors_after = 2d")
+    w("timeout_frozen_after = 7d")
+    w("log_selector = +smtp_protocol_error +smtp_syntax_error +tls_peerdn")
+    w("")
+    w(_ACL)
+    w(_routers(internal))
+    w(_transports(exim_user))
+    w(_RETRY)
+    w(_authenticators(tls))
+    return "\n".join(out) + "\n"
+
+
+def _relay_value(key: str) -> str:
+    # $address_data holds the (untainted) relay file the router chose.
+    return f"${{lookup{{{key}}}lsearch{{$address_data}}}}"
+
+
+def _relay_secret(key: str) -> str:
+    # base64 in the file; client_send turns every single ^ into NUL, so double
+    # them. No colon or semicolon in here: client_send is a list.
+    return f"${{sg{{${{base64d:{_relay_value(key)}}}}}{{\\N\\^\\N}}{{^^}}}}"
+
+
+_ACL = r"""begin acl
+
+acl_check_rcpt:
+  # Local SMTP (exim -bs): web apps and cron on this host.
+  accept  hosts = :
+
+  deny    message = Restricted characters in address
+          local_parts = ^[.] : ^.*[@%!/|]
+
+  # An authenticated user sends only as an address of their own domain.
+  deny    message = Sender address must belong to your own domain
+          authenticated = *
+          condition = ${if !eq{${lc:$sender_address_domain}}{${lc:${domain:$authenticated_id}}}}
+
+  # DNSBL (SPEC 2.4): only listing answers count (see dnsbl.conf). The reply
+  # names no zone: a DQS zone carries the customer's key. The log line masks it.
+  deny    !authenticated = *
+          !hosts = +localhost_hosts
+          dnslists = <\n ${filter{<\n ${readfile{MP_DNSBL_FILE}}}{!match{$item}{\N=127\.0\.1\.\N}}}
+          message = Rejected because $sender_host_address is in a black list
+          log_message = $sender_host_address listed in ${sg{$dnslist_domain}{\N^[^.]+\.(.*dq\.spamhaus\.net)$\N}{<key>.$1}} ($dnslist_value)
+  deny    !authenticated = *
+          !hosts = +localhost_hosts
+          condition = ${if match{$sender_address_domain}{\N^[A-Za-z0-9.-]+$\N}}
+          dnslists = <\n ${map{<\n ${filter{<\n ${readfile{MP_DNSBL_FILE}}}{match{$item}{\N=127\.0\.1\.\N}}}}{$item/$sender_address_domain}}
+          message = Rejected because $sender_host_address is in a black list
+          log_message = $sender_address_domain listed in ${sg{$dnslist_domain}{\N^[^.]+\.(.*dq\.spamhaus\.net)$\N}{<key>.$1}} ($dnslist_value)
+
+  # Mail for a hosted domain must name an existing recipient.
+  deny    message = Unknown user
+          domains = +local_domains
+          !verify = recipient
+
+  accept  domains = +local_domains
+  accept  authenticated = *
+  accept  hosts = +localhost_hosts
+
+  deny    message = Relay not permitted
+
+acl_check_data:
+  deny    message = From: header must be an address of your own domain
+          authenticated = *
+          condition = ${if !eq{${lc:${domain:${address:$h_From:}}}}{${lc:${domain:$authenticated_id}}}}
+  accept
+"""
+
+
+def _routers(internal: str) -> str:
+    return f"""begin routers
+
+# SPEC 3.4: the sender domain's relay, else the global relay, else direct.
+smtp_relay_domain:
+  driver = manualroute
+  domains = {internal}
+  condition = ${{if and{{{{exists{{MP_SENDER_RELAY}}}}{{!eq{{${{lookup{{host}}lsearch{{MP_SENDER_RELAY}}}}}}{{}}}}}}}}
+  address_data = MP_SENDER_RELAY
+  route_data = {_relay_value("host")}
+  transport = ${{if eq{{{_relay_value("tls")}}}{{ssl}}{{remote_smtps_relay}}{{remote_smtp_relay}}}}
+  self = send
+  no_more
+
+smtp_relay_global:
+  driver = manualroute
+  domains = {internal}
+  condition = ${{if and{{{{exists{{MP_GLOBAL_RELAY}}}}{{!eq{{${{lookup{{host}}lsearch{{MP_GLOBAL_RELAY}}}}}}{{}}}}}}}}
+  address_data = MP_GLOBAL_RELAY
+  route_data = {_relay_value("host")}
+  transport = ${{if eq{{{_relay_value("tls")}}}{{ssl}}{{remote_smtps_relay}}{{remote_smtp_relay}}}}
+  self = send
+  no_more
+
+dnslookup:
+  driver = dnslookup
+  domains = {internal}
+  transport = remote_smtp
+  ignore_target_hosts = <; 0.0.0.0 ; ::
+  no_more
+
+# Local domains (SPEC 1.8). $domain_data is the dsearch result: untainted.
+local_aliases:
+  driver = redirect
+  domains = +local_domains
+  data = ${{lookup{{$local_part}}lsearch{{MP_DOMAINS_DIR/$domain_data/aliases}}}}
+  allow_fail
+  allow_defer
+  forbid_file
+  forbid_pipe
+  forbid_include
+  forbid_exim_filter
+  forbid_sieve_filter
+
+local_forwards:
+  driver = redirect
+  domains = +local_domains
+  data = ${{lookup{{$local_part}}lsearch{{MP_DOMAINS_DIR/$domain_data/forwards}}}}
+  forbid_file
+  forbid_pipe
+  forbid_include
+  forbid_exim_filter
+  forbid_sieve_filter
+
+local_mailbox:
+  driver = accept
+  domains = +local_domains
+  local_parts = lsearch,ret=key;MP_DOMAINS_DIR/$domain_data/passwd
+  transport = dovecot_lmtp
+
+local_catchall:
+  driver = redirect
+  domains = +local_domains
+  data = ${{lookup{{*}}lsearch{{MP_DOMAINS_DIR/$domain_data/aliases}}}}
+  forbid_file
+  forbid_pipe
+  forbid_include
+  forbid_exim_filter
+  forbid_sieve_filter
+"""
+
+
+def _dkim() -> str:
+    # DKIM for every remote transport, keyed by the sender's (lower-cased)
+    # domain folder; a missing key means "send unsigned", not "defer".
+    return """  dkim_domain = ${if exists{MP_SENDER_DKIM}{MP_SENDER_DIR}{}}
+  dkim_selector = mail
+  dkim_private_key = ${if exists{MP_SENDER_DKIM}{MP_SENDER_DKIM}{0}}
+  dkim_canon = relaxed
+  dkim_strict = false
+"""
+
+
+def _transports(exim_user: str) -> str:
+    relay_common = f"""  port = ${{if eq{{{_relay_value("port")}}}{{}}{{587}}{{{_relay_value("port")}}}}}
+  hosts_require_auth = ${{if eq{{{_relay_value("user")}}}{{}}{{}}{{*}}}}
+  tls_verify_certificates = MP_RELAY_CA
+  tls_verify_hosts = *
+"""
+    return f"""begin transports
+
+remote_smtp:
+  driver = smtp
+{_dkim()}
+remote_smtp_relay:
+  driver = smtp
+{relay_common}  hosts_require_tls = ${{if eq{{{_relay_value("tls")}}}{{starttls}}{{*}}{{}}}}
+  hosts_avoid_tls = ${{if eq{{{_relay_value("tls")}}}{{none}}{{*}}{{}}}}
+{_dkim()}
+remote_smtps_relay:
+  driver = smtp
+  protocol = smtps
+{relay_common}  hosts_require_tls = *
+{_dkim()}
+dovecot_lmtp:
+  driver = lmtp
+  socket = MP_LMTP_SOCKET
+  batch_max = 200
+  user = {exim_user}
+"""
+
+
+_RETRY = """begin retry
+
+*                      *           F,2h,15m; G,16h,1h,1.5; F,4d,6h
+"""
+
+
+def _authenticators(tls: bool) -> str:
+    advertise = "  server_advertise_condition = ${if def:tls_in_cipher}\n" if tls else ""
+    return f"""begin authenticators
+
+# Client side, for relays: the relay file's "auth" picks the mechanism.
+relay_login:
+  driver = plaintext
+  public_name = LOGIN
+  client_condition = ${{if eq{{{_relay_value("auth")}}}{{login}}}}
+  client_send = <; ; {_relay_secret("user")} ; {_relay_secret("pass")}
+
+relay_plain:
+  driver = plaintext
+  public_name = PLAIN
+  client_condition = ${{if eq{{{_relay_value("auth")}}}{{plain}}}}
+  client_send = <; ^{_relay_secret("user")}^{_relay_secret("pass")}
+
+# Server side, for submission: Dovecot checks the passwd files.
+dovecot_plain:
+  driver = dovecot
+  public_name = PLAIN
+  server_socket = MP_AUTH_SOCKET
+  server_set_id = $auth1
+{advertise}
+dovecot_login:
+  driver = dovecot
+  public_name = LOGIN
+  server_socket = MP_AUTH_SOCKET
+  server_set_id = $auth1
+{advertise}"""
