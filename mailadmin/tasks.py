@@ -8,3 +8,10 @@ from .services import apply
 @task()
 def apply_config(job_id: int) -> None:
     apply.run_apply_job(job_id)
+
+
+@task()
+def install_snappymail(job_id: int, source: str = "", sha256: str = "") -> None:
+    from .services import snappymail
+
+    snappymail.run_install_job(job_id, source, sha256)

@@ -5,6 +5,7 @@ from .views import admin, auth, domains, jobs
 from .views import accounts
 from .views import relay
 from .views import server_mail
+from .views import sieve, snappymail
 
 app_name = "mailadmin"
 
@@ -45,4 +46,12 @@ urlpatterns = [
     path("settings/server/dqs/", server_mail.dqs_save, name="dqs_save"),
     path("settings/server/dnsbl/", server_mail.dnsbl_save, name="dnsbl_save"),
     path("settings/server/internal-lookup/", server_mail.internal_lookup_save, name="internal_lookup_save"),
+    path("settings/server/snappymail/install/", snappymail.snappymail_install, name="snappymail_install"),
+    path("settings/server/snappymail/credentials/", snappymail.snappymail_credentials, name="snappymail_credentials"),
+    path(
+        "settings/server/snappymail/credentials/delete/",
+        snappymail.snappymail_credentials_delete,
+        name="snappymail_credentials_delete",
+    ),
+    path("settings/server/sieve/", sieve.sieve_save, name="sieve_save"),
 ]

@@ -11,3 +11,6 @@ NOUN_MODULES.append(relay)
 from . import dnsbl, dqs, internal_lookup, panel_smtp  # noqa: E402
 
 NOUN_MODULES += [panel_smtp, dqs, dnsbl, internal_lookup]
+from . import sieve, snappymail  # noqa: E402
+
+NOUN_MODULES += [snappymail, sieve]

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from ..snapshot import FileSpec, Layout, Snapshot
 from .dovecot import render_dovecot
 from .exim import render_exim
+from .firewall import render_firewall
+from .snappymail import render_snappymail
 
 Renderer = Callable[[Snapshot, Layout], dict[str, FileSpec]]
 
-RENDERERS: list[Renderer] = [render_exim, render_dovecot]
+RENDERERS: list[Renderer] = [render_exim, render_dovecot, render_firewall, render_snappymail]
 
 
 def render_all(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:

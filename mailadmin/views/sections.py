@@ -8,6 +8,7 @@ from django.utils.module_loading import import_string
 DOMAIN_SECTIONS: list[tuple[str, str]] = [
     ("mailadmin/accounts/_section.html", "mailadmin.views.accounts.section_context"),
     ("mailadmin/relay/section.html", "mailadmin.views.relay.domain_section"),
+    ("mailadmin/snappymail/_domain_webmail.html", "mailadmin.views.snappymail.domain_webmail_section"),
 ]
 
 SETTINGS_SECTIONS: list[tuple[str, str]] = [
@@ -16,6 +17,8 @@ SETTINGS_SECTIONS: list[tuple[str, str]] = [
     ("mailadmin/server_mail/dqs.html", "mailadmin.views.server_mail.dqs_section"),
     ("mailadmin/server_mail/dnsbl.html", "mailadmin.views.server_mail.dnsbl_section"),
     ("mailadmin/server_mail/internal_lookup.html", "mailadmin.views.server_mail.internal_lookup_section"),
+    ("mailadmin/snappymail/section.html", "mailadmin.views.snappymail.settings_section"),
+    ("mailadmin/sieve/section.html", "mailadmin.views.sieve.settings_section"),
 ]
 
 
