@@ -6,6 +6,7 @@ from .views import accounts
 from .views import relay
 from .views import server_mail
 from .views import sieve, snappymail
+from .views import diagnostics, dns
 
 app_name = "mailadmin"
 
@@ -54,4 +55,10 @@ urlpatterns = [
         name="snappymail_credentials_delete",
     ),
     path("settings/server/sieve/", sieve.sieve_save, name="sieve_save"),
+    path("domains/<int:domain_id>/dns/", dns.domain_dns, name="domain_dns"),
+    path("domains/<int:domain_id>/dns/check/", dns.domain_dns_check, name="domain_dns_check"),
+    path("domains/<int:domain_id>/dns/zone/", dns.domain_dns_zone, name="domain_dns_zone"),
+    path("diagnostics/", diagnostics.diagnostics, name="diagnostics"),
+    path("diagnostics/run/", diagnostics.diagnostics_run, name="diagnostics_run"),
+    path("diagnostics/jobs/<int:job_id>/", diagnostics.diagnostics_job, name="diagnostics_job"),
 ]

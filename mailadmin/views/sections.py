@@ -9,6 +9,7 @@ DOMAIN_SECTIONS: list[tuple[str, str]] = [
     ("mailadmin/accounts/_section.html", "mailadmin.views.accounts.section_context"),
     ("mailadmin/relay/section.html", "mailadmin.views.relay.domain_section"),
     ("mailadmin/snappymail/_domain_webmail.html", "mailadmin.views.snappymail.domain_webmail_section"),
+    ("mailadmin/dns/section.html", "mailadmin.views.dns.domain_section"),
 ]
 
 SETTINGS_SECTIONS: list[tuple[str, str]] = [

@@ -1,0 +1,274 @@
+"""DNS checks and diagnostics: the shell around mailadmin.checks.
+
+Reads the database and settings, runs the (async, socket-using) checks
+concurrently, stores DnsCheckResult rows and MailDomain.dns_status. The event
+loop runs in its own thread so job progress can be written to the database
+from this one (Django's ORM refuses to run inside an event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+
+from .. import dkim
+from ..checks import diagnostics as diag
+from ..checks import dns as dnscheck
+from ..checks.smtp import check_port25
+from ..dnsrecords import build_records
+from ..models import DnsCheckResult, MailDomain, ServerSettings
+from ..snapshot import ServerIdentity
+
+logger = logging.getLogger(__name__)
+
+
+# --- settings --------------------------------------------------------------------
+
+
+def check_timeout() -> float:
+    return float(settings.MAILPANEL_CHECK_TIMEOUT)
+
+
+def new_lookups() -> dnscheck.Lookups:
+    """A resolver from MAILPANEL_RESOLVERS; call inside the run (the cache
+    holds futures of one event loop)."""
+    timeout = check_timeout()
+    return dnscheck.Lookups(dnscheck.make_resolver(settings.MAILPANEL_RESOLVERS, timeout), timeout)
+
+
+def cloudflare_ips_file() -> Path:
+    """The refreshed list (refresh_cloudflare_ips) if there is one, else the shipped one."""
+    configured = getattr(settings, "MAILPANEL_CLOUDFLARE_IPS_FILE", "")
+    if configured and Path(configured).exists():
+        return Path(configured)
+    return dnscheck.CLOUDFLARE_DATA
+
+
+def cloudflare_networks():
+    return dnscheck.load_cloudflare_networks(cloudflare_ips_file())
+
+
+def server_identity(server: ServerSettings) -> ServerIdentity:
+    return ServerIdentity(
+        hostname=server.hostname,
+        ipv4=server.ipv4 or "",
+        ipv6=server.ipv6 or "",
+        nat_ipv4=server.nat_ipv4 or "",
+    )
+
+
+def server_ips(server: ServerSettings) -> tuple[str, ...]:
+    """Every address that means "this server" (the NAT address included)."""
+    return tuple(ip for ip in (server.ipv4, server.ipv6, server.nat_ipv4) if ip)
+
+
+def sending_ips(server: ServerSettings) -> tuple[str, ...]:
+    """The public addresses receivers see; SPF must authorise these."""
+    return tuple(ip for ip in (server.ipv4, server.ipv6) if ip)
+
+
+def domain_records(domain: MailDomain, identity: ServerIdentity):
+    key = ""
+    if domain.dkim_enabled and domain.dkim_private_key:
+        key = dkim.public_key_b64(domain.dkim_private_key)
+    return build_records(domain.name, identity, key, receives_mail=not domain.hosted_elsewhere)
+
+
+def run_async(make_coro, on_progress=None, interval: float = 0.5):
+    """Run `make_coro(report)` in an event loop on a worker thread. `report(line)`
+    may be called from the loop; `on_progress(lines)` gets the new lines here,
+    on the calling thread, at most every `interval` seconds."""
+    lines: queue.Queue = queue.Queue()
+    outcome = {}
+
+    def worker():
+        try:
+            outcome["value"] = asyncio.run(make_coro(lines.put))
+        except BaseException as exc:  # re-raised on the calling thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=worker, name="mailpanel-checks", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(interval)
+        _drain(lines, on_progress)
+    _drain(lines, on_progress)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _drain(lines, on_progress):
+    batch = []
+    while True:
+        try:
+            batch.append(lines.get_nowait())
+        except queue.Empty:
+            break
+    if batch and on_progress:
+        on_progress(batch)
+
+
+# --- DNS record checks (§1.4) -----------------------------------------------------
+
+
+def check_domains(domains, on_progress=None) -> dict[int, DnsCheckResult]:
+    """Check every record of every domain, concurrently; store the results."""
+    server = ServerSettings.load()
+    identity = server_identity(server)
+    jobs = [(d.pk, domain_records(d, identity)) for d in domains]
+    names = {d.pk: d.name for d in domains}
+    here, sending, cf = server_ips(server), sending_ips(server), cloudflare_networks()
+
+    async def run(report):
+        def progress(pk, verdicts):
+            report(f"{names[pk]}: {dnscheck.summarize(verdicts)}")
+
+        return await dnscheck.check_many(new_lookups(), jobs, here, sending, cf, progress=progress)
+
+    verdicts = run_async(run, on_progress)
+    return store_results(verdicts)
+
+
+def store_results(verdicts_by_domain: dict) -> dict[int, DnsCheckResult]:
+    now = timezone.now()
+    rows = [
+        DnsCheckResult(
+            domain_id=pk,
+            checked_at=now,
+            summary=dnscheck.summarize(verdicts),
+            results=[v.as_dict() for v in verdicts],
+        )
+        for pk, verdicts in verdicts_by_domain.items()
+    ]
+    DnsCheckResult.objects.bulk_create(rows)
+    by_summary: dict[str, list[int]] = {}
+    for row in rows:
+        by_summary.setdefault(row.summary, []).append(row.domain_id)
+    for summary, pks in by_summary.items():
+        # update() so updated_at (the domain's settings time) stays as it was
+        MailDomain.objects.filter(pk__in=pks).update(dns_status=summary, dns_checked_at=now)
+    return {row.domain_id: row for row in rows}
+
+
+def check_domain(domain: MailDomain) -> DnsCheckResult:
+    return check_domains([domain])[domain.pk]
+
+
+def latest_result(domain: MailDomain) -> DnsCheckResult | None:
+    return DnsCheckResult.objects.filter(domain=domain).order_by("-checked_at", "-id").first()
+
+
+# --- diagnostics (§4) ------------------------------------------------------------
+
+
+def port25() -> dict:
+    target = settings.MAILPANEL_PORT25_TARGET
+    result = check_port25(target, check_timeout())
+    data = result.as_dict()
+    data["fixes"] = [] if result.ok else diag_fixes_port25()
+    return data
+
+
+def diag_fixes_port25() -> list[str]:
+    from ..checks.smtp import fixes
+
+    return fixes()
+
+
+def dnsbl_zone_pairs(server: ServerSettings) -> list[tuple[str, str]]:
+    """(zone queried, zone shown): the DQS key is applied for the query and
+    masked for anything a person or a log sees."""
+    from .apply import dnsbl_zones
+
+    key = (server.dqs_key or "").lower()
+    pairs = []
+    for zone in dnsbl_zones(server):
+        label = zone.replace(key, "<DQS key>") if key else zone
+        pairs.append((zone, label))
+    return pairs
+
+
+def blacklists(on_progress=None) -> list[dict]:
+    server = ServerSettings.load()
+    ips, zones = sending_ips(server), dnsbl_zone_pairs(server)
+
+    async def run(report):
+        rows = await diag.blacklists(new_lookups(), ips, zones)
+        for row in rows:
+            report(f"{row['ip']} {row['zone']}: {row['status']}")
+        return rows
+
+    return run_async(run, on_progress)
+
+
+def reverse_dns(on_progress=None) -> list[dict]:
+    server = ServerSettings.load()
+    ips = sending_ips(server)
+
+    async def run(report):
+        rows = await diag.reverse_dns_all(new_lookups(), ips, server.hostname)
+        for row in rows:
+            report(f"{row['ip']}: {row['status']}")
+        return rows
+
+    return run_async(run, on_progress)
+
+
+def diagnose_domain(domain: MailDomain, connect: bool = False, on_progress=None, connect_port: int = 25) -> dict:
+    """Receiving (MX) and sending readiness (SPF, DKIM, DMARC) of one domain."""
+    server = ServerSettings.load()
+    identity = server_identity(server)
+    records = domain_records(domain, identity)
+    here, sending, cf = server_ips(server), sending_ips(server), cloudflare_networks()
+    timeout = check_timeout()
+
+    async def run(report):
+        lookups = new_lookups()
+        receive, send = await asyncio.gather(
+            diag.receiving(lookups, domain.name, here, cf, connect_port if connect else None, timeout),
+            diag.sending_readiness(lookups, records, sending),
+        )
+        report(f"{domain.name} receiving: {receive['status']}")
+        report(f"{domain.name} sending: {send['status']}")
+        return {"domain": domain.name, "domain_id": domain.pk, "receiving": receive, "sending": send}
+
+    return run_async(run, on_progress)
+
+
+def server_diagnostics(on_progress=None, include=("port25", "blacklist", "rdns")) -> dict:
+    """The admin's server-wide checks, run side by side."""
+    server = ServerSettings.load()
+    ips, zones = sending_ips(server), dnsbl_zone_pairs(server)
+    target, timeout = settings.MAILPANEL_PORT25_TARGET, check_timeout()
+
+    async def run(report):
+        lookups = new_lookups()
+        tasks = {}
+        if "port25" in include:
+            tasks["port25"] = asyncio.to_thread(check_port25, target, timeout)
+        if "blacklist" in include:
+            tasks["blacklist"] = diag.blacklists(lookups, ips, zones)
+        if "rdns" in include:
+            tasks["rdns"] = diag.reverse_dns_all(lookups, ips, server.hostname)
+        out = {}
+
+        async def one(name, coro):
+            out[name] = await coro
+            report(f"{name}: done")
+
+        await asyncio.gather(*(one(n, c) for n, c in tasks.items()))
+        return out
+
+    out = run_async(run, on_progress)
+    if "port25" in out:
+        result = out["port25"]
+        out["port25"] = {**result.as_dict(), "fixes": [] if result.ok else diag_fixes_port25()}
+    out["ips"] = list(ips)
+    out["hostname"] = server.hostname
+    return out
