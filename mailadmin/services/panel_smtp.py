@@ -18,6 +18,7 @@ is shown or logged goes through _scrub first.
 """
 
 import base64
+import hmac
 import smtplib
 import socket
 import ssl
@@ -109,8 +110,43 @@ def _scrub(text: str, target: SmtpTarget) -> str:
     return text
 
 
+class _Utf8(str):
+    # smtplib base64-encodes what an auth method returns with .encode("ascii"):
+    # a non-ASCII user name or password would fail before reaching the server.
+    # RFC 4616 (PLAIN) is UTF-8; providers accept UTF-8 for LOGIN too.
+    def encode(self, encoding="utf-8", errors="strict"):
+        return str.encode(self, "utf-8", errors)
+
+
+class _Utf8Auth:
+    def auth_cram_md5(self, challenge=None):
+        if challenge is None:
+            return None
+        digest = hmac.HMAC(self.password.encode("utf-8"), challenge, "md5").hexdigest()
+        return _Utf8(f"{self.user} {digest}")
+
+    def auth_plain(self, challenge=None):
+        return _Utf8(super().auth_plain(challenge))
+
+    def auth_login(self, challenge=None):
+        return _Utf8(super().auth_login(challenge))
+
+
+class SMTP(_Utf8Auth, smtplib.SMTP):
+    pass
+
+
+class SMTP_SSL(_Utf8Auth, smtplib.SMTP_SSL):
+    pass
+
+
 class _TargetSmtpBackend(DjangoSmtpBackend):
-    """Django's SMTP backend, with our CA file for both STARTTLS and SSL."""
+    """Django's SMTP backend, with our CA file for both STARTTLS and SSL and
+    UTF-8 credentials."""
+
+    @property
+    def connection_class(self):
+        return SMTP_SSL if self.use_ssl else SMTP
 
     @cached_property
     def ssl_context(self):
@@ -224,9 +260,11 @@ def send_test_mail(to: str, target: SmtpTarget | None = None) -> TestMailResult:
     conn = None
     try:
         if target.security == PanelSmtpSecurity.SSL:
-            conn = smtplib.SMTP_SSL(timeout=timeout(), context=context)
+            conn = SMTP_SSL(timeout=timeout(), context=context)
         else:
-            conn = smtplib.SMTP(timeout=timeout())
+            conn = SMTP(timeout=timeout())
+        # connect() separately to see the banner; TLS checks the name given here.
+        conn._host = target.host
         said(f"→ connect {target.host}:{target.port}")
         said("← " + _decode(conn.connect(target.host, target.port)))
         said("→ EHLO")
