@@ -14,3 +14,6 @@ NOUN_MODULES += [panel_smtp, dqs, dnsbl, internal_lookup]
 from . import sieve, snappymail  # noqa: E402
 
 NOUN_MODULES += [snappymail, sieve]
+from . import diagnose, dns  # noqa: E402
+
+NOUN_MODULES += [dns, diagnose]

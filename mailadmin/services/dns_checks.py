@@ -41,12 +41,16 @@ def new_lookups() -> dnscheck.Lookups:
     return dnscheck.Lookups(dnscheck.make_resolver(settings.MAILPANEL_RESOLVERS, timeout), timeout)
 
 
-def cloudflare_ips_file() -> Path:
-    """The refreshed list (refresh_cloudflare_ips) if there is one, else the shipped one."""
+def refreshed_cloudflare_ips_file() -> Path:
+    """Where `manage.py refresh_cloudflare_ips` writes (the package dir may be read-only)."""
     configured = getattr(settings, "MAILPANEL_CLOUDFLARE_IPS_FILE", "")
-    if configured and Path(configured).exists():
-        return Path(configured)
-    return dnscheck.CLOUDFLARE_DATA
+    return Path(configured) if configured else Path(settings.VAR_DIR) / "cloudflare-ips.txt"
+
+
+def cloudflare_ips_file() -> Path:
+    """The refreshed list if there is one, else the one shipped in mailadmin/data."""
+    refreshed = refreshed_cloudflare_ips_file()
+    return refreshed if refreshed.exists() else dnscheck.CLOUDFLARE_DATA
 
 
 def cloudflare_networks():
