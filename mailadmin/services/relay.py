@@ -1,0 +1,240 @@
+"""SMTP relays: the global one (domain=None) and each domain's own.
+
+Saving changes the database only and asks for an apply; the renderer writes
+/etc/exim4/smtp_relay.conf or /etc/exim4/domains/<d>/smtp_relay.conf from it.
+Precedence at delivery time (render/exim.py): the sender domain's relay, else
+the global relay, else direct delivery.
+"""
+
+import os
+import re
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from .. import snapshot as snap
+from ..models import MailDomain, RelayAuth, RelaySettings, RelayTls, ServerSettings
+from ..validation import normalize_hostname, validate_config_value, validate_port
+from . import audit, jobs
+
+
+@dataclass(frozen=True)
+class Preset:
+    key: str
+    label: str
+    host: str  # "{region}" is replaced by the region the user types
+    port: int = 587
+    auth: str = RelayAuth.LOGIN
+    tls: str = RelayTls.STARTTLS
+    needs_region: bool = False
+    region_example: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    p.key: p
+    for p in (
+        Preset("custom", gettext_lazy("Custom"), ""),
+        Preset(
+            "amazon_ses",
+            gettext_lazy("Amazon SES"),
+            "email-smtp.{region}.amazonaws.com",
+            needs_region=True,
+            region_example="us-east-1",
+        ),
+        Preset("smtp2go", "SMTP2GO", "mail.smtp2go.com"),
+        Preset("brevo", gettext_lazy("Brevo (ex-Sendinblue)"), "smtp-relay.brevo.com"),
+        # Oracle Cloud's Email Delivery offers only AUTH PLAIN (FAQ "Oracle 云 + SMTP 中继").
+        Preset(
+            "oracle",
+            gettext_lazy("Oracle Cloud (PLAIN)"),
+            "smtp.email.{region}.oci.oraclecloud.com",
+            auth=RelayAuth.PLAIN,
+            needs_region=True,
+            region_example="us-ashburn-1",
+        ),
+    )
+}
+
+# AWS (us-east-1, us-gov-west-1) and OCI (us-ashburn-1, ap-tokyo-1) region names.
+_REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
+
+
+def normalize_region(value: str) -> str:
+    region = (value or "").strip().lower()
+    if not _REGION.match(region):
+        raise ValidationError(
+            _("“%(value)s” is not a region name (for example us-east-1).") % {"value": value}
+        )
+    return region
+
+
+def preset_values(key: str, region: str = "") -> dict:
+    """host/port/auth/tls a preset fills in. Pure; raises ValidationError."""
+    try:
+        preset = PRESETS[key]
+    except KeyError:
+        raise ValidationError(_("Unknown provider preset “%(value)s”.") % {"value": key})
+    if preset.key == "custom":
+        return {}
+    host = preset.host
+    if preset.needs_region:
+        if not (region or "").strip():
+            raise ValidationError(
+                _("%(provider)s needs a region (for example %(example)s).")
+                % {"provider": preset.label, "example": preset.region_example}
+            )
+        host = host.format(region=normalize_region(region))
+    return {"host": host, "port": preset.port, "auth": preset.auth, "tls": preset.tls}
+
+
+def scope_name(domain: MailDomain | None) -> str:
+    """The audit target: the domain, or "global"."""
+    return domain.name if domain is not None else "global"
+
+
+def get_relay(domain: MailDomain | None) -> RelaySettings | None:
+    if domain is None:
+        return RelaySettings.objects.filter(domain__isnull=True).first()
+    return RelaySettings.objects.filter(domain=domain).first()
+
+
+def _clean(host, port, tls, username, password, auth) -> dict:
+    """The same rules as the form, for callers that skip it (CLI, scripts)."""
+    values = {
+        "host": normalize_hostname(host),
+        "port": validate_port(port),
+        "tls": tls,
+        "username": validate_config_value(username or "", _("The user name")),
+        "auth": auth,
+    }
+    if tls not in RelayTls.values:
+        raise ValidationError(_("Choose STARTTLS, implicit TLS or none."))
+    if auth not in RelayAuth.values:
+        raise ValidationError(_("Choose LOGIN or PLAIN."))
+    if password is not None:
+        validate_config_value(password, _("The password"))
+    return values
+
+
+@transaction.atomic
+def set_relay(
+    actor,
+    domain: MailDomain | None,
+    *,
+    host: str,
+    port: int = 587,
+    tls: str = RelayTls.STARTTLS,
+    username: str = "",
+    password: str | None = None,
+    auth: str = RelayAuth.LOGIN,
+    preset: str = "custom",
+) -> RelaySettings:
+    """Create or change the relay of a domain (None = the global relay).
+
+    password=None keeps the stored password; an empty user name makes the relay
+    unauthenticated and forgets the password."""
+    values = _clean(host, port, tls, username, password, auth)
+    row = (
+        RelaySettings.objects.select_for_update().filter(domain=domain).first()
+        if domain is not None
+        else RelaySettings.objects.select_for_update().filter(domain__isnull=True).first()
+    )
+    created = row is None
+    if created:
+        row = RelaySettings(domain=domain)
+    if not values["username"]:
+        values["password"] = ""
+    elif password is not None:
+        values["password"] = password
+    elif not row.password:
+        raise ValidationError(_("Enter the password for the relay user."))
+    values["preset"] = preset if preset in PRESETS else "custom"
+
+    changed = [name for name, value in values.items() if created or getattr(row, name) != value]
+    if not changed:
+        return row
+    for name, value in values.items():
+        setattr(row, name, value)
+    row.save()
+    audit.record(actor, "relay.set", scope_name(domain), changed)
+    jobs.request_apply(actor, domain=domain)
+    return row
+
+
+@transaction.atomic
+def clear_relay(actor, domain: MailDomain | None) -> bool:
+    """Remove the relay; mail then falls back to the global relay (for a
+    domain) or direct delivery. Returns whether there was one."""
+    row = get_relay(domain)
+    if row is None:
+        return False
+    row.delete()
+    audit.record(actor, "relay.clear", scope_name(domain), ["host", "port", "username", "password"])
+    jobs.request_apply(actor, domain=domain)
+    return True
+
+
+def relay_for_test(domain: MailDomain | None, values: dict | None = None) -> snap.Relay | None:
+    """What "Test relay" talks to: the typed values (blank password = the
+    stored one), or the stored relay when values is None."""
+    row = get_relay(domain)
+    if values is None:
+        if row is None:
+            return None
+        values = {
+            "host": row.host,
+            "port": row.port,
+            "tls": row.tls,
+            "username": row.username,
+            "password": None,
+            "auth": row.auth,
+        }
+    password = values.get("password")
+    if password is None or password == "":
+        password = row.password if row is not None else ""
+    return snap.Relay(
+        host=values["host"],
+        port=values["port"],
+        username=values.get("username") or "",
+        password=password if values.get("username") else "",
+        auth=values["auth"],
+        tls=values["tls"],
+    )
+
+
+def check_options() -> dict:
+    """Timeout, CA bundle and EHLO name for checks.relay_test.check_relay:
+    the same CA bundle the rendered Exim config trusts."""
+    from .apply import layout_from_settings
+
+    layout = layout_from_settings()
+    # The rendered exim4.conf names layout.path(relay_ca_bundle) (MP_RELAY_CA).
+    cafile = layout.path(layout.relay_ca_bundle) if layout.relay_ca_bundle else ""
+    if not os.path.isfile(cafile):
+        cafile = None  # a development root without a bundle: the system's CAs
+    return {
+        "timeout": settings.MAILPANEL_CHECK_TIMEOUT,
+        "cafile": cafile,
+        "helo": ServerSettings.load().hostname or "localhost",
+    }
+
+
+def describe(row: RelaySettings | None, domain: MailDomain | None) -> dict:
+    """For `mail relay show`: never the password, only whether one is set."""
+    if row is None:
+        return {"scope": scope_name(domain), "configured": False}
+    return {
+        "scope": scope_name(domain),
+        "configured": True,
+        "preset": row.preset or "custom",
+        "host": row.host,
+        "port": row.port,
+        "tls": row.tls,
+        "auth": row.auth,
+        "username": row.username,
+        "password": "set" if row.password else "unset",
+    }
