@@ -84,6 +84,7 @@ class DqsKeyForm(forms.Form):
         strip=True,
         # A password field: the browser neither shows nor autofills it back.
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        error_messages={"required": _("Paste the DQS key from your Spamhaus account.")},
     )
 
     def clean_key(self):
