@@ -337,3 +337,37 @@ def world(dkim_value: str, other_dkim_value: str) -> list[str]:
     ]
     lines += [f"h{i}.toomany.test. 300 IN A 203.0.113.{i}" for i in range(1, 12)]
     return lines
+
+
+# --- pytest fixtures (import them into a test module to use them) -------------------
+
+try:
+    import pytest
+except ImportError:  # the benchmark runs this file without pytest
+    pytest = None
+
+if pytest is not None:
+
+    class World:
+        """The running server plus the DKIM keys its zones publish."""
+
+        def __init__(self, server, good_pem, other_pem):
+            from mailadmin import dkim
+
+            self.server = server
+            self.address = server.address
+            self.good_pem, self.other_pem = good_pem, other_pem
+            self.good_key = dkim.public_key_b64(good_pem)
+            self.other_key = dkim.public_key_b64(other_pem)
+
+    @pytest.fixture(scope="session")
+    def dns_world():
+        from mailadmin import dkim
+
+        good_pem, other_pem = dkim.generate_private_pem(), dkim.generate_private_pem()
+        server = DnsServer(
+            world(dkim.dns_value(good_pem), dkim.dns_value(other_pem)),
+            servfail=["broken.test", "_dmarc.broken.test", "mail.broken.test"],
+        ).start()
+        yield World(server, good_pem, other_pem)
+        server.stop()

@@ -5,7 +5,6 @@ import time
 
 import pytest
 
-from mailadmin import dkim
 from mailadmin.checks import dns as dnscheck
 from mailadmin.dnsrecords import build_records
 from mailadmin.snapshot import ServerIdentity
@@ -15,29 +14,21 @@ from tests.dnsserver import (
     SERVER_V6,
     DnsServer,
     SilentResolver,
-    world,
+    dns_world,  # noqa: F401 (fixture)
 )
 
 SERVER = ServerIdentity(hostname=SERVER_HOSTNAME, ipv4=SERVER_V4, ipv6=SERVER_V6)
 TIMEOUT = 1.5
 
 
-@pytest.fixture(scope="module")
-def keys():
-    return dkim.public_key_b64(dkim.generate_private_pem()), dkim.public_key_b64(
-        dkim.generate_private_pem()
-    )
+@pytest.fixture
+def keys(dns_world):
+    return dns_world.good_key, dns_world.other_key
 
 
-@pytest.fixture(scope="module")
-def dns_server(keys):
-    ours, other = keys
-    server = DnsServer(
-        world(f"v=DKIM1; k=rsa; p={ours}", f"v=DKIM1; k=rsa; p={other}"),
-        servfail=["broken.test", "_dmarc.broken.test", "mail.broken.test"],
-    ).start()
-    yield server
-    server.stop()
+@pytest.fixture
+def dns_server(dns_world):
+    return dns_world.server
 
 
 def check(resolver_address, domain, key, timeout=TIMEOUT):

@@ -1,0 +1,72 @@
+"""The records a domain needs (SPEC §1.3) and their BIND export."""
+
+import dns.rdatatype
+import dns.zone
+
+from mailadmin import dkim
+from mailadmin.dnsrecords import build_records
+from mailadmin.snapshot import ServerIdentity
+from mailadmin.zonefile import render_zone, split_txt
+
+SERVER = ServerIdentity(hostname="mail.panel.test", ipv4="192.0.2.10", ipv6="2001:db8::10")
+
+
+def by_purpose(records):
+    return {r.purpose: r for r in records}
+
+
+def test_records_follow_the_spec_table():
+    records = by_purpose(build_records("example.test", SERVER, "KEYDATA"))
+    assert (records["mail_a"].name, records["mail_a"].type, records["mail_a"].value) == ("mail.example.test", "A", "192.0.2.10")
+    assert (records["mail_aaaa"].type, records["mail_aaaa"].value) == ("AAAA", "2001:db8::10")
+    assert (records["webmail_a"].name, records["webmail_a"].value) == ("webmail.example.test", "192.0.2.10")
+    assert (records["mx"].name, records["mx"].value) == ("example.test", "10 mail.example.test.")
+    assert records["spf"].value == "v=spf1 a mx ip4:192.0.2.10 ip6:2001:db8::10 ~all"
+    assert (records["domainkeys_policy"].name, records["domainkeys_policy"].value) == ("_domainkey.example.test", "t=y; o=~;")
+    assert (records["dkim"].name, records["dkim"].value) == ("mail._domainkey.example.test", "v=DKIM1; k=rsa; p=KEYDATA")
+    assert (records["dmarc"].name, records["dmarc"].value) == (
+        "_dmarc.example.test",
+        "v=DMARC1; p=quarantine; sp=quarantine; adkim=s; aspf=s;",
+    )
+
+
+def test_every_record_is_labelled_required_recommended_or_optional():
+    records = by_purpose(build_records("example.test", SERVER, "KEYDATA"))
+    assert {r.level for r in records.values()} == {"required", "recommended", "optional"}
+    assert records["mx"].level == records["spf"].level == records["dkim"].level == "required"
+    assert records["dmarc"].level == "recommended"
+    assert records["domainkeys_policy"].level == "optional"
+
+
+def test_no_aaaa_without_server_ipv6_and_no_dkim_when_off():
+    records = by_purpose(build_records("example.test", ServerIdentity(ipv4="192.0.2.10"), ""))
+    assert "mail_aaaa" not in records and "dkim" not in records
+    assert records["spf"].value == "v=spf1 a mx ip4:192.0.2.10 ~all"
+
+
+def test_send_only_domain_gets_no_mx_record():
+    records = by_purpose(build_records("example.test", SERVER, "K", receives_mail=False))
+    assert "mx" not in records
+    assert records["mail_a"].level == "optional"
+    assert "spf" in records and "dkim" in records
+
+
+def test_bind_export_loads_in_a_real_zone_parser_with_the_dkim_key_split():
+    key = dkim.public_key_b64(dkim.generate_private_pem())
+    records = build_records("example.test", SERVER, key)
+    text = render_zone("example.test", records)
+    zone = dns.zone.from_text(text, origin="example.test.", check_origin=False)
+    dkim_rdata = zone.find_rdataset("mail._domainkey", dns.rdatatype.TXT)[0]
+    assert len(dkim_rdata.strings) == 2
+    assert all(len(s) <= 255 for s in dkim_rdata.strings)
+    assert b"".join(dkim_rdata.strings).decode() == f"v=DKIM1; k=rsa; p={key}"
+    mx = zone.find_rdataset("@", dns.rdatatype.MX)[0]
+    assert (mx.preference, mx.exchange.derelativize(zone.origin).to_text()) == (10, "mail.example.test.")
+    assert zone.find_rdataset("mail", dns.rdatatype.AAAA)[0].address == "2001:db8::10"
+    spf = zone.find_rdataset("@", dns.rdatatype.TXT)[0]
+    assert spf.strings == (b"v=spf1 a mx ip4:192.0.2.10 ip6:2001:db8::10 ~all",)
+
+
+def test_txt_split_is_by_bytes():
+    chunks = split_txt("é" * 200)  # 400 bytes
+    assert [len(c) for c in chunks] == [255, 145]

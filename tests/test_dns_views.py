@@ -1,0 +1,118 @@
+"""The DNS records page, "Check now" and the BIND download, against the test DNS server."""
+
+import dns.rdatatype
+import dns.zone
+import pytest
+from django.urls import reverse
+
+from mailadmin.models import DnsCheckResult, MailDomain, ServerSettings
+from tests.dnsserver import SERVER_HOSTNAME, SERVER_V4, SERVER_V6, dns_world  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    # the users of conftest get hashed on creation; PBKDF2 at full strength costs ~1 s each
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def live_dns(settings, dns_world, db):
+    settings.MAILPANEL_RESOLVERS = [dns_world.address]
+    settings.MAILPANEL_CHECK_TIMEOUT = 2.0
+    server = ServerSettings.load()
+    server.hostname, server.ipv4, server.ipv6 = SERVER_HOSTNAME, SERVER_V4, SERVER_V6
+    server.save()
+    return dns_world
+
+
+@pytest.fixture
+def good(alice, live_dns):
+    return MailDomain.objects.create(name="good.test", owner=alice, dkim_private_key=live_dns.good_pem)
+
+
+@pytest.fixture
+def bobs(bob, live_dns):
+    return MailDomain.objects.create(name="different.test", owner=bob, dkim_private_key=live_dns.other_pem)
+
+
+def test_dns_page_lists_records_with_labels_copy_buttons_and_cloudflare_note(alice_client, good, live_dns):
+    page = alice_client.get(reverse("mailadmin:domain_dns", args=[good.pk])).content.decode()
+    assert "mail._domainkey.good.test" in page
+    assert live_dns.good_key in page
+    assert "v=spf1 a mx ip4:192.0.2.10 ip6:2001:db8::10 ~all" in page
+    for label in ("required", "recommended", "optional"):
+        assert f'level-{label}"' in page
+    assert 'class="secondary copy"' in page
+    assert "must not be proxied" in page
+    assert "not checked" in page
+
+
+def test_domain_page_has_the_dns_section(alice_client, good):
+    page = alice_client.get(reverse("mailadmin:domain_detail", args=[good.pk])).content.decode()
+    assert 'id="dns-records"' in page
+    assert reverse("mailadmin:domain_dns_check", args=[good.pk]) in page
+
+
+def test_check_now_htmx_shows_verdicts_and_stores_them(alice_client, good):
+    response = alice_client.post(
+        reverse("mailadmin:domain_dns_check", args=[good.pk]), HTTP_HX_REQUEST="true"
+    )
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert body.lstrip().startswith('<section class="card" id="dns-records">')
+    assert body.count("status status-ok") == 8
+    result = DnsCheckResult.objects.get(domain=good)
+    assert result.summary == "ok" and len(result.results) == 8
+    good.refresh_from_db()
+    assert good.dns_status == "ok" and good.dns_checked_at == result.checked_at
+
+
+def test_check_now_without_javascript_redirects_back_to_the_domain_page(alice_client, good):
+    response = alice_client.post(
+        reverse("mailadmin:domain_dns_check", args=[good.pk]), {"return_to": "domain"}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == reverse("mailadmin:domain_detail", args=[good.pk]) + "#dns-records"
+    page = alice_client.get(reverse("mailadmin:domain_detail", args=[good.pk])).content.decode()
+    assert "Last checked" in page
+
+
+def test_check_shows_what_dns_returned_for_a_wrong_record(admin_client_, bobs):
+    body = admin_client_.post(
+        reverse("mailadmin:domain_dns_check", args=[bobs.pk]), HTTP_HX_REQUEST="true"
+    ).content.decode()
+    assert "status status-different" in body
+    assert "198.51.100.7" in body  # what mail.different.test really points at
+    assert "Change the A record at mail.different.test" in body
+
+
+def test_domain_list_shows_the_stored_status(alice_client, good, alice):
+    other = MailDomain.objects.create(name="missing.test", owner=alice)
+    alice_client.post(reverse("mailadmin:domain_dns_check", args=[good.pk]))
+    alice_client.post(reverse("mailadmin:domain_dns_check", args=[other.pk]))
+    page = alice_client.get(reverse("mailadmin:domain_list")).content.decode()
+    assert 'class="status status-ok"' in page
+    assert 'class="status status-missing"' in page
+
+
+def test_bind_download_loads_in_a_zone_parser(alice_client, good, live_dns):
+    response = alice_client.get(reverse("mailadmin:domain_dns_zone", args=[good.pk]))
+    assert response["Content-Disposition"] == 'attachment; filename="good.test.zone"'
+    zone = dns.zone.from_text(response.content.decode(), origin="good.test.", check_origin=False)
+    strings = zone.find_rdataset("mail._domainkey", dns.rdatatype.TXT)[0].strings
+    assert b"".join(strings).decode() == f"v=DKIM1; k=rsa; p={live_dns.good_key}"
+    assert max(len(s) for s in strings) <= 255
+
+
+@pytest.mark.parametrize(
+    "name, method",
+    [("mailadmin:domain_dns", "get"), ("mailadmin:domain_dns_check", "post"), ("mailadmin:domain_dns_zone", "get")],
+)
+def test_customer_cannot_open_other_customers_dns_pages(alice_client, bobs, name, method):
+    response = getattr(alice_client, method)(reverse(name, args=[bobs.pk]))
+    assert response.status_code == 404
+    assert not DnsCheckResult.objects.filter(domain=bobs).exists()
+
+
+def test_admin_can_open_any_domains_dns_page(admin_client_, bobs):
+    assert admin_client_.get(reverse("mailadmin:domain_dns", args=[bobs.pk])).status_code == 200
