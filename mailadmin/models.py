@@ -241,6 +241,9 @@ class ApplyJob(models.Model):
     log = models.TextField(blank=True)
     changed_files = models.JSONField(default=list, blank=True)
     result = models.JSONField(default=dict, blank=True)
+    # Apply jobs: null = the whole server; a list = only these domains' files
+    # (a relay or account change rewrites one folder, not 50,000 files).
+    scope = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -71,6 +71,21 @@ def test_one_domain_relay_change_writes_only_that_domains_file(live_root, alice)
     assert "p" not in job.log.split()  # file contents never reach the job log
 
 
+def test_domain_changes_coalesce_into_one_job_scoped_to_those_domains(live_root, alice):
+    domains.add_domain(alice, alice, "a.example")
+    run_pending_job()
+    domains.add_domain(alice, alice, "b.example")
+    domains.add_domain(alice, alice, "c.example")
+    job = ApplyJob.objects.get(state="pending")
+    assert job.scope == ["b.example", "c.example"]
+    request_apply(alice)  # a server-wide change widens the pending job to everything
+    job.refresh_from_db()
+    assert job.scope is None
+    job = run_pending_job()
+    assert job.state == "done"
+    assert (live_root / "etc/exim4/domains/c.example/dkim.pem").exists()
+
+
 def test_deleting_a_domain_removes_its_folder(live_root, alice):
     domain = domains.add_domain(alice, alice, "example.org")
     run_pending_job()
@@ -92,6 +107,7 @@ def test_failed_reload_marks_the_job_failed_and_keeps_the_last_good_files(live_r
     server.hostname = "mx2.example.org"  # lands in exim4.conf: exim4 must reload
     server.save()
     domains.add_domain(alice, alice, "second.example")
+    request_apply(alice)  # the identity form asks for a whole-server apply
     job = run_pending_job()
     assert job.state == "failed"
     assert "reload refused" in job.log

@@ -70,14 +70,17 @@ def dnsbl_zones(server: ServerSettings) -> tuple[str, ...]:
     return tuple(zones)
 
 
-def build_snapshot() -> snap.Snapshot:
-    """The whole database as plain data, in a constant number of queries."""
+def build_snapshot(only_domains=None) -> snap.Snapshot:
+    """The whole database as plain data, in a constant number of queries.
+    only_domains: load just these domains (a one-domain apply)."""
     server = ServerSettings.load()
     domains = (
         MailDomain.objects.select_related("relay")
         .prefetch_related("accounts__forwards", "aliases")
         .order_by("name")
     )
+    if only_domains is not None:
+        domains = domains.filter(name__in=sorted(only_domains))
     snapshot_domains = []
     for domain in domains:
         try:
@@ -181,11 +184,33 @@ def helper_request(plan: Plan) -> dict:
     }
 
 
-def apply_now(log=None) -> dict:
-    """Render everything, hand the difference to the helper. Raises HelperError."""
+def domain_folder(name: str) -> str:
+    return f"/etc/exim4/domains/{name}/"
+
+
+def apply_now(log=None, domains=None) -> dict:
+    """Render, hand the difference to the helper. Raises HelperError.
+
+    domains=None renders and compares every managed file; a set of domain names
+    renders and compares only those domains' folders (their files depend on
+    nothing else), which keeps a one-domain change fast with 10,000 domains."""
     log = log or (lambda line: None)
-    rendered = render_all(build_snapshot(), layout_from_settings())
-    live = call_helper({"op": "state"}).get("files", {})
+    layout = layout_from_settings()
+    rendered = live = None
+    if domains is not None:
+        folders = tuple(domain_folder(name) for name in sorted(domains))
+        partial = render_all(build_snapshot(only_domains=domains), layout)
+        live_all = call_helper({"op": "state", "domains": sorted(domains)}).get("files", {})
+        server_wide = [path for path in partial if not path.startswith("/etc/exim4/domains/")]
+        if all(path in live_all for path in server_wide):
+            rendered = {p: spec for p, spec in partial.items() if p.startswith(folders)}
+            live = {p: h for p, h in live_all.items() if p.startswith(folders)}
+            log(f"only the files of {', '.join(sorted(domains))}")
+        else:
+            log("server-wide files are missing: applying everything")
+    if rendered is None:
+        rendered = render_all(build_snapshot(), layout)
+        live = call_helper({"op": "state"}).get("files", {})
     plan = plan_changes(rendered, live)
     log(f"rendered {len(rendered)} files, {len(plan.write)} changed, {len(plan.remove)} to remove")
     if plan.empty:
@@ -227,7 +252,7 @@ def run_apply_job(job_id: int) -> None:
     lines = []
     job = ApplyJob.objects.get(pk=job_id)
     try:
-        answer = apply_now(lines.append)
+        answer = apply_now(lines.append, domains=None if job.scope is None else set(job.scope))
         job.changed_files = sorted(answer.get("written", []) + answer.get("removed", []))
         job.state = JobState.DONE
     except HelperError as exc:

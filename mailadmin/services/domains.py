@@ -30,7 +30,7 @@ def delete_domain(actor, domain: MailDomain) -> None:
     with transaction.atomic():
         domain.delete()
         audit.record(actor, "domain.delete", name)
-        jobs.request_apply(actor)
+        jobs.request_apply(actor, domain_name=name)
 
 
 def update_domain(actor, domain: MailDomain, **changes) -> MailDomain:
@@ -50,7 +50,9 @@ def update_domain(actor, domain: MailDomain, **changes) -> MailDomain:
     with transaction.atomic():
         domain.save(update_fields=[*changed, "updated_at"])
         audit.record(actor, "domain.update", domain.name, changed)
-        jobs.request_apply(actor, domain=domain)
+        # Send-only and suspended domains are listed in server-wide files.
+        server_wide = bool({"hosted_elsewhere", "suspended"} & set(changed))
+        jobs.request_apply(actor, domain=domain, whole_server=server_wide)
     return domain
 
 

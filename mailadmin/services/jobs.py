@@ -7,7 +7,12 @@ from django.db import transaction
 from ..models import ApplyJob, JobKind, JobState
 
 
-def request_apply(actor=None, domain=None) -> ApplyJob:
+def request_apply(actor=None, domain=None, *, domain_name=None, whole_server=False) -> ApplyJob:
+    """A change to one domain's own files (relay, accounts, DKIM, a new or deleted
+    domain) applies only that domain's folder; anything else, or whole_server=True
+    (a flag that lands in a server-wide file), applies everything."""
+    name = domain_name or (domain.name if domain is not None else None)
+    scope = None if whole_server or name is None else [name]
     with transaction.atomic():
         job = (
             ApplyJob.objects.select_for_update()
@@ -16,11 +21,16 @@ def request_apply(actor=None, domain=None) -> ApplyJob:
             .first()
         )
         if job is not None:
+            merged = None if job.scope is None or scope is None else sorted({*job.scope, *scope})
+            if merged != job.scope:
+                job.scope = merged
+                job.save(update_fields=["scope"])
             return job
         job = ApplyJob.objects.create(
             kind=JobKind.APPLY,
             requested_by=actor if getattr(actor, "pk", None) else None,
             domain=domain,
+            scope=scope,
         )
     _enqueue_on_commit("mailadmin.tasks.apply_config", job.pk)
     return job
