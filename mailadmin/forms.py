@@ -9,17 +9,16 @@ from .validation import normalize_domain, normalize_hostname
 
 class DomainAddForm(forms.Form):
     name = forms.CharField(label=_("Domain"), max_length=300)
-    owner = forms.ModelChoiceField(
-        label=_("Owner"), queryset=get_user_model().objects.none(), required=False
-    )
+    # A user name, not a <select>: with hundreds of customers a select of all of
+    # them costs more than the rest of the page.
+    owner = forms.CharField(label=_("Owner (user name)"), max_length=150, required=False)
     dkim_enabled = forms.BooleanField(label=_("Sign outgoing mail with DKIM"), required=False, initial=True)
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.user = user
         if user.is_staff:
-            self.fields["owner"].queryset = get_user_model().objects.filter(is_active=True).order_by("username")
-            self.fields["owner"].initial = user.pk
+            self.fields["owner"].initial = user.username
         else:
             del self.fields["owner"]
 
@@ -28,6 +27,15 @@ class DomainAddForm(forms.Form):
         if MailDomain.objects.filter(name=name).exists():
             raise ValidationError(_("This domain is already hosted on this server."))
         return name
+
+    def clean_owner(self):
+        username = self.cleaned_data.get("owner", "").strip()
+        if not username:
+            return None
+        try:
+            return get_user_model().objects.get(username=username, is_active=True)
+        except get_user_model().DoesNotExist:
+            raise ValidationError(_("There is no user %(name)s.") % {"name": username})
 
     def owner_or_self(self):
         return self.cleaned_data.get("owner") or self.user

@@ -118,12 +118,19 @@ def test_delete_asks_for_confirmation_then_deletes(alice_client):
 
 
 def test_admin_adds_a_domain_for_a_customer(admin_client_, alice):
-    add(admin_client_, "shop.example", owner=alice.pk)
+    add(admin_client_, "shop.example", owner="alice")
     assert MailDomain.objects.get().owner == alice
 
 
+def test_admin_gets_a_clear_error_for_an_unknown_owner(admin_client_):
+    response = add(admin_client_, "shop.example", owner="nobody")
+    assert response.status_code == 400
+    assert "There is no user nobody" in str(response.context["form"].errors["owner"])
+    assert not MailDomain.objects.exists()
+
+
 def test_customer_cannot_pick_another_owner(alice_client, alice, bob):
-    add(alice_client, "shop.example", owner=bob.pk)
+    add(alice_client, "shop.example", owner="bob")
     assert MailDomain.objects.get().owner == alice
 
 
