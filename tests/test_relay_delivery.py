@@ -113,6 +113,8 @@ def test_clearing_the_domain_relay_falls_back_to_the_global_relay(domains, smtp_
     set_relay(None, global_sink, GLOBAL, "login", actor=admin_user)
     set_relay(alice_domain, domain_sink, DOMAIN, "plain")
     tree.render()
+    assert "router = smtp_relay_domain" in tree.route("web@ALICE.Example")
+    assert "router = smtp_relay_global" in tree.route("web@bob.example")
 
     tree.send("web@alice.example", "first")
     msg = only_message(domain_sink)
@@ -123,7 +125,8 @@ def test_clearing_the_domain_relay_falls_back_to_the_global_relay(domains, smtp_
 
     assert relay_service.clear_relay(None, alice_domain)
     tree.render()
-    assert "smtp_relay_global" in tree.route("web@alice.example")
+    for sender in ("web@alice.example", "web@ALICE.Example"):
+        assert "router = smtp_relay_global" in tree.route(sender)
     tree.send("web@alice.example", "second")
     msg = only_message(global_sink)
     assert b"Subject: second" in msg.data
