@@ -169,9 +169,30 @@ def _b64(value: str) -> str:
     return base64.b64encode(value.encode("utf-8")).decode("ascii")
 
 
+def relay_credentials_problem(username: str, password: str, auth: str) -> str | None:
+    """Why Exim cannot send these relay credentials, or None. For the relay
+    form (SPEC 3.5: what cannot be represented gets a form error).
+
+    In ``client_send`` every single ``^`` is a NUL and ``^^`` a literal ``^``,
+    so ``^^^`` reads as ``^`` + NUL: Exim (4.96, src/auths/get_data.c) has no
+    way to send a ``^`` right after a NUL. PLAIN puts a NUL before the user
+    name and before the password, so neither may start with ``^`` there.
+    LOGIN sends them separately and can carry anything."""
+    for value, what in ((username, "user name"), (password, "password")):
+        if any(c in value for c in "\x00\r\n"):
+            return f"the relay {what} cannot contain NUL, CR or LF"
+    if auth == "plain" and username and (username.startswith("^") or password.startswith("^")):
+        return "with PLAIN, the relay user name and password cannot start with ^ (use LOGIN)"
+    return None
+
+
 def _relay_file(relay: Relay | None) -> bytes:
     if relay is None:
         return b""
+    if relay.username:
+        problem = relay_credentials_problem(relay.username, relay.password, relay.auth)
+        if problem:
+            raise ValueError(problem)
     lines = [
         f"host: {v.host_or_ip(relay.host)}",
         f"port: {v.port(relay.port, 'relay port')}",
@@ -323,13 +344,13 @@ acl_check_rcpt:
           !hosts = +localhost_hosts
           dnslists = <\n ${filter{<\n ${readfile{MP_DNSBL_FILE}}}{!match{$item}{\N=127\.0\.1\.\N}}}
           message = Rejected because $sender_host_address is in a black list
-          log_message = $sender_host_address listed in ${sg{$dnslist_domain}{\N^[^.]+\.(.*dq\.spamhaus\.net)$\N}{<key>.$1}} ($dnslist_value)
+          log_message = $sender_host_address listed in ${sg{$dnslist_domain}{\N^[^.]+\.(.*dq\.spamhaus\.net)$\N}{<key>.\$1}} ($dnslist_value)
   deny    !authenticated = *
           !hosts = +localhost_hosts
           condition = ${if match{$sender_address_domain}{\N^[A-Za-z0-9.-]+$\N}}
           dnslists = <\n ${map{<\n ${filter{<\n ${readfile{MP_DNSBL_FILE}}}{match{$item}{\N=127\.0\.1\.\N}}}}{$item/$sender_address_domain}}
           message = Rejected because $sender_host_address is in a black list
-          log_message = $sender_address_domain listed in ${sg{$dnslist_domain}{\N^[^.]+\.(.*dq\.spamhaus\.net)$\N}{<key>.$1}} ($dnslist_value)
+          log_message = $sender_address_domain listed in ${sg{$dnslist_domain}{\N^[^.]+\.(.*dq\.spamhaus\.net)$\N}{<key>.\$1}} ($dnslist_value)
 
   # Mail for a hosted domain must name an existing recipient.
   deny    message = Unknown user
@@ -354,12 +375,14 @@ def _routers(internal: str) -> str:
     return f"""begin routers
 
 # SPEC 3.4: the sender domain's relay, else the global relay, else direct.
+# route_data is "hostlist options": "<;" glued to the host keeps an IPv6
+# relay address in one piece (a colon list would split it).
 smtp_relay_domain:
   driver = manualroute
   domains = {internal}
   condition = ${{if and{{{{exists{{MP_SENDER_RELAY}}}}{{!eq{{${{lookup{{host}}lsearch{{MP_SENDER_RELAY}}}}}}{{}}}}}}}}
   address_data = MP_SENDER_RELAY
-  route_data = {_relay_value("host")}
+  route_data = <;{_relay_value("host")}
   transport = ${{if eq{{{_relay_value("tls")}}}{{ssl}}{{remote_smtps_relay}}{{remote_smtp_relay}}}}
   self = send
   no_more
@@ -369,7 +392,7 @@ smtp_relay_global:
   domains = {internal}
   condition = ${{if and{{{{exists{{MP_GLOBAL_RELAY}}}}{{!eq{{${{lookup{{host}}lsearch{{MP_GLOBAL_RELAY}}}}}}{{}}}}}}}}
   address_data = MP_GLOBAL_RELAY
-  route_data = {_relay_value("host")}
+  route_data = <;{_relay_value("host")}
   transport = ${{if eq{{{_relay_value("tls")}}}{{ssl}}{{remote_smtps_relay}}{{remote_smtp_relay}}}}
   self = send
   no_more
