@@ -280,3 +280,18 @@ def test_delivery_time_per_relayed_message(domains, smtp_sinks, tree, record_pro
     print(f"\nrelayed delivery (exim -odf, tls={tls}, AUTH LOGIN, DKIM 2048): "
           f"median {median * 1000:.1f} ms, min {min(times) * 1000:.1f} ms, max {max(times) * 1000:.1f} ms")
     assert median < 1.0
+
+
+def test_relay_given_as_an_ipv6_address_delivers(domains, smtp_sinks, tree):
+    """route_data is a colon list: an unprotected ::1 would be split apart."""
+    alice_domain, _bob = domains
+    sink = smtp_sinks(host="::1", credentials=creds(DOMAIN))
+    relay_service.set_relay(
+        None, alice_domain, host="[::1]", port=sink.port, tls="none",
+        username=DOMAIN[0], password=DOMAIN[1], auth="login",
+    )
+    tree.render()
+    assert "host ::1 [::1]" in tree.route("web@alice.example")
+    tree.send("web@alice.example", "v6")
+    msg = only_message(sink)
+    assert msg.auth.password == DOMAIN[1].encode()
