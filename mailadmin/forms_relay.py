@@ -6,7 +6,7 @@ from django.core.validators import ProhibitNullCharactersValidator
 from django.utils.translation import gettext_lazy as _
 
 from .models import RelayAuth, RelayTls
-from .services.relay import PRESETS, normalize_region, preset_values
+from .services.relay import PRESETS, check_credentials, normalize_region, preset_values
 from .validation import normalize_hostname, validate_config_value
 
 
@@ -138,6 +138,11 @@ class RelayForm(forms.Form):
             )
         if data.get("username") and not data.get("password") and not self.has_password:
             self.add_error("password", _("Enter the password for the relay user."))
+        if data.get("username") and data.get("auth") and "password" not in self.errors:
+            try:
+                check_credentials(data["username"], data.get("password", ""), data["auth"])
+            except ValidationError as exc:
+                self.add_error(None, exc)
         return data
 
     def service_values(self) -> dict:

@@ -398,3 +398,30 @@ def test_cli_bad_value_exits_non_zero_through_manage_py(tmp_path):
         [python, manage, "mail", "relay", "show", "--json"], env=env, capture_output=True, text=True, check=True
     )
     assert json.loads(shown.stdout)["password"] == "set" and "two" not in shown.stdout
+
+
+# -- what Exim cannot send ----------------------------------------------------
+
+
+def test_plain_with_a_password_starting_with_caret_is_a_form_error(alice_client, alice_domain):
+    response = alice_client.post(save_url(alice_domain), form_data(auth="plain", password="^starts with caret"))
+    assert response.status_code == 400
+    assert "With PLAIN the mail server cannot send a user name or password that starts with ^" in response.content.decode()
+    assert not RelaySettings.objects.exists()
+    # LOGIN carries it
+    alice_client.post(save_url(alice_domain), form_data(auth="login", password="^starts with caret"))
+    assert RelaySettings.objects.get().password == "^starts with caret"
+
+
+def test_switching_a_stored_caret_password_to_plain_is_refused(alice_client, alice_domain):
+    RelaySettings.objects.create(domain=alice_domain, host="r.example", username="u", password="^pw", auth="login")
+    response = alice_client.post(save_url(alice_domain), form_data(username="u", password="", auth="plain"))
+    assert response.status_code == 400
+    assert "starts with ^" in response.content.decode()
+    assert RelaySettings.objects.get().auth == "login"
+
+
+def test_cli_refuses_plain_with_a_caret_password():
+    with pytest.raises(CommandError, match="starts with"):
+        mail("relay", "set", "--host", "r.example", "--user", "u", "--auth", "plain", "--password-stdin", stdin="^x\n")
+    assert not RelaySettings.objects.exists()

@@ -18,6 +18,7 @@ from django.utils.translation import gettext_lazy
 
 from .. import snapshot as snap
 from ..models import MailDomain, RelayAuth, RelaySettings, RelayTls, ServerSettings
+from ..render.exim import relay_credentials_problem
 from ..validation import normalize_hostname, validate_config_value, validate_port
 from . import audit, jobs
 
@@ -120,6 +121,20 @@ def _clean(host, port, tls, username, password, auth) -> dict:
     return values
 
 
+def check_credentials(username: str, password: str, auth: str) -> None:
+    """What Exim cannot send gets an error here, not a failed apply later."""
+    if username and relay_credentials_problem(username, password, auth):
+        if any(c in username + password for c in "\x00\r\n"):
+            raise ValidationError(_("The user name and password cannot contain line breaks or NUL."))
+        raise ValidationError(
+            {
+                "auth": _(
+                    "With PLAIN the mail server cannot send a user name or password that starts with ^. Choose LOGIN."
+                )
+            }
+        )
+
+
 @transaction.atomic
 def set_relay(
     actor,
@@ -153,6 +168,7 @@ def set_relay(
     elif not row.password:
         raise ValidationError(_("Enter the password for the relay user."))
     values["preset"] = preset if preset in PRESETS else "custom"
+    check_credentials(values["username"], values.get("password", row.password), values["auth"])
 
     changed = [name for name, value in values.items() if created or getattr(row, name) != value]
     if not changed:
