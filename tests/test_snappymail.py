@@ -405,6 +405,9 @@ def test_default_domain_json_carries_the_faq_sieve_settings_in_the_current_forma
     assert on["Sieve"]["port"] == 4190
     assert on["Sieve"]["type"] == 0  # sieve_secure = "None"
     assert on["IMAP"]["host"] == "localhost" and on["IMAP"]["type"] == 0
+    # Exim advertises AUTH only over TLS: STARTTLS when offered (auto-detect)
+    assert (on["SMTP"]["host"], on["SMTP"]["port"], on["SMTP"]["type"]) == ("localhost", 587, 9)
+    assert on["SMTP"]["useAuth"] is True and on["SMTP"]["ssl"]["verify_peer"] is False
     off = json.loads(render_default_domain(Snapshot(sieve_enabled=False), layout))
     assert off["Sieve"]["enabled"] is False
     files = render_snappymail(

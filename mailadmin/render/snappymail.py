@@ -17,6 +17,7 @@ DATA_SUBDIR = "data/_data_/_default_"
 
 # SnappyMail's MailSo\Net\Enumerations\ConnectionSecurityType
 SECURITY_NONE = 0
+SECURITY_AUTO = 9  # STARTTLS when the server offers it
 
 # What password_verify() accepts: bcrypt ($2y$/$2b$/$2a$) or argon2.
 _PASSWORD_HASH_RE = re.compile(
@@ -97,12 +98,12 @@ def render_application_ini(snapshot: Snapshot) -> bytes:
     )
 
 
-def _connect(host: str, port: int, **extra) -> dict:
+def _connect(host: str, port: int, security: int = SECURITY_NONE, **extra) -> dict:
     """SnappyMail's MailSo\\Net\\ConnectSettings as it serialises them."""
     return {
         "host": host,
         "port": port,
-        "type": SECURITY_NONE,
+        "type": security,
         "timeout": 10,
         "shortLogin": False,  # Dovecot users are full addresses
         "lowerLogin": True,
@@ -127,8 +128,11 @@ def render_default_domain(snapshot: Snapshot, layout: Layout) -> bytes:
     sieve_secure = "None"` is the Sieve block below with type 0 (no TLS)."""
     domain = {
         "IMAP": _connect("localhost", layout.imap_port),
+        # Exim offers AUTH only over TLS once it has a certificate: auto-detect
+        # takes STARTTLS when offered (no peer check: the certificate names the
+        # public host, not localhost). Dovecot lets localhost log in without TLS.
         "SMTP": _connect(
-            "localhost", 587, useAuth=True, setSender=False, usePhpMail=False
+            "localhost", 587, SECURITY_AUTO, useAuth=True, setSender=False, usePhpMail=False
         ),
         "Sieve": _connect(
             "localhost",
