@@ -576,3 +576,18 @@ def test_cli_rejects_a_malformed_sha256(live_root, release_tarball):
     with pytest.raises(CommandError, match="64 hexadecimal"):
         call_command("mail", "snappymail", "install", "--tarball", str(release_tarball), "--sha256", "xyz")
     assert not ApplyJob.objects.exists()
+
+
+def test_install_progress_is_saved_line_by_line_while_the_job_runs(live_root, release_tarball, admin_user):
+    job = snappymail.create_install_job(admin_user)
+    source, sha256 = snappymail.install_source()
+    seen = []
+
+    def echo(line):
+        row = ApplyJob.objects.get(pk=job.pk)
+        seen.append((row.state, row.log.splitlines()[-1] == line))
+
+    job = snappymail.run_install_job(job.pk, source, sha256, echo=echo)
+    assert job.state == "done", job.log
+    assert len(seen) >= 5
+    assert all(state == "running" and saved for state, saved in seen)
