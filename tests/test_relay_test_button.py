@@ -332,3 +332,10 @@ def test_cli_relay_test(panel_settings, alice_domain, smtp_sinks):
 def test_cli_relay_test_without_a_relay_is_an_error(panel_settings, db):
     with pytest.raises(CommandError, match="no relay for global"):
         mail("relay", "test")
+
+
+def test_relay_test_by_host_name_checks_the_certificate_name(smtp_sinks, ca):
+    sink = smtp_sinks(credentials=creds(), starttls=True)
+    result = run(relay_for(sink, host="localhost", tls="starttls"), cafile=ca)
+    assert result.outcome == "ok", result.transcript()
+    assert "commonName=localhost" in result.transcript()

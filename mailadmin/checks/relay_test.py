@@ -14,6 +14,7 @@ LOGIN with an initial response, which Exim never does.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import socket
 import ssl
 import time
@@ -167,13 +168,42 @@ class _Conversation:
             True,
         )
 
+    def connect(self, host: str, port: int) -> socket.socket:
+        """create_connection, with the name lookup inside the deadline too
+        (getaddrinfo itself has no timeout)."""
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        try:
+            future = pool.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+            try:
+                addresses = future.result(timeout=self.remaining())
+            except concurrent.futures.TimeoutError:
+                raise socket.timeout("name lookup") from None
+        finally:
+            pool.shutdown(wait=False)
+        error: OSError | None = None
+        for family, kind, proto, _name, address in addresses:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(self.remaining())
+                sock.connect(address)
+                return sock
+            except ConnectionRefusedError as exc:
+                sock.close()
+                error = exc
+            except OSError as exc:
+                sock.close()
+                if isinstance(exc, (socket.timeout, TimeoutError)):
+                    raise
+                error = exc
+        raise error or OSError("no address")
+
     # -- the conversation ------------------------------------------------
     def run(self, helo: str, cafile: str | None) -> tuple[str, str, tuple[str, ...], str]:
         relay = self.relay
         self.cafile = cafile
         target = f"{relay.host}:{relay.port}"
         try:
-            self.sock = socket.create_connection((relay.host, relay.port), timeout=self.remaining())
+            self.sock = self.connect(relay.host, relay.port)
         except socket.gaierror as exc:
             self.step("connect", target, str(exc), False)
             raise _Stop(HOST_NOT_FOUND, _("The host name %(host)s does not resolve.") % {"host": relay.host})
