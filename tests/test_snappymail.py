@@ -9,7 +9,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import random
 import re
 import shutil

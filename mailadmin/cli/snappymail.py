@@ -6,7 +6,7 @@ from django.core.management.base import CommandError
 
 from ..helper_client import HelperError
 from ..models import JobState
-from ..services import snappymail
+from ..services import audit, snappymail
 from .common import add_json_flag, system_actor
 
 
@@ -40,8 +40,6 @@ def snappymail_install(command, options):
     source, sha256 = snappymail.install_source(tarball, options["sha256"])
     actor = system_actor()
     job = snappymail.create_install_job(actor)
-    from ..services import audit
-
     audit.record(actor, "snappymail.install", "snappymail")
     echo = None if options.get("json") else command.stdout.write
     job = snappymail.run_install_job(job.pk, source, sha256, echo=echo)
@@ -49,8 +47,8 @@ def snappymail_install(command, options):
         raise CommandError(f"SnappyMail install failed (job #{job.pk}); see the log above")
     if not options.get("json"):
         command.stdout.write(
-            f"credentials: python manage.py mail snappymail credentials "
-            f"(then: mail snappymail delete-credentials)"
+            "credentials: python manage.py mail snappymail credentials "
+            "(then: mail snappymail delete-credentials)"
         )
     return {"job": job.pk, "state": job.state, **job.result}
 
