@@ -213,6 +213,9 @@ def test_real_exim_rejects_a_listed_ip_without_the_key_in_the_reply(admin_client
     assert "black list" in rcpt[LISTED]
     assert KEY not in "\n".join(replies[LISTED])
     assert "dq.spamhaus" not in "\n".join(replies[LISTED])
+    # Exim's log line names the zone with the key masked.
+    [log] = [line for line in out["results"][0]["stderr"].splitlines() if line.startswith("LOG:")]
+    assert f"{LISTED} listed in <key>.zen.dq.spamhaus.net (127.0.0.2)" in log and KEY not in log
     assert rcpt[UNLISTED].startswith("250 "), replies[UNLISTED]
     assert rcpt[OPEN_RESOLVER].startswith("250 "), replies[OPEN_RESOLVER]
     assert rcpt[RATE_LIMITED].startswith("250 "), replies[RATE_LIMITED]

@@ -137,6 +137,7 @@ def test_no_page_log_job_audit_or_clear_column_holds_the_dqs_key_or_smtp_passwor
     assert f"{DQS_KEY}.zen.dq.spamhaus.net" in dnsbl  # the one place the key must be
 
     # Crawl every GET route, plain and htmx.
+    objects["job_id"] = job.pk
     crawled = []
     for route, pattern in walk(get_resolver().url_patterns):
         url = fill(route, objects)
