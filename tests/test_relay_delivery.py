@@ -7,7 +7,10 @@ password corpus) live in test_render_exim.py; these cover what changes in
 the database over time (clearing falls back), DKIM through a relay, and TLS.
 """
 
+import grp
+import os
 import re
+import stat
 import statistics
 import time
 
@@ -123,8 +126,14 @@ def test_clearing_the_domain_relay_falls_back_to_the_global_relay(domains, smtp_
     )
     assert global_sink.messages == []
 
+    relay_file = tree.layout.path("/etc/exim4/domains/alice.example/smtp_relay.conf")
+    st = os.stat(relay_file)
+    assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_uid == 0
+    assert grp.getgrgid(st.st_gid).gr_name == "Debian-exim"
+
     assert relay_service.clear_relay(None, alice_domain)
     tree.render()
+    assert not os.path.exists(relay_file)
     for sender in ("web@alice.example", "web@ALICE.Example"):
         assert "router = smtp_relay_global" in tree.route(sender)
     tree.send("web@alice.example", "second")
