@@ -425,3 +425,14 @@ def test_cli_refuses_plain_with_a_caret_password():
     with pytest.raises(CommandError, match="starts with"):
         mail("relay", "set", "--host", "r.example", "--user", "u", "--auth", "plain", "--password-stdin", stdin="^x\n")
     assert not RelaySettings.objects.exists()
+
+
+def test_relay_password_is_encrypted_at_rest(alice_client, alice_domain):
+    from django.db import connection
+
+    alice_client.post(save_url(alice_domain), form_data())
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT password FROM mailadmin_relaysettings")
+        (stored,) = cursor.fetchone()
+    assert stored and SECRET not in stored and SECRET.strip() not in stored
+    assert RelaySettings.objects.get().password == SECRET
