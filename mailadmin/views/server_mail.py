@@ -75,11 +75,14 @@ def internal_lookup_section(request, server=None, **bound) -> dict:
 
 
 def _respond(request, template, partial, section_ctx, ok, notice="", anchor=""):
-    """htmx: the section's partial (200 even with errors: htmx swaps only 2xx).
+    """htmx: the section's partial (200 even with errors: htmx swaps only 2xx),
+    with the apply job the change started (panel SMTP starts none).
     Plain POST: redirect on success, the whole page with the errors otherwise."""
     if request.htmx:
-        job = ApplyJob.objects.filter(requested_by=request.user).order_by("-id").first()
-        ctx = {**section_ctx, "notice": notice, "section_job": job if ok else None}
+        job = None
+        if ok and template != T_PANEL_SMTP:
+            job = ApplyJob.objects.filter(requested_by=request.user).order_by("-id").first()
+        ctx = {**section_ctx, "notice": notice, "section_job": job}
         return render(request, f"{template}#{partial}", ctx)
     if ok:
         if notice:
