@@ -130,3 +130,24 @@ def test_duplicate_alias_and_forward_are_refused(domain):
 def test_password_is_never_accepted_on_the_command_line(domain):
     with pytest.raises(CommandError):
         call_command("mail", "account", "add", "info@example.org", "--password", PW)
+
+
+def test_config_render_writes_the_shared_account_files(domain, tmp_path):
+    mail("account", "add", "info@example.org", "--quota", "250", stdin=PW)
+    mail("account", "add", "keep@example.org", stdin=PW)
+    mail("alias", "add", "sales@example.org", "info@example.org")
+    mail("forward", "add", "info@example.org", "boss@elsewhere.example", "--no-local-copy")
+    mail("forward", "add", "keep@example.org", "boss@elsewhere.example")
+    mail("catchall", "set", "example.org", "keep@example.org")
+    mail("config", "render", "--out", str(tmp_path))
+    folder = tmp_path / "etc/exim4/domains/example.org"
+    passwd = (folder / "passwd").read_text().splitlines()
+    info_hash = MailAccount.objects.get(local_part="info").password_hash
+    assert passwd[0] == f"info:{info_hash}::::::userdb_quota_rule=*:storage=250M"
+    assert passwd[1].startswith("keep:{BLF-CRYPT}$2b$") and passwd[1].endswith("::::::")
+    assert (folder / "aliases").read_text() == "sales: info@example.org\n*: keep@example.org\n"
+    # forward-only: no local copy; otherwise the mailbox is one of its own targets
+    assert (folder / "forwards").read_text() == (
+        "info: boss@elsewhere.example\nkeep: boss@elsewhere.example, keep@example.org\n"
+    )
+    assert PW not in "".join(p.read_text() for p in folder.iterdir())

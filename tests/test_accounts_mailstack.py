@@ -298,3 +298,27 @@ def test_submission_with_starttls_and_implicit_tls_uses_the_same_passwords(hoste
             smtp.login("info@example.org", "not-the-password")
     with smtplib.SMTP_SSL(mailstack.LOOPBACK, smtps, timeout=10, context=ctx) as smtp:
         smtp.login("box@bob.example", BOB_PW)
+
+
+def test_account_added_in_the_panel_logs_in_and_receives_without_restart(alice_client, hosted, stack):
+    from django.urls import reverse
+
+    s = stack.start()
+    example = hosted["example"]
+    response = alice_client.post(
+        reverse("mailadmin:account_add", args=[example.pk]),
+        {"local_part": "newbie", "password": "Fr3sh-from-the-panel", "quota_mb": "50"},
+    )
+    assert response.status_code == 302
+    with s.exim.smtp() as smtp:  # not rendered yet: unknown
+        smtp.ehlo("client.example")
+        smtp.mail("someone@remote.example")
+        assert smtp.rcpt("newbie@example.org")[0] == 550
+    s.rerender()  # what the apply job does through the helper
+    s.exim.send("someone@remote.example", ["newbie@example.org"], mailstack.make_message("someone@remote.example", "newbie@example.org", "welcome"))
+    s.dovecot.wait_for_messages("newbie@example.org", 1)
+    imap = imap_login(s.layout, "newbie@example.org", "Fr3sh-from-the-panel")
+    try:
+        assert imap.select("INBOX") == ("OK", [b"1"])
+    finally:
+        imap.logout()
