@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from contextlib import closing
 
 import pytest
 
@@ -36,13 +37,14 @@ def check(resolver_address, domain, key, timeout=TIMEOUT):
 
     async def run():
         lookups = dnscheck.Lookups(dnscheck.make_resolver([resolver_address], timeout), timeout)
-        return await dnscheck.check_records(
-            lookups,
-            records,
-            server_ips=(SERVER_V4, SERVER_V6),
-            sending_ips=(SERVER_V4, SERVER_V6),
-            cf_networks=dnscheck.load_cloudflare_networks(),
-        )
+        with closing(lookups):
+            return await dnscheck.check_records(
+                lookups,
+                records,
+                server_ips=(SERVER_V4, SERVER_V6),
+                sending_ips=(SERVER_V4, SERVER_V6),
+                cf_networks=dnscheck.load_cloudflare_networks(),
+            )
 
     return {v.purpose: v for v in asyncio.run(run())}
 

@@ -24,15 +24,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import dns.asyncresolver
 import dns.exception
-import dns.nameserver
-import dns.rdatatype
-import dns.resolver
 import dns.reversename
 from django.utils.translation import gettext as _
 
 from ..dnsrecords import OPTIONAL, Record
+from .dnsclient import DnsFailure, DnsTimeout, StubResolver, system_nameservers
 
 OK, MISSING, DIFFERENT, UNKNOWN = "ok", "missing", "different", "unknown"
 SEVERITY = {MISSING: 3, DIFFERENT: 2, UNKNOWN: 1, OK: 0}
@@ -62,21 +59,13 @@ def parse_resolver(entry: str) -> tuple[str, int]:
     return host, port
 
 
-def make_resolver(entries, timeout: float) -> dns.asyncresolver.Resolver:
+def make_resolver(entries, timeout: float) -> StubResolver:
     """Empty `entries` = the system resolver (/etc/resolv.conf)."""
     if entries:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = [
-            dns.nameserver.Do53Nameserver(host, port)
-            for host, port in (parse_resolver(e) for e in entries)
-        ]
+        nameservers = [parse_resolver(e) for e in entries]
     else:
-        resolver = dns.asyncresolver.Resolver()
-    resolver.timeout = timeout
-    resolver.lifetime = timeout
-    resolver.cache = None  # "check now" must see DNS as it is now
-    resolver.use_edns(0, 0, 1232)  # a 2048-bit DKIM answer fits without a TCP retry
-    return resolver
+        nameservers = system_nameservers()
+    return StubResolver(nameservers, timeout)
 
 
 @dataclass
@@ -110,6 +99,10 @@ class Lookups:
     async def query(self, name: str, rtype: str) -> Answer:
         return await self.for_one_check().query(name, rtype)
 
+    def close(self):
+        """Close the resolver's sockets (call at the end of the run)."""
+        self.resolver.close()
+
 
 class _Bounded(Lookups):
     def __init__(self, parent: Lookups, deadline: float):
@@ -121,48 +114,37 @@ class _Bounded(Lookups):
 
     async def query(self, name: str, rtype: str) -> Answer:
         key = (name.lower().rstrip("."), rtype)
+        remaining = self.deadline - time.monotonic()
         future = self.cache.get(key)
         if future is None:
-            future = asyncio.ensure_future(self._resolve(key[0], rtype))
+            if remaining <= 0:
+                return Answer("error", error=_("timed out"))
+            # ours: the lookup itself ends by our deadline
+            future = asyncio.ensure_future(self._resolve(key[0], rtype, remaining))
             self.cache[key] = future
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0 and not future.done():
-            return Answer("error", error=_("timed out"))
+            return await future
+        if future.done():
+            return future.result()
+        # started by another check with its own deadline: wait no longer than ours
         try:
             return await asyncio.wait_for(asyncio.shield(future), max(remaining, 0.001))
         except TimeoutError:
             return Answer("error", error=_("timed out"))
 
-    async def _resolve(self, name: str, rtype: str) -> Answer:
+    async def _resolve(self, name: str, rtype: str, lifetime: float) -> Answer:
         try:
-            answer = await self.resolver.resolve(
-                name + ".", rtype, lifetime=self.timeout, search=False
-            )
-        except dns.resolver.NXDOMAIN:
-            return Answer("nxdomain")
-        except dns.resolver.NoAnswer:
-            return Answer("nodata")
-        except dns.resolver.LifetimeTimeout:
+            kind, rdatas = await self.resolver.query(name, rtype, lifetime=lifetime)
+        except DnsTimeout:
             return Answer("error", error=_("timed out"))
-        except dns.resolver.NoNameservers as exc:
-            return Answer("error", error=_("no resolver answered (%(why)s)") % {"why": _short(exc)})
+        except DnsFailure as exc:
+            return Answer("error", error=_("the resolver failed: %(why)s") % {"why": _short(exc)})
         except (dns.exception.DNSException, OSError, ValueError) as exc:
             return Answer("error", error=_short(exc))
-        return Answer("ok", [_rdata_text(rtype, rdata) for rdata in answer])
+        return Answer(kind, rdatas)
 
 
 def _short(exc) -> str:
     return (str(exc) or type(exc).__name__)[:200]
-
-
-def _rdata_text(rtype: str, rdata) -> str:
-    if rtype == "TXT":
-        return b"".join(rdata.strings).decode("utf-8", "replace")
-    if rtype == "MX":
-        return f"{rdata.preference} {rdata.exchange.to_text().lower()}"
-    if rtype in ("PTR", "CNAME", "NS"):
-        return rdata.target.to_text().lower()
-    return rdata.to_text()
 
 
 # --- Cloudflare ----------------------------------------------------------------

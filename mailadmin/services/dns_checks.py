@@ -11,6 +11,7 @@ import asyncio
 import logging
 import queue
 import threading
+from contextlib import closing
 from pathlib import Path
 
 from django.conf import settings
@@ -133,7 +134,8 @@ def check_domains(domains, on_progress=None) -> dict[int, DnsCheckResult]:
         def progress(pk, verdicts):
             report(f"{names[pk]}: {dnscheck.summarize(verdicts)}")
 
-        return await dnscheck.check_many(new_lookups(), jobs, here, sending, cf, progress=progress)
+        with closing(new_lookups()) as lookups:
+            return await dnscheck.check_many(lookups, jobs, here, sending, cf, progress=progress)
 
     verdicts = run_async(run, on_progress)
     return store_results(verdicts)
@@ -203,7 +205,8 @@ def blacklists(on_progress=None) -> list[dict]:
     ips, zones = sending_ips(server), dnsbl_zone_pairs(server)
 
     async def run(report):
-        rows = await diag.blacklists(new_lookups(), ips, zones)
+        with closing(new_lookups()) as lookups:
+            rows = await diag.blacklists(lookups, ips, zones)
         for row in rows:
             report(f"{row['ip']} {row['zone']}: {row['status']}")
         return rows
@@ -216,7 +219,8 @@ def reverse_dns(on_progress=None) -> list[dict]:
     ips = sending_ips(server)
 
     async def run(report):
-        rows = await diag.reverse_dns_all(new_lookups(), ips, server.hostname)
+        with closing(new_lookups()) as lookups:
+            rows = await diag.reverse_dns_all(lookups, ips, server.hostname)
         for row in rows:
             report(f"{row['ip']}: {row['status']}")
         return rows
@@ -233,11 +237,11 @@ def diagnose_domain(domain: MailDomain, connect: bool = False, on_progress=None,
     timeout = check_timeout()
 
     async def run(report):
-        lookups = new_lookups()
-        receive, send = await asyncio.gather(
-            diag.receiving(lookups, domain.name, here, cf, connect_port if connect else None, timeout),
-            diag.sending_readiness(lookups, records, sending),
-        )
+        with closing(new_lookups()) as lookups:
+            receive, send = await asyncio.gather(
+                diag.receiving(lookups, domain.name, here, cf, connect_port if connect else None, timeout),
+                diag.sending_readiness(lookups, records, sending),
+            )
         report(f"{domain.name} receiving: {receive['status']}")
         report(f"{domain.name} sending: {send['status']}")
         return {"domain": domain.name, "domain_id": domain.pk, "receiving": receive, "sending": send}
@@ -266,7 +270,8 @@ def server_diagnostics(on_progress=None, include=("port25", "blacklist", "rdns")
             out[name] = await coro
             report(f"{name}: done")
 
-        await asyncio.gather(*(one(n, c) for n, c in tasks.items()))
+        with closing(lookups):
+            await asyncio.gather(*(one(n, c) for n, c in tasks.items()))
         return out
 
     out = run_async(run, on_progress)
