@@ -299,3 +299,24 @@ def test_cli_rejects_bad_values_with_field_names():
         call_command("mail", "panel-smtp", "set", "--host", "127.0.0.1", "--port", "0",
                      "--from", "x@example.org", stdout=io.StringIO())
     assert "port:" in str(exc.value)
+
+
+def test_panel_smtp_off_test_mail_is_accepted_by_the_real_local_exim(settings, alice, tmp_path):
+    """Off = the local MTA: the rendered Exim on loopback takes the panel's
+    mail over SMTP from 127.0.0.1 without AUTH."""
+    from mailadmin.models import MailAccount
+    from mailadmin.services import apply
+    from mailadmin.services import domains as domain_service
+    from tests.mailstack import exim_daemon, render_tree, require_root
+
+    require_root()
+    domain = domain_service.add_domain(alice, alice, "hosted.test", dkim_enabled=False)
+    MailAccount.objects.create(domain=domain, local_part="alice", password_hash="{PLAIN}secret")
+    layout = render_tree(apply.build_snapshot(), tmp_path)
+    with exim_daemon(layout) as exim:
+        settings.MAILPANEL_LOCAL_SMTP = f"127.0.0.1:{exim.port}"
+        result = panel_smtp.send_test_mail("alice@hosted.test")
+        assert result.ok, result.transcript
+        assert re.match(r"250 OK id=\S+", result.summary), result.summary
+        log = exim.wait_for_log(r"<= mailpanel@localhost H=.*\[127\.0\.0\.1\]")
+    assert "A=" not in log.split("<= mailpanel@localhost", 1)[1].splitlines()[0]  # no AUTH
