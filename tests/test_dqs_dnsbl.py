@@ -224,3 +224,11 @@ def test_real_exim_rejects_a_listed_ip_without_the_key_in_the_reply(admin_client
     asked = {name for name, _type in out["queries"]}
     assert f"{_reversed(LISTED)}.{DQS_ZEN}" in asked
     assert not any(name.endswith("zen.spamhaus.org") for name in asked)
+
+
+def test_without_js_an_invalid_zone_re_renders_the_whole_page_with_the_error(admin_client_):
+    response = admin_client_.post(reverse("mailadmin:dnsbl_save"), {"action": "add", "zone": "bad zone"})
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "<html" in html and 'id="server-identity"' in html and 'id="dqs"' in html
+    assert "cannot contain spaces" in html and 'value="bad zone"' in html
