@@ -125,14 +125,22 @@ def _make_traversable(path: Path) -> None:
             parent.chmod((st.st_mode & 0o7777) | 0o011)
 
 
-def loopback_layout(root: Path, **overrides) -> Layout:
+TLS_CERT = "/etc/exim4/tls/mail.crt"
+TLS_KEY = "/etc/exim4/tls/mail.key"
+
+
+def loopback_layout(root: Path, tls: bool = False, **overrides) -> Layout:
     """A Layout for tests: everything under ``root``, free loopback ports,
-    logs in files, no TLS unless asked."""
+    logs in files. ``tls``: Exim and Dovecot get the test PKI's loopback
+    certificate, Exim's second port is implicit TLS (like 465)."""
+    smtp, smtps = free_port(), free_port()
     values = dict(
         root=str(root),
-        smtp_ports=(free_port(),),
+        smtp_ports=(smtp, smtps) if tls else (smtp,),
         smtp_listen=(LOOPBACK,),
-        smtps_ports=(),
+        smtps_ports=(smtps,) if tls else (),
+        tls_certificate=TLS_CERT if tls else "",
+        tls_privatekey=TLS_KEY if tls else "",
         dovecot_listen=(LOOPBACK,),
         imap_port=free_port(),
         imaps_port=free_port(),
@@ -202,6 +210,14 @@ def render_tree(snapshot: Snapshot, tmp_path: Path, **layout_overrides) -> Layou
         os.makedirs(path, exist_ok=True)
         os.chmod(path, mode)
         _chown(path, owner, owner if owner != layout.exim_user else layout.exim_group)
+    for production, source in ((layout.tls_certificate, mail_pki().server_cert),
+                               (layout.tls_privatekey, mail_pki().server_key)):
+        path = layout.path(production) if production else ""
+        if path and not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            shutil.copyfile(source, path)
+            os.chmod(path, 0o640)
+            _chown(path, "root", layout.exim_group)
     ca_path = layout.path(layout.relay_ca_bundle)
     if not os.path.exists(ca_path):
         os.makedirs(os.path.dirname(ca_path), exist_ok=True)
@@ -324,6 +340,15 @@ class EximDaemon:
 
     def smtp(self, **kw) -> smtplib.SMTP:
         return smtplib.SMTP(LOOPBACK, self.port, timeout=kw.pop("timeout", 10), **kw)
+
+    def smtps(self, **kw) -> smtplib.SMTP_SSL:
+        """Implicit TLS on the layout's first smtps port, trusting the test CA."""
+        ctx = ssl.create_default_context(cafile=mail_pki().ca_cert)
+        return smtplib.SMTP_SSL(LOOPBACK, self.layout.smtps_ports[0], context=ctx,
+                                timeout=kw.pop("timeout", 10), **kw)
+
+    def client_tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=mail_pki().ca_cert)
 
     def send(self, sender: str, recipients: list[str], message: bytes | str,
              login: tuple[str, str] | None = None) -> None:

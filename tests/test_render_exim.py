@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import imaplib
 import os
 import pwd
 import smtplib
@@ -29,6 +30,7 @@ from mailadmin.snapshot import (
     Snapshot,
 )
 from tests.mailstack import (
+    LOOPBACK,
     dkim_public_key_der,
     dkim_verify,
     dovecot_daemon,
@@ -250,16 +252,34 @@ def test_a_dqs_key_never_appears_in_a_validation_error():
 
 
 @pytest.mark.parametrize("internal_lookup", [True, False])
-def test_exim_accepts_the_rendered_config(mailstack_tree, dkim_pem, internal_lookup, mail_pki):
+def test_exim_accepts_the_rendered_config(mailstack_tree, dkim_pem, internal_lookup):
     snap = dataclasses.replace(rich_snapshot(dkim_pem), internal_lookup=internal_lookup)
     exim_bv(mailstack_tree(snap))
-    # and with TLS on 465 as in production
-    tls = mailstack_tree(
-        snap, tls_certificate=mail_pki.server_cert, tls_privatekey=mail_pki.server_key
-    )
-    conf = open(tls.path("/etc/exim4/exim4.conf")).read()
+    exim_bv(mailstack_tree(snap, tls=True))  # certificate, implicit TLS port
+
+
+def test_production_layout_config_is_what_debian_expects(dkim_pem):
+    conf = render_exim(rich_snapshot(dkim_pem), Layout(tls_certificate="/etc/ssl/mail.pem"))[
+        "/etc/exim4/exim4.conf"
+    ].content.decode()
+    assert "daemon_smtp_ports = 25 : 465 : 587\n" in conf
+    assert "tls_on_connect_ports = 465\n" in conf
     assert "server_advertise_condition = ${if def:tls_in_cipher}" in conf
-    exim_bv(tls)
+    assert "spool_directory = /var/spool/exim4\n" in conf
+    assert "primary_hostname = mx.test.example\n" in conf
+    assert "local_interfaces" not in conf  # all interfaces
+
+
+def test_routing_works_before_the_first_domain_exists(mailstack_tree, smtp_sinks):
+    """No domain yet = no /etc/exim4/domains folder: a dsearch of a missing
+    folder would be a PANIC for every address."""
+    sink = smtp_sinks()
+    layout = mailstack_tree(snapshot(global_relay=Relay("127.0.0.1", sink.port, tls="none")))
+    assert not os.path.exists(layout.path("/etc/exim4/domains"))
+    out = exim_bt(layout, "x@foreign.example", "web@app.example")
+    assert "router = smtp_relay_global" in out, out
+    send_via(layout, "web@app.example")
+    assert len(sink.wait_for_messages(1)) == 1
 
 
 def dns_for_routing():
@@ -407,15 +427,22 @@ def test_dkim_uses_the_lower_cased_sender_domain(mailstack_tree, smtp_sinks, dki
     snap = snapshot(
         hosted(dkim_enabled=True, dkim_private_pem=dkim_pem),
         hosted("nokey.example"),
+        hosted("sendonly.example", hosted_elsewhere=True, dkim_enabled=True,
+               dkim_private_pem=dkim_pem),
+        hosted("suspended.example", suspended=True, dkim_enabled=True, dkim_private_pem=dkim_pem),
         global_relay=Relay("127.0.0.1", sink.port, tls="none"),
     )
     layout = mailstack_tree(snap)
     send_via(layout, "Web@HOSTED.Example", subject="upper")
     send_via(layout, "web@nokey.example", subject="unsigned")
     send_via(layout, "web@stranger.example", subject="stranger")
-    msgs = {m.data.split(b"Subject: ")[1].split(b"\r\n")[0].split(b"\n")[0]: m for m in sink.wait_for_messages(3)}
+    send_via(layout, "web@SendOnly.example", subject="sendonly")
+    send_via(layout, "web@suspended.example", subject="suspended")
+    msgs = {m.data.split(b"Subject: ")[1].split(b"\r\n")[0].split(b"\n")[0]: m for m in sink.wait_for_messages(5)}
     tags = dkim_verify(msgs[b"upper"].data, dkim_public_key_der(dkim_pem))
     assert tags["d"] == "hosted.example"
+    assert dkim_verify(msgs[b"sendonly"].data, dkim_public_key_der(dkim_pem))["d"] == "sendonly.example"
+    assert b"DKIM-Signature" not in msgs[b"suspended"].data
     assert b"DKIM-Signature" not in msgs[b"unsigned"].data
     assert b"DKIM-Signature" not in msgs[b"stranger"].data
     assert msgs[b"upper"].auth is None  # unauthenticated relay: no AUTH at all
@@ -568,6 +595,9 @@ def test_local_delivery_aliases_forwards_and_catchall(mailstack_tree, smtp_sinks
         assert len(dovecot.wait_for_messages("alice@hosted.example", 1)) == 1
         assert len(dovecot.wait_for_messages("carol@hosted.example", 2)) == 2
         exim.wait_for_log(r"Completed", 4)
+        with imaplib.IMAP4(LOOPBACK, layout.imap_port) as imap:
+            imap.login("Carol@Hosted.Example", "c")
+            assert imap.select("INBOX") == ("OK", [b"2"])
     assert dovecot.messages("bob@hosted.example") == []  # forward-only: no local copy
     maildir = dovecot.maildir("alice@hosted.example")
     assert maildir == Path(layout.path("/var/mail/vhosts/hosted.example/alice/Maildir"))
@@ -635,3 +665,21 @@ def test_submission_authenticates_through_dovecot_and_stays_in_own_domain(mailst
             assert code == 535
         # $auth1 of Exim's dovecot driver is the name Dovecot normalised
         exim.wait_for_log("P=esmtpa A=dovecot_plain:alice@hosted.example")
+
+
+def test_submission_auth_only_over_tls_once_there_is_a_certificate(mailstack_tree):
+    layout = mailstack_tree(snapshot(hosted(mailboxes=(Mailbox("alice", "{PLAIN}alice-pw"),))),
+                            tls=True)
+    with dovecot_daemon(layout), exim_daemon(layout) as exim:
+        with exim.smtp() as smtp:
+            smtp.ehlo()
+            assert smtp.has_extn("starttls") and not smtp.has_extn("auth")
+            smtp.starttls(context=exim.client_tls_context())
+            smtp.ehlo()
+            assert "PLAIN" in smtp.esmtp_features["auth"]
+            smtp.login("alice@hosted.example", "alice-pw")
+        with exim.smtps() as smtps:  # implicit TLS, like 465
+            smtps.login("alice@hosted.example", "alice-pw")
+            smtps.sendmail("alice@hosted.example", ["alice@hosted.example"],
+                           make_message("alice@hosted.example", "alice@hosted.example"))
+        exim.wait_for_log(r"=> alice@hosted\.example R=local_mailbox|=> alice <alice@hosted\.example>")

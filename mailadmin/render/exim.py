@@ -256,9 +256,12 @@ def _exim_conf(snapshot: Snapshot, layout: Layout) -> str:
         w(f"{key} = {value}")
     # The sender's domain folder name, untainted (dsearch result), lower-cased
     # with ${tr} (no colon inside, safe in colon lists); empty when not ours.
+    # A dsearch of a missing folder is a PANIC (no domain yet on a fresh
+    # server: the helper creates the folder with its first file), hence the
+    # exists guards here and in local_domains.
     w(
-        "MP_SENDER_DIR = ${lookup{${tr{$sender_address_domain}"
-        f"{{{_UPPER}}}{{{_LOWER}}}}}}}dsearch,filter=subdir{{MP_DOMAINS_DIR}}}}"
+        "MP_SENDER_DIR = ${if exists{MP_DOMAINS_DIR}{${lookup{${tr{$sender_address_domain}"
+        f"{{{_UPPER}}}{{{_LOWER}}}}}}}dsearch,filter=subdir{{MP_DOMAINS_DIR}}}}}}}}"
     )
     w("MP_SENDER_DKIM = MP_DOMAINS_DIR/MP_SENDER_DIR/dkim.pem")
     w("MP_SENDER_RELAY = MP_DOMAINS_DIR/MP_SENDER_DIR/smtp_relay.conf")
@@ -273,7 +276,10 @@ def _exim_conf(snapshot: Snapshot, layout: Layout) -> str:
     w("keep_environment =")
     w("add_environment = <; PATH=/usr/bin:/bin")
     w("")
-    w("domainlist local_domains = ! lsearch;MP_SEND_ONLY : dsearch,filter=subdir;MP_DOMAINS_DIR")
+    w(
+        "domainlist local_domains = ${if exists{MP_DOMAINS_DIR}"
+        "{! lsearch;MP_SEND_ONLY : dsearch,filter=subdir;MP_DOMAINS_DIR}}"
+    )
     w("hostlist localhost_hosts = <; 127.0.0.1 ; ::1")
     w("")
     w(f"daemon_smtp_ports = {' : '.join(str(x) for x in ports)}")
