@@ -13,7 +13,6 @@ from tests.dnsserver import (
     SERVER_HOSTNAME,
     SERVER_V4,
     SERVER_V6,
-    DnsServer,
     SilentResolver,
     dns_world,  # noqa: F401 (fixture)
 )
@@ -166,3 +165,28 @@ def test_cloudflare_ranges_cover_v4_and_v6():
     assert dnscheck.in_networks("104.16.1.1", nets)
     assert dnscheck.in_networks("2606:4700::1", nets)
     assert not dnscheck.in_networks(SERVER_V4, nets)
+
+
+def test_answer_too_big_for_udp_is_fetched_over_tcp(dns_server):
+    big = "v=spf1 " + " ".join(f"ip4:198.51.{i // 250}.{i % 250}" for i in range(120)) + " -all"
+    dns_server.add([f'big.test. 300 IN TXT {" ".join(chr(34) + big[i:i + 255] + chr(34) for i in range(0, len(big), 255))}'])
+
+    async def run():
+        lookups = dnscheck.Lookups(dnscheck.make_resolver([dns_server.address], TIMEOUT), TIMEOUT)
+        with closing(lookups):
+            return await lookups.query("big.test", "TXT")
+
+    answer = asyncio.run(run())
+    assert len(big) > 1232
+    assert answer.kind == "ok" and answer.values == [big]
+
+
+def test_cname_is_followed_inside_the_answer(dns_server):
+    dns_server.add(["alias.good.test. 300 IN CNAME mail.good.test."])
+
+    async def run():
+        lookups = dnscheck.Lookups(dnscheck.make_resolver([dns_server.address], TIMEOUT), TIMEOUT)
+        with closing(lookups):
+            return await lookups.query("alias.good.test", "A")
+
+    assert asyncio.run(run()).values == [SERVER_V4]

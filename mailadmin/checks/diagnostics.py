@@ -11,6 +11,7 @@ import ipaddress
 
 import dns.reversename
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from . import dns as dnscheck
 from .smtp import check_port25
@@ -95,21 +96,21 @@ def _hostport(ip: str, port: int) -> str:
 
 # Spamhaus return codes; other DNSBLs use 127.0.0.2 for "listed" too.
 ZEN_CODES = {
-    "127.0.0.2": "SBL: Spamhaus Block List (known spam source)",
-    "127.0.0.3": "CSS: Spamhaus CSS (snowshoe spam)",
-    "127.0.0.4": "XBL: exploited / infected host (CBL)",
-    "127.0.0.5": "XBL: exploited / infected host",
-    "127.0.0.6": "XBL: exploited / infected host",
-    "127.0.0.7": "XBL: exploited / infected host",
-    "127.0.0.9": "DROP: hijacked network (do not route or peer)",
-    "127.0.0.10": "PBL: ISP-maintained policy list (dynamic / end-user range)",
-    "127.0.0.11": "PBL: Spamhaus-maintained policy list (should not send direct mail)",
-    "127.0.0.30": "BCL: botnet controller",
+    "127.0.0.2": gettext_lazy("SBL: Spamhaus Block List (known spam source)"),
+    "127.0.0.3": gettext_lazy("CSS: Spamhaus CSS (snowshoe spam)"),
+    "127.0.0.4": gettext_lazy("XBL: exploited / infected host (CBL)"),
+    "127.0.0.5": gettext_lazy("XBL: exploited / infected host"),
+    "127.0.0.6": gettext_lazy("XBL: exploited / infected host"),
+    "127.0.0.7": gettext_lazy("XBL: exploited / infected host"),
+    "127.0.0.9": gettext_lazy("DROP: hijacked network (do not route or peer)"),
+    "127.0.0.10": gettext_lazy("PBL: ISP-maintained policy list (dynamic / end-user range)"),
+    "127.0.0.11": gettext_lazy("PBL: Spamhaus-maintained policy list (should not send direct mail)"),
+    "127.0.0.30": gettext_lazy("BCL: botnet controller"),
 }
 REFUSED_CODES = {
-    "127.255.255.252": "typing error in the DNSBL name",
-    "127.255.255.254": "query refused: sent through a public / open resolver",
-    "127.255.255.255": "query refused: rate limited (too many queries)",
+    "127.255.255.252": gettext_lazy("typing error in the DNSBL name"),
+    "127.255.255.254": gettext_lazy("query refused: sent through a public / open resolver"),
+    "127.255.255.255": gettext_lazy("query refused: rate limited (too many queries)"),
 }
 
 
@@ -117,14 +118,14 @@ def explain_code(code: str) -> tuple[str, str]:
     """(status, explanation). 127.255.255.x means the list refused to answer —
     never a listing (HestiaCP #4366 rejected all mail by treating it as one)."""
     if code.startswith("127.255.255."):
-        return REFUSED, REFUSED_CODES.get(code, "query refused by the DNSBL")
+        return REFUSED, str(REFUSED_CODES.get(code, _("query refused by the DNSBL")))
     if code in ZEN_CODES:
-        return LISTED, ZEN_CODES[code]
+        return LISTED, str(ZEN_CODES[code])
     if code.startswith("127.0.1."):
-        return LISTED, "domain listing (DBL-style zone)"
+        return LISTED, _("domain listing (DBL-style zone)")
     if code.startswith("127."):
-        return LISTED, f"listed (return code {code})"
-    return UNKNOWN, f"unexpected answer {code}: not a DNSBL return code"
+        return LISTED, _("listed (return code %(code)s)") % {"code": code}
+    return UNKNOWN, _("unexpected answer %(code)s: not a DNSBL return code") % {"code": code}
 
 
 def dnsbl_query_name(ip: str, zone: str) -> str:

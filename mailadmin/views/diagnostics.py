@@ -6,7 +6,6 @@ The checks run as background jobs; the page polls the job for its progress."""
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from ..models import ApplyJob, JobKind, JobState, MailDomain, is_admin
