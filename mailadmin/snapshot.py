@@ -114,8 +114,9 @@ class Layout:
     dovecot_state_dir: str = "/var/lib/dovecot"
     dovecot_log_path: str = ""  # empty = syslog
     dovecot_lmtp_socket: str = "/run/dovecot/lmtp"
-    # Rootless Dovecot for development: run every Dovecot process as this
-    # user, no chroot, no extra groups. Empty = normal root-started Dovecot.
+    # Rootless Dovecot for development: "user" or "user:group" that every
+    # Dovecot process runs as (also the mail owner); no chroot, no extra
+    # groups, sockets 0666. Empty = normal root-started Dovecot.
     dovecot_run_as: str = ""
 
     def path(self, production_path: str) -> str:

@@ -453,8 +453,13 @@ def dovecot_daemon(layout: Layout, timeout: float = 10) -> Iterator[DovecotDaemo
     conf = dovecot_conf(layout)
     check = subprocess.run(["doveconf", "-n", "-c", conf], capture_output=True)
     assert check.returncode == 0, check.stderr.decode(errors="replace")
+    cmd = [DOVECOT, "-F", "-c", conf]
+    if layout.dovecot_run_as and os.geteuid() == 0:
+        # rootless mode, as a developer would run it: drop to that user first
+        user, _, group = layout.dovecot_run_as.partition(":")
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={group or user}", "--clear-groups", *cmd]
     proc = subprocess.Popen(
-        [DOVECOT, "-F", "-c", conf],
+        cmd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,

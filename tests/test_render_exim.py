@@ -41,6 +41,7 @@ from tests.mailstack import (
     exim_submit,
     main_log,
     make_message,
+    wait_for_banner,
 )
 
 HOST = ServerIdentity(hostname="mx.test.example", ipv4="192.0.2.1")
@@ -683,3 +684,17 @@ def test_submission_auth_only_over_tls_once_there_is_a_certificate(mailstack_tre
             smtps.sendmail("alice@hosted.example", ["alice@hosted.example"],
                            make_message("alice@hosted.example", "alice@hosted.example"))
         exim.wait_for_log(r"=> alice@hosted\.example R=local_mailbox|=> alice <alice@hosted\.example>")
+
+
+def test_dovecot_runs_rootless_for_development(mailstack_tree):
+    layout = mailstack_tree(snapshot(hosted(), sieve_enabled=True), dovecot_run_as="nobody:nogroup")
+    subprocess.run(["chown", "-R", "nobody:nogroup", layout.root], check=True)
+    with dovecot_daemon(layout) as dovecot:
+        assert b'"IMPLEMENTATION"' in wait_for_banner(layout.sieve_port, b'"IMPLEMENTATION"')
+        with smtplib.LMTP(layout.path(layout.dovecot_lmtp_socket)) as lmtp:
+            lmtp.sendmail("s@else.example", ["alice@hosted.example"],
+                          make_message("s@else.example", "alice@hosted.example"))
+        with imaplib.IMAP4(LOOPBACK, layout.imap_port) as imap:
+            imap.login("alice@hosted.example", "alice-pw")
+            assert imap.select("INBOX") == ("OK", [b"1"])
+    assert dovecot.maildir("alice@hosted.example").stat().st_uid == pwd.getpwnam("nobody").pw_uid

@@ -61,8 +61,12 @@ def _dovecot_conf(snapshot: Snapshot, layout: Layout) -> str:
         return p(production_path)
 
     hostname = v.hostname(snapshot.server.hostname, "server host name")
-    run_as = v.name(layout.dovecot_run_as, "Dovecot user") if layout.dovecot_run_as else ""
+    run_as, _, run_group = layout.dovecot_run_as.partition(":")
+    if run_as:
+        run_as = v.name(run_as, "Dovecot user")
+        run_group = v.name(run_group or run_as, "Dovecot group")
     mail_user = run_as or v.name(layout.mail_user, "mail user")
+    mail_group = run_group or mail_user
     exim_group = v.name(layout.exim_group, "exim group")
     listen = ", ".join(sorted({v.ip(x) for x in layout.dovecot_listen})) or "*, ::"
     tls = bool(layout.tls_certificate)
@@ -95,6 +99,9 @@ def _dovecot_conf(snapshot: Snapshot, layout: Layout) -> str:
     if layout.dovecot_log_path:
         a(f"log_path = {p(layout.dovecot_log_path, 'Dovecot log')}")
     a(f"default_internal_user = {run_as or 'dovecot'}")
+    if run_group:
+        # the default stats/dict/hibernate listeners are chowned to this group
+        a(f"default_internal_group = {run_group}")
     a(f"default_login_user = {run_as or 'dovenull'}")
     a("")
     if tls:
@@ -118,11 +125,11 @@ def _dovecot_conf(snapshot: Snapshot, layout: Layout) -> str:
     a("userdb {")
     a("  driver = passwd-file")
     a(f"  args = username_format=%n {p(DOMAINS_DIR)}/%d/passwd")
-    a(f"  default_fields = uid={mail_user} gid={mail_user} home={mail_home}")
+    a(f"  default_fields = uid={mail_user} gid={mail_group} home={mail_home}")
     a("}")
     a("")
     a(f"mail_uid = {mail_user}")
-    a(f"mail_gid = {mail_user}")
+    a(f"mail_gid = {mail_group}")
     # Pure renderer: the mail user's uid is unknown here; anything but root.
     a("first_valid_uid = 1")
     a(f"mail_home = {mail_home}")

@@ -32,7 +32,9 @@ the rest are read at run time by lookups — SPEC §5.5):
                     bytes (lsearch strips blanks and has no escapes; base64 makes
                     every byte but NUL/CR/LF survive; exim decodes with
                     ``${base64d:}`` and doubles ``^`` for ``client_send``).
-                    ``user`` is absent for an unauthenticated relay.
+                    ``user`` is absent for an unauthenticated relay. With
+                    PLAIN, neither may start with ``^`` (see
+                    ``relay_credentials_problem``).
 ``/etc/exim4/smtp_relay.conf``  the global relay, same format; always
     rendered (empty when there is none) so no lookup ever hits a missing file.
 ``/etc/exim4/send_only_domains``  lsearch, one ``domain:`` per line (§1.7).
@@ -50,7 +52,9 @@ Taint (exim ≥ 4.94): file names are never built from ``$sender_address_domain`
 or ``$domain``. The untainted folder name comes from a ``dsearch`` of the domains
 folder, keyed by the sender domain lower-cased with ``${tr}`` (dsearch is
 case-sensitive, and ``${lc:`` contains a colon that would split colon lists),
-with ``/`` mapped to ``_`` (a slash in a dsearch key is a lookup DEFER).
+with ``/`` mapped to ``_`` (a slash in a dsearch key is a lookup DEFER). A
+dsearch of a missing folder is a PANIC, so every one is guarded by ``exists``
+(no domain yet = no ``/etc/exim4/domains``).
 """
 
 from __future__ import annotations
