@@ -10,7 +10,9 @@ from django.utils.translation import gettext as _
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _TLD = re.compile(r"^(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})$")
-_LOCAL_PART = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+# What hosting panels allow before the @ (HestiaCP too): a subset of what the
+# renderer accepts, so a valid form can never make an apply fail.
+_LOCAL_PART = re.compile(r"^[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*$")
 
 
 def normalize_domain(value: str) -> str:
