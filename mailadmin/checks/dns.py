@@ -214,7 +214,15 @@ def _verdict(record: Record, status: str, found=(), fix="", detail="", cloudflar
     )
 
 
+LONG_VALUE = 100  # longer values (a DKIM key) are not repeated in the advice
+
+
 def _fix_missing(record: Record) -> str:
+    if len(record.value) > LONG_VALUE:
+        return _("Add a %(type)s record at %(name)s with the value from the DNS records list.") % {
+            "type": record.type,
+            "name": record.name,
+        }
     return _("Add a %(type)s record at %(name)s with the value: %(value)s") % {
         "type": record.type,
         "name": record.name,
@@ -223,6 +231,11 @@ def _fix_missing(record: Record) -> str:
 
 
 def _fix_different(record: Record) -> str:
+    if len(record.value) > LONG_VALUE:
+        return _("Replace the %(type)s record at %(name)s with the value from the DNS records list.") % {
+            "type": record.type,
+            "name": record.name,
+        }
     return _("Change the %(type)s record at %(name)s to: %(value)s") % {
         "type": record.type,
         "name": record.name,
