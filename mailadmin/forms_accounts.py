@@ -16,6 +16,10 @@ QUOTA_HELP = _("In MB. 0 or empty = unlimited.")
 
 
 class AccountAddForm(forms.Form):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("auto_id", "account_add_%s")  # several forms share the domain page
+        super().__init__(*args, **kwargs)
+
     local_part = forms.CharField(label=_("Address"), max_length=64)
     password = forms.CharField(
         label=_("Password"),
@@ -29,6 +33,10 @@ class AccountAddForm(forms.Form):
 
 
 class AccountEditForm(forms.Form):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("auto_id", "account_edit_%s")  # several forms share the domain page
+        super().__init__(*args, **kwargs)
+
     password = forms.CharField(
         label=_("New password"),
         strip=False,
@@ -46,16 +54,28 @@ class AccountEditForm(forms.Form):
 
 
 class AliasForm(forms.Form):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("auto_id", "alias_%s")  # several forms share the domain page
+        super().__init__(*args, **kwargs)
+
     local_part = forms.CharField(label=_("Alias"), max_length=64)
     target = forms.CharField(label=_("Delivers to"), max_length=254)
 
 
 class ForwardForm(forms.Form):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("auto_id", "forward_%s")  # several forms share the domain page
+        super().__init__(*args, **kwargs)
+
     target = forms.CharField(label=_("Forward to"), max_length=254)
     forward_only = forms.BooleanField(label=_("Keep no local copy"), required=False)
 
 
 class CatchallForm(forms.Form):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("auto_id", "catchall_%s")  # several forms share the domain page
+        super().__init__(*args, **kwargs)
+
     catchall = forms.CharField(
         label=_("Catch-all address"),
         max_length=254,

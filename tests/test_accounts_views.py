@@ -208,3 +208,23 @@ def test_admin_manages_any_customers_accounts(admin_client_, domain):
     response = admin_client_.post(url("account_add", domain.pk), {"local_part": "postmaster", "password": PW})
     assert response.status_code == 302
     assert MailAccount.objects.get().local_part == "postmaster"
+
+
+def test_idn_addresses_are_shown_in_unicode_and_form_ids_are_unique(alice_client, alice):
+    import re
+
+    domain = MailDomain.objects.create(name="xn--bcher-kva.example", owner=alice)
+    info = svc.add_account(alice, domain, "info", PW)
+    svc.add_account(alice, domain, "boss", PW)
+    svc.add_alias(alice, domain, "sales", "info@bücher.example")
+    svc.add_forward(alice, info, "boss@bücher.example")
+    svc.set_catchall(alice, domain, "info@bücher.example")
+    assert domain.catchall == "info@xn--bcher-kva.example"  # stored as IDNA
+    page = alice_client.get(domain.get_absolute_url()).content.decode()
+    start = page.index('id="accounts"')
+    section = page[start : page.index("</section>", start)]
+    assert "xn--bcher-kva" not in section
+    assert "sales@bücher.example" in section and "boss@bücher.example" in section
+    ids = re.findall(r'\sid="([^"]+)"', page)
+    mine = set(re.findall(r'\sid="([^"]+)"', section))
+    assert not [i for i in mine if ids.count(i) > 1], sorted(i for i in mine if ids.count(i) > 1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import idna
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
@@ -103,6 +104,17 @@ def _password(value: str, local_part: str, domain_name: str, field: str = "passw
 
 def address_of(account: MailAccount) -> str:
     return f"{account.local_part}@{account.domain.name}"
+
+
+def display_address(address: str) -> str:
+    """An address as people read it: the domain in Unicode (stored as IDNA)."""
+    local, sep, name = (address or "").rpartition("@")
+    if not sep:
+        return address
+    try:
+        return f"{local}@{idna.decode(name)}"
+    except idna.IDNAError:
+        return address
 
 
 # --- the delivery graph: refuse loops ---------------------------------------

@@ -42,19 +42,29 @@ def section_context(request, domain, **forms) -> dict:
     by_target: dict[str, list[MailAlias]] = {}
     for alias in aliases:
         by_target.setdefault(alias.target, []).append(alias)
+        alias.display_target = account_service.display_address(alias.target)
     for account in accounts:
         account.address = f"{account.local_part}@{domain.name}"
         account.display_address = f"{account.local_part}@{domain.unicode_name}"
         account.alias_list = by_target.get(account.address, [])
-        account.forward_list = list(account.forwards.all())
+        account.forward_list = _with_display(account.forwards.all())
     return {
         "accounts": accounts,
         "account_aliases": aliases,
         "account_add_form": forms.get("account_add_form") or AccountAddForm(),
         "alias_form": forms.get("alias_form") or AliasForm(),
-        "catchall_form": forms.get("catchall_form") or CatchallForm(initial={"catchall": domain.catchall}),
+        "catchall_form": forms.get("catchall_form")
+        or CatchallForm(initial={"catchall": account_service.display_address(domain.catchall)}),
+        "catchall_display": account_service.display_address(domain.catchall),
         "client_settings": client_settings(domain),
     }
+
+
+def _with_display(forwards):
+    forwards = list(forwards)
+    for forward in forwards:
+        forward.display_target = account_service.display_address(forward.target)
+    return forwards
 
 
 def _latest_job(request):
@@ -115,7 +125,7 @@ def account_add(request, domain_id):
 
 
 def _edit_context(request, domain, account, **forms):
-    account.forward_list = list(account.forwards.all())
+    account.forward_list = _with_display(account.forwards.all())
     account.alias_list = list(
         MailAlias.objects.filter(domain=domain, target=f"{account.local_part}@{domain.name}")
     )
@@ -251,7 +261,10 @@ def alias_add(request, domain_id):
                 request,
                 domain,
                 _("Alias %(alias)s → %(target)s added.")
-                % {"alias": f"{alias.local_part}@{domain.unicode_name}", "target": alias.target},
+                % {
+                    "alias": f"{alias.local_part}@{domain.unicode_name}",
+                    "target": account_service.display_address(alias.target),
+                },
             )
     return _section_response(request, domain, status=400, alias_form=form)
 
@@ -283,7 +296,9 @@ def catchall_set(request, domain_id):
             form.add_error(None, exc)
         else:
             if domain.catchall:
-                message = _("Mail to unknown addresses now goes to %(target)s.") % {"target": domain.catchall}
+                message = _("Mail to unknown addresses now goes to %(target)s.") % {
+                    "target": account_service.display_address(domain.catchall)
+                }
             else:
                 message = _("The catch-all is off: mail to unknown addresses is refused.")
             return _done(request, domain, message)
