@@ -141,6 +141,14 @@ def test_receiving_mx_elsewhere_and_mx_missing(domains):
     assert dns_checks.diagnose_domain(domains["missing"])["receiving"]["status"] == "missing"
 
 
+def test_send_only_domain_with_mx_elsewhere_is_fine(domains):
+    domain = domains["different"]
+    domain.hosted_elsewhere = True
+    domain.save()
+    receive = dns_checks.diagnose_domain(domain)["receiving"]
+    assert receive["status"] == "ok" and "hosted elsewhere" in receive["detail"]
+
+
 def test_receiving_can_connect_to_each_mx_address(domains, live_dns):
     class Sink:
         async def handle_DATA(self, server, session, envelope):

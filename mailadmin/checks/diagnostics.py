@@ -23,7 +23,7 @@ LISTED, NOT_LISTED, REFUSED = "listed", "not_listed", "refused"
 # --- receiving (§4.2) ------------------------------------------------------------
 
 
-async def receiving(lookups, domain: str, server_ips=(), cf_networks=(), connect_port: int | None = None, connect_timeout: float = 5.0) -> dict:
+async def receiving(lookups, domain: str, server_ips=(), cf_networks=(), connect_port: int | None = None, connect_timeout: float = 5.0, expect_here: bool = True) -> dict:
     """MX hosts of `domain`, their addresses, whether they point at this server,
     Cloudflare, and (connect_port set) whether each address answers SMTP."""
     lookups = lookups.for_one_check()
@@ -76,6 +76,8 @@ async def receiving(lookups, domain: str, server_ips=(), cf_networks=(), connect
             entry["smtp"].append(outcome.as_dict())
     if any(e["cloudflare"] for e in result["hosts"]):
         result["status"] = DIFFERENT
+    elif not any_here and not expect_here:
+        result["detail"] = _("Mail for this domain is hosted elsewhere (send-only): MX hosts pointing elsewhere is expected.")
     elif not any_here:
         result["status"] = UNKNOWN if any_failed else DIFFERENT
         if not server_ips:

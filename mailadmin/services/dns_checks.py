@@ -239,7 +239,10 @@ def diagnose_domain(domain: MailDomain, connect: bool = False, on_progress=None,
     async def run(report):
         with closing(new_lookups()) as lookups:
             receive, send = await asyncio.gather(
-                diag.receiving(lookups, domain.name, here, cf, connect_port if connect else None, timeout),
+                diag.receiving(
+                    lookups, domain.name, here, cf, connect_port if connect else None, timeout,
+                    expect_here=not domain.hosted_elsewhere,
+                ),
                 diag.sending_readiness(lookups, records, sending),
             )
         report(f"{domain.name} receiving: {receive['status']}")
