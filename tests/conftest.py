@@ -40,5 +40,7 @@ def admin_client_(client, admin_user):
 
 
 @pytest.fixture(autouse=True)
-def _english(settings):
+def _test_settings(settings):
     settings.LANGUAGE_CODE = "en"
+    # Full-strength password hashing costs ~0.5 s a user; tests make hundreds.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -52,6 +52,7 @@ def domain_rows_html(page, show_owner: bool):
     send_only = format_html(' <span class="badge">{}</span>', _("send-only"))
     on, off = escape(_("on")), escape(_("off"))
     not_checked = format_html('<span class="muted">{}</span>', _("not checked"))
+    status_labels = {"ok": _("ok"), "missing": _("missing"), "different": _("different"), "unknown": _("unknown")}
     rows = []
     for d in page.object_list:
         name = display_domain(d["name"])
@@ -65,7 +66,8 @@ def domain_rows_html(page, show_owner: bool):
         status = d["dns_status"]
         if status:
             checked = d["dns_checked_at"].astimezone(tz).strftime("%Y-%m-%d %H:%M") if d["dns_checked_at"] else ""
-            dns = f'<span class="status status-{escape(status)}" title="{checked}">{escape(status)}</span>'
+            label = escape(status_labels.get(status, status))
+            dns = f'<span class="status status-{escape(status)}" title="{checked}">{label}</span>'
         else:
             dns = not_checked
         owner = f"<td>{escape(d['owner__username'])}</td>" if show_owner else ""
