@@ -49,6 +49,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 import tarfile
 
 # --------------------------------------------------------------------------
@@ -406,6 +407,17 @@ class Tree:
     def replace(self, dirpath, tmp, name):
         dfd = self.open_dir(dirpath)
         try:
+            try:
+                old_mtime = os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mtime
+            except FileNotFoundError:
+                old_mtime = None
+            if old_mtime is not None:
+                # Dovecot re-reads a passwd-file only when its mtime (whole
+                # seconds) or size changes; a new hash of the same length
+                # written within the same second would go unnoticed and the
+                # old password keep working. Move the mtime on by a second.
+                newer = max(time.time(), int(old_mtime) + 1)
+                os.utime(tmp, (newer, newer), dir_fd=dfd, follow_symlinks=False)
             os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             os.fsync(dfd)
         finally:

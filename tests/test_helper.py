@@ -776,3 +776,13 @@ def test_client_raises_helper_error_on_refusal_failure_and_garbage(helper, tmp_p
         "echo not-json",
     )
     assert proc.stdout.decode().startswith("helper gave no JSON answer")
+
+
+
+def test_rewritten_file_gets_a_newer_mtime_even_within_the_same_second(helper):
+    """Dovecot notices a passwd-file change by mtime (whole seconds) or size only."""
+    path = "/etc/exim4/domains/example.org/passwd"
+    assert helper.apply([write_item(path, b"a:{PLAIN}1\n")])[0] == 0
+    before = helper.live(path).stat().st_mtime
+    assert helper.apply([write_item(path, b"a:{PLAIN}2\n")])[0] == 0
+    assert int(helper.live(path).stat().st_mtime) > int(before)
