@@ -13,6 +13,10 @@ Exit status: 0 done, 1 operation failed (the last good files stay live),
     {"op": "apply", "write": [{"path": P, "content_b64": B}, ...],
                     "remove": [P, ...], "reload": [SERVICE, ...]}
         -> {"ok": true, "written": [...], "removed": [...], "reloads": {...}}
+    {"op": "apply", "write": [...], "sync_domains": ["example.org"]}
+        -> the writes are the whole wanted content of those domain folders:
+           unchanged files are skipped, other managed files there removed;
+           the answer adds "server_files" (server-wide files present)
     {"op": "reload", "services": [SERVICE, ...]}
         -> {"ok": true, "reloads": {SERVICE: {"ok": true, "output": ""}}}
     {"op": "install_tarball", "tarball_b64": B, "sha256": HEX}
@@ -58,6 +62,7 @@ import tarfile
 # IDNA/punycode, see DOMAIN_RE).
 
 SNAPPYMAIL_DATA = "/var/lib/snappymail/data/_data_/_default_"
+DOMAINS_DIR = "/etc/exim4/domains"
 
 # production path pattern, owner, group, mode, validator (see VALIDATORS)
 # fmt: off
@@ -642,7 +647,7 @@ def parse_request(raw):
 
 
 def parse_apply(request, tree):
-    _expect_keys(request, ("op", "write", "remove", "reload"), "apply")
+    _expect_keys(request, ("op", "write", "remove", "reload", "sync_domains"), "apply")
     writes, seen = [], set()
     for item in _list_of(request, "write", "apply"):
         _expect_keys(item, ("path", "content_b64"), "write item")
@@ -676,16 +681,9 @@ def parse_apply(request, tree):
 # Operations
 
 
-def op_state(request, tree, options):
-    """Hashes of the managed files. With "domains": the server-wide files and
-    only those domain folders, so a one-domain apply does not hash 50,000 files."""
-    _expect_keys(request, ("op", "domains"), "state")
-    only_domains = None
-    if "domains" in request:
-        only_domains = _list_of(request, "domains", "state")
-        for name in only_domains:
-            if not isinstance(name, str) or not DOMAIN_RE.match(name):
-                raise Refused("bad domain folder name", "state: %r is not a domain" % (name,))
+def managed_hashes(tree, only_domains=None):
+    """sha256 of each managed file that exists; with only_domains, the
+    server-wide files and just those domain folders."""
     files = {}
 
     def add(path):
@@ -711,7 +709,45 @@ def op_state(request, tree, options):
                     add(prefix + entry + suffix)
                 except (Failed, NotADirectoryError, FileNotFoundError):
                     pass
-    return OK, {"ok": True, "files": dict(sorted(files.items()))}
+    return dict(sorted(files.items()))
+
+
+def _domain_names(request, key, what):
+    names = _list_of(request, key, what)
+    for name in names:
+        if not isinstance(name, str) or not DOMAIN_RE.match(name):
+            raise Refused("bad domain folder name", "%s: %r is not a domain" % (what, name))
+    return names
+
+
+def op_state(request, tree, options):
+    """Hashes of the managed files. With "domains": the server-wide files and
+    only those domain folders, so a one-domain apply does not hash 50,000 files."""
+    _expect_keys(request, ("op", "domains"), "state")
+    only_domains = _domain_names(request, "domains", "state") if "domains" in request else None
+    return OK, {"ok": True, "files": managed_hashes(tree, only_domains)}
+
+
+def sync_plan(request, tree, writes, removes):
+    """apply with "sync_domains": the writes are the complete wanted content of
+    those domain folders. Unchanged files are skipped, managed files in those
+    folders that are not written are removed: one round trip for a one-domain
+    apply instead of state + apply."""
+    domains = _domain_names(request, "sync_domains", "apply")
+    folders = tuple("%s/%s/" % (DOMAINS_DIR, name) for name in domains)
+    for path, _rule, _content in writes:
+        if not path.startswith(folders):
+            raise Refused("outside allowlist", "%r: not in a synced domain folder" % path)
+    live = managed_hashes(tree, domains)
+    wanted = {path for path, _rule, _content in writes}
+    kept = [
+        (path, rule, content)
+        for path, rule, content in writes
+        if live.get(path) != hashlib.sha256(content).hexdigest()
+    ]
+    stale = sorted(p for p in live if p.startswith(folders) and p not in wanted)
+    server_files = sorted(p for p in live if not p.startswith(DOMAINS_DIR + "/"))
+    return kept, sorted(set(removes) | set(stale)), server_files
 
 
 def op_reload(request, tree, options):
@@ -728,6 +764,9 @@ def op_reload(request, tree, options):
 
 def op_apply(request, tree, options):
     writes, removes, services = parse_apply(request, tree)
+    server_files = None
+    if "sync_domains" in request:
+        writes, removes, server_files = sync_plan(request, tree, writes, removes)
     for dirpath in sorted(
         {posixpath.dirname(p) for p, _, _ in writes}
         | {posixpath.dirname(p) for p in removes}
@@ -819,6 +858,8 @@ def op_apply(request, tree, options):
         "removed": removed,
         "reloads": reloads,
     }
+    if server_files is not None:
+        answer["server_files"] = server_files
     if removed_dirs:
         answer["removed_dirs"] = removed_dirs
     if validation:

@@ -786,3 +786,27 @@ def test_rewritten_file_gets_a_newer_mtime_even_within_the_same_second(helper):
     before = helper.live(path).stat().st_mtime
     assert helper.apply([write_item(path, b"a:{PLAIN}2\n")])[0] == 0
     assert int(helper.live(path).stat().st_mtime) > int(before)
+
+
+def test_sync_domains_writes_only_what_changed_and_prunes_the_rest_of_those_folders(helper):
+    keep = "/etc/exim4/domains/example.org/passwd"
+    stale = "/etc/exim4/domains/example.org/smtp_relay.conf"
+    other = "/etc/exim4/domains/other.example/passwd"
+    assert helper.apply([write_item(keep, b"a\n"), write_item(stale, b"host: x\n"), write_item(other, b"b\n")])[0] == 0
+    code, answer = helper.run(
+        {"op": "apply", "write": [write_item(keep, b"a\n")], "sync_domains": ["example.org"]}
+    )
+    assert code == 0, answer
+    assert answer["written"] == [] and answer["removed"] == [stale]
+    assert helper.live(keep).exists() and helper.live(other).exists()
+    assert not helper.live(stale).exists()
+    assert answer["server_files"] == []
+
+
+def test_sync_domains_refuses_a_write_outside_the_synced_folders(helper):
+    code, answer = helper.run(
+        {"op": "apply", "write": [write_item("/etc/exim4/domains/other.example/passwd", b"x\n")],
+         "sync_domains": ["example.org"]}
+    )
+    assert code == 2 and answer["refused"]
+    assert not helper.live("/etc/exim4/domains/other.example/passwd").exists()

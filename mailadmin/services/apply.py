@@ -196,32 +196,53 @@ def apply_now(log=None, domains=None) -> dict:
     nothing else), which keeps a one-domain change fast with 10,000 domains."""
     log = log or (lambda line: None)
     layout = layout_from_settings()
-    rendered = live = None
+    first = {"written": [], "removed": []}
     if domains is not None:
-        folders = tuple(domain_folder(name) for name in sorted(domains))
-        partial = render_all(build_snapshot(only_domains=domains), layout)
-        live_all = call_helper({"op": "state", "domains": sorted(domains)}).get("files", {})
-        server_wide = [path for path in partial if not path.startswith("/etc/exim4/domains/")]
-        if all(path in live_all for path in server_wide):
-            rendered = {p: spec for p, spec in partial.items() if p.startswith(folders)}
-            live = {p: h for p, h in live_all.items() if p.startswith(folders)}
-            log(f"only the files of {', '.join(sorted(domains))}")
-        else:
-            log("server-wide files are missing: applying everything")
-    if rendered is None:
-        rendered = render_all(build_snapshot(), layout)
-        live = call_helper({"op": "state"}).get("files", {})
+        first, complete = _apply_domains(sorted(domains), layout, log)
+        if complete:
+            return first
+        log("server-wide files are missing: applying everything")
+    rendered = render_all(build_snapshot(), layout)
+    live = call_helper({"op": "state"}).get("files", {})
     plan = plan_changes(rendered, live)
     log(f"rendered {len(rendered)} files, {len(plan.write)} changed, {len(plan.remove)} to remove")
     if plan.empty:
         log("nothing to do: the live configuration is up to date")
-        return {"written": [], "removed": [], "reloads": {}}
+        return {**first, "reloads": {}}
     for path in plan.write:
         log(f"write {path}")
     for path in plan.remove:
         log(f"remove {path}")
+    answer = _call_and_log(helper_request(plan), log)
+    for key in ("written", "removed"):
+        answer[key] = sorted({*first.get(key, []), *answer.get(key, [])})
+    return answer
+
+
+def _apply_domains(names: list[str], layout, log) -> tuple[dict, bool]:
+    """One round trip: send those domains' rendered folders, the helper writes
+    what differs and prunes the rest. Not complete when the server-wide files
+    are not live yet (a first apply must be a full one)."""
+    folders = tuple(domain_folder(name) for name in names)
+    rendered = render_all(build_snapshot(only_domains=set(names)), layout)
+    plan = Plan(write={p: spec for p, spec in rendered.items() if p.startswith(folders)})
+    request = {**helper_request(plan), "sync_domains": names}
+    log(f"only the files of {', '.join(names)}: {len(plan.write)} rendered")
+    answer = _call_and_log(request, log)
+    for path in answer.get("written", []):
+        log(f"wrote {path}")
+    for path in answer.get("removed", []):
+        log(f"removed {path}")
+    server_wide = {p for p in rendered if not p.startswith("/etc/exim4/domains/")}
+    complete = server_wide <= set(answer.get("server_files", []))
+    if complete and not answer.get("written") and not answer.get("removed"):
+        log("nothing to do: the live configuration is up to date")
+    return answer, complete
+
+
+def _call_and_log(request: dict, log) -> dict:
     try:
-        answer = call_helper(helper_request(plan))
+        answer = call_helper(request)
     except HelperError as exc:
         _log_helper_answer(exc.answer or {}, log)
         raise
