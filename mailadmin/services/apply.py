@@ -7,6 +7,7 @@ the database once, asks the helper which files differ, and hands over only those
 import hashlib
 import logging
 from collections import defaultdict
+from operator import itemgetter
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -14,7 +15,16 @@ from django.utils import timezone
 
 from .. import snapshot as snap
 from ..helper_client import HelperError, call_helper
-from ..models import ApplyJob, JobState, MailDomain, RelaySettings, ServerSettings
+from ..models import (
+    ApplyJob,
+    JobState,
+    MailAccount,
+    MailAlias,
+    MailDomain,
+    MailForward,
+    RelaySettings,
+    ServerSettings,
+)
 from ..render import render_all
 
 logger = logging.getLogger(__name__)
@@ -29,19 +39,6 @@ SPAMHAUS_PUBLIC_ZEN = "zen.spamhaus.org"
 def layout_from_settings() -> snap.Layout:
     overrides = getattr(settings, "MAILPANEL_LAYOUT", {}) or {}
     return snap.Layout(root=settings.MAILPANEL_ROOT, **overrides)
-
-
-def _relay(row: RelaySettings | None) -> snap.Relay | None:
-    if row is None:
-        return None
-    return snap.Relay(
-        host=row.host,
-        port=row.port,
-        username=row.username,
-        password=row.password,
-        auth=row.auth,
-        tls=row.tls,
-    )
 
 
 # Public Spamhaus zones that have a DQS twin: <key>.<name>.dq.spamhaus.net.
@@ -70,57 +67,92 @@ def dnsbl_zones(server: ServerSettings) -> tuple[str, ...]:
     return tuple(zones)
 
 
+def _relay_from_values(row: dict | None) -> snap.Relay | None:
+    if row is None:
+        return None
+    return snap.Relay(
+        host=row["host"],
+        port=row["port"],
+        username=row["username"],
+        password=row["password"],
+        auth=row["auth"],
+        tls=row["tls"],
+    )
+
+
+RELAY_VALUES = ("domain_id", "host", "port", "username", "password", "auth", "tls")
+
+
 def build_snapshot(only_domains=None) -> snap.Snapshot:
     """The whole database as plain data, in a constant number of queries.
-    only_domains: load just these domains (a one-domain apply)."""
+    only_domains: load just these domains (a one-domain apply).
+
+    Plain values() rows grouped in Python, not model instances with
+    prefetch_related: for 10,000 domains that is 0.5 s instead of 2 s. Sorted
+    in Python, not by the database: collations differ between engines and the
+    rendered bytes must not."""
     server = ServerSettings.load()
-    domains = (
-        MailDomain.objects.select_related("relay")
-        .prefetch_related("accounts__forwards", "aliases")
-        .order_by("name")
+    domains = MailDomain.objects.values(
+        "id", "name", "dkim_enabled", "dkim_private_key", "suspended", "hosted_elsewhere", "catchall"
     )
+    relays = RelaySettings.objects.filter(domain__isnull=False).values(*RELAY_VALUES)
+    accounts = MailAccount.objects.values(
+        "id", "domain_id", "local_part", "password_hash", "quota_mb", "forward_only"
+    )
+    forwards = MailForward.objects.values("account_id", "target")
+    aliases = MailAlias.objects.values("domain_id", "local_part", "target")
     if only_domains is not None:
-        domains = domains.filter(name__in=sorted(only_domains))
+        names = sorted(only_domains)
+        domains = domains.filter(name__in=names)
+        relays = relays.filter(domain__name__in=names)
+        accounts = accounts.filter(domain__name__in=names)
+        forwards = forwards.filter(account__domain__name__in=names)
+        aliases = aliases.filter(domain__name__in=names)
+
+    relay_by_domain = {row["domain_id"]: row for row in relays}
+    forwards_by_account = defaultdict(list)
+    for row in sorted(forwards, key=itemgetter("target")):
+        forwards_by_account[row["account_id"]].append(row["target"])
+    accounts_by_domain = defaultdict(list)
+    for row in sorted(accounts, key=itemgetter("local_part")):
+        accounts_by_domain[row["domain_id"]].append(row)
+    aliases_by_domain = defaultdict(lambda: defaultdict(list))
+    for row in sorted(aliases, key=itemgetter("local_part", "target")):
+        aliases_by_domain[row["domain_id"]][row["local_part"]].append(row["target"])
+
     snapshot_domains = []
-    for domain in domains:
-        try:
-            relay_row = domain.relay
-        except RelaySettings.DoesNotExist:
-            relay_row = None
-        aliases = defaultdict(list)
-        for alias in domain.aliases.all():
-            aliases[alias.local_part].append(alias.target)
-        mailboxes, forwards = [], []
-        for account in domain.accounts.all():
-            mailboxes.append(
-                snap.Mailbox(
-                    local_part=account.local_part,
-                    password_hash=account.password_hash,
-                    quota_mb=account.quota_mb,
-                    forward_only=account.forward_only,
-                )
-            )
-            targets = sorted(f.target for f in account.forwards.all())
-            if targets:
-                forwards.append(snap.Forward(account.local_part, tuple(targets)))
+    for domain in sorted(domains, key=itemgetter("name")):
+        domain_accounts = accounts_by_domain.get(domain["id"], ())
         snapshot_domains.append(
             snap.Domain(
-                name=domain.name,
-                dkim_enabled=domain.dkim_enabled,
-                dkim_private_pem=domain.dkim_private_key if domain.dkim_enabled else "",
-                suspended=domain.suspended,
-                hosted_elsewhere=domain.hosted_elsewhere,
-                relay=_relay(relay_row),
-                mailboxes=tuple(sorted(mailboxes, key=lambda m: m.local_part)),
-                aliases=tuple(
-                    snap.Alias(local, tuple(sorted(targets)))
-                    for local, targets in sorted(aliases.items())
+                name=domain["name"],
+                dkim_enabled=domain["dkim_enabled"],
+                dkim_private_pem=domain["dkim_private_key"] if domain["dkim_enabled"] else "",
+                suspended=domain["suspended"],
+                hosted_elsewhere=domain["hosted_elsewhere"],
+                relay=_relay_from_values(relay_by_domain.get(domain["id"])),
+                mailboxes=tuple(
+                    snap.Mailbox(
+                        local_part=a["local_part"],
+                        password_hash=a["password_hash"],
+                        quota_mb=a["quota_mb"],
+                        forward_only=a["forward_only"],
+                    )
+                    for a in domain_accounts
                 ),
-                forwards=tuple(forwards),
-                catchall=domain.catchall,
+                aliases=tuple(
+                    snap.Alias(local, tuple(targets))
+                    for local, targets in sorted(aliases_by_domain.get(domain["id"], {}).items())
+                ),
+                forwards=tuple(
+                    snap.Forward(a["local_part"], tuple(forwards_by_account[a["id"]]))
+                    for a in domain_accounts
+                    if forwards_by_account.get(a["id"])
+                ),
+                catchall=domain["catchall"],
             )
         )
-    global_relay = RelaySettings.objects.filter(domain__isnull=True).first()
+    global_relay = RelaySettings.objects.filter(domain__isnull=True).values(*RELAY_VALUES).first()
     return snap.Snapshot(
         server=snap.ServerIdentity(
             hostname=server.hostname,
@@ -129,7 +161,7 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
             nat_ipv4=server.nat_ipv4 or "",
         ),
         domains=tuple(snapshot_domains),
-        global_relay=_relay(global_relay),
+        global_relay=_relay_from_values(global_relay),
         dnsbl_zones=dnsbl_zones(server),
         internal_lookup=server.internal_lookup,
         sieve_enabled=server.sieve_enabled,
