@@ -53,6 +53,7 @@ class MailDomain(models.Model):
 
     class Meta:
         ordering = ["name"]
+        indexes = [models.Index(fields=["owner", "name"], name="domain_owner_name")]
 
     def __str__(self):
         return self.unicode_name

@@ -114,6 +114,10 @@ TEMPLATES = [
     },
 ]
 WSGI_APPLICATION = "panel.wsgi.application"
+# Form fields render through Jinja2 (Django ships the same widget templates for
+# it): about five times faster than the Django engine, and the domain page
+# renders some 25 fields.
+FORM_RENDERER = "django.forms.renderers.Jinja2"
 
 DATABASES = {
     "default": dj_database_url.parse(
