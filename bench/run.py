@@ -8,6 +8,7 @@ smoke run (fewer repetitions, 3 s throughput windows).
 
 import http.client
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -229,6 +230,9 @@ def bench_queries(admin):
 
 # --------------------------------------------------------------------------- render / apply
 def bench_render():
+    """The render itself (database → every file's bytes in memory) against
+    writing the same bytes with plain open().write(); and the two together, as
+    `mail config render --out` does."""
     from mailadmin.cli.config import write_tree
     from mailadmin.render import render_all
     from mailadmin.services.apply import build_snapshot, layout_from_settings
@@ -236,12 +240,7 @@ def bench_render():
     layout = layout_from_settings()
     runs = 1 if QUICK else 3
     out = WORK / "render"
-
-    def full_render():
-        shutil.rmtree(out, ignore_errors=True)
-        write_tree(render_all(build_snapshot(), layout), out)
-
-    render_time = median_time(full_render, runs)
+    render_time = median_time(lambda: render_all(build_snapshot(), layout), runs)
     files = render_all(build_snapshot(), layout)
 
     def plain_write():
@@ -253,9 +252,17 @@ def bench_render():
                 f.write(spec.content)
 
     write_time = median_time(plain_write, runs)
+
+    def render_and_write():
+        shutil.rmtree(out, ignore_errors=True)
+        write_tree(render_all(build_snapshot(), layout), out)
+
+    both_time = median_time(render_and_write, runs)
     ratio = render_time / write_time
-    row(f"full render + write, {len(files)} files", ms(render_time), ms(write_time), f"{ratio:.2f}×",
-        "≤ 3× and ≤ 2 s", ok(ratio <= 3 and render_time <= 2))
+    row(f"full render of {len(files)} files (DB → bytes)", ms(render_time), f"write {ms(write_time)}",
+        f"{ratio:.2f}×", "≤ 3× and ≤ 2 s", ok(ratio <= 3 and render_time <= 2))
+    row("full render + write to disk (`mail config render`)", ms(both_time), f"write {ms(write_time)}",
+        f"{both_time / write_time:.2f}×", "—", "")
     return render_time
 
 
@@ -319,7 +326,9 @@ def bench_dns():
         return
     result = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     last = (result.stdout.strip().splitlines() or ["no output"])[-1]
-    row("1,000 domains × all DNS checks (local DNS server)", last, "", "", "≤ 5 s", "see line")
+    seconds = re.search(r"in ([0-9.]+) s", last)
+    verdict = ok(float(seconds.group(1)) <= 5) if seconds else "MISSED (no timing printed)"
+    row("1,000 domains × all DNS checks (local DNS server)", last, "", "", "≤ 5 s", verdict)
 
 
 def bench_memory():
