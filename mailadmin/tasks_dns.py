@@ -8,37 +8,16 @@ the outcome goes to ApplyJob.result for the diagnostics page to render."""
 import logging
 
 from django.tasks import task
-from django.utils import timezone
 
-from .models import ApplyJob, JobState, MailDomain
-from .services import dns_checks
+from .models import MailDomain
+from .services import dns_checks, jobs
 
 logger = logging.getLogger(__name__)
 
 
 def _run_job(job_id: int, work) -> None:
-    claimed = ApplyJob.objects.filter(pk=job_id, state=JobState.PENDING).update(
-        state=JobState.RUNNING, started_at=timezone.now()
-    )
-    if not claimed:
-        return
-    lines: list[str] = []
-
-    def progress(new_lines):
-        lines.extend(new_lines)
-        ApplyJob.objects.filter(pk=job_id).update(log="\n".join(lines))
-
-    job = ApplyJob.objects.get(pk=job_id)
-    try:
-        job.result = work(job, progress)
-        job.state = JobState.DONE
-    except Exception as exc:  # the job log is where an admin looks: record, don't hide
-        logger.exception("check job %s crashed", job_id)
-        lines.append(f"failed: {type(exc).__name__}")
-        job.state = JobState.FAILED
-    job.log = "\n".join(lines)
-    job.finished_at = timezone.now()
-    job.save(update_fields=["state", "log", "result", "finished_at"])
+    # Check errors may quote a DNSBL zone, which can carry the DQS key.
+    jobs.run_job(job_id, lambda job, log: work(job, log.extend), crash_detail=False)
 
 
 def run_dns_check_job(job_id: int, domain_ids=None) -> None:

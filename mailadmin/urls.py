@@ -1,12 +1,17 @@
-from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from .views import admin, auth, domains, jobs
-from .views import accounts
-from .views import relay
-from .views import server_mail
-from .views import sieve, snappymail
-from .views import diagnostics, dns
+from .views import (
+    accounts,
+    admin,
+    diagnostics,
+    dns,
+    domains,
+    jobs,
+    relay,
+    server_mail,
+    sieve,
+    snappymail,
+)
 
 app_name = "mailadmin"
 

@@ -11,13 +11,10 @@ from operator import itemgetter
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.utils import timezone
 
 from .. import snapshot as snap
 from ..helper_client import HelperError, call_helper
 from ..models import (
-    ApplyJob,
-    JobState,
     MailAccount,
     MailAlias,
     MailDomain,
@@ -26,6 +23,7 @@ from ..models import (
     ServerSettings,
 )
 from ..render import render_all
+from . import jobs
 
 logger = logging.getLogger(__name__)
 
@@ -297,24 +295,9 @@ def _log_helper_answer(answer: dict, log) -> None:
 
 
 def run_apply_job(job_id: int) -> None:
-    claimed = ApplyJob.objects.filter(pk=job_id, state=JobState.PENDING).update(
-        state=JobState.RUNNING, started_at=timezone.now()
-    )
-    if not claimed:
-        return  # another worker took it, or it was coalesced away
-    lines = []
-    job = ApplyJob.objects.get(pk=job_id)
-    try:
-        answer = apply_now(lines.append, domains=None if job.scope is None else set(job.scope))
+    def work(job, log):
+        scope = None if job.scope is None else set(job.scope)
+        answer = apply_now(log, domains=scope)
         job.changed_files = sorted(answer.get("written", []) + answer.get("removed", []))
-        job.state = JobState.DONE
-    except HelperError as exc:
-        lines.append(f"failed: {exc}")
-        job.state = JobState.FAILED
-    except Exception as exc:  # the job log is where an admin looks: record, don't hide
-        logger.exception("apply job %s crashed", job_id)
-        lines.append(f"failed: {type(exc).__name__}: {exc}")
-        job.state = JobState.FAILED
-    job.log = "\n".join(lines)
-    job.finished_at = timezone.now()
-    job.save(update_fields=["state", "log", "changed_files", "finished_at"])
+
+    jobs.run_job(job_id, work, expected=(HelperError,))

@@ -2,9 +2,14 @@
 while an apply job is still pending, later edits reuse it (the worker renders
 whatever the database holds when the job starts)."""
 
+import logging
+
 from django.db import transaction
+from django.utils import timezone
 
 from ..models import ApplyJob, JobKind, JobState
+
+logger = logging.getLogger(__name__)
 
 
 def request_apply(actor=None, domain=None, *, domain_name=None, whole_server=False) -> ApplyJob:
@@ -52,3 +57,55 @@ def _enqueue_on_commit(task_path: str, job_id: int, **kwargs):
         import_string(task_path).enqueue(job_id, **kwargs)
 
     transaction.on_commit(enqueue)
+
+
+class JobLog:
+    """A job's log: each line is saved at once, so the page that polls the job
+    shows progress while it runs. Never give it secrets or file contents."""
+
+    def __init__(self, job_id: int, echo=None):
+        self.job_id = job_id
+        self.lines: list[str] = []
+        self.echo = echo
+
+    def __call__(self, line: str) -> None:
+        self.extend([line])
+
+    def extend(self, lines) -> None:
+        lines = list(lines)
+        self.lines.extend(lines)
+        ApplyJob.objects.filter(pk=self.job_id).update(log="\n".join(self.lines))
+        if self.echo:
+            for line in lines:
+                self.echo(line)
+
+
+def run_job(job_id: int, work, expected=(), echo=None, crash_detail=True) -> ApplyJob:
+    """Claim a pending job, run work(job, log) and record the outcome.
+
+    work returns the job's result dict (or None) and may set job.changed_files.
+    An exception of the `expected` types is a plain failure with its message;
+    anything else is logged with a traceback on the server and recorded by
+    type (and message unless crash_detail=False, for jobs whose errors might
+    quote a secret such as a DQS zone)."""
+    claimed = ApplyJob.objects.filter(pk=job_id, state=JobState.PENDING).update(
+        state=JobState.RUNNING, started_at=timezone.now()
+    )
+    job = ApplyJob.objects.get(pk=job_id)
+    if not claimed:
+        return job  # another worker took it, or it was coalesced away
+    log = JobLog(job_id, echo)
+    try:
+        job.result = work(job, log) or {}
+        job.state = JobState.DONE
+    except expected as exc:
+        log(f"failed: {exc}")
+        job.state = JobState.FAILED
+    except Exception as exc:  # the job log is where an admin looks: record, don't hide
+        logger.exception("%s job %s crashed", job.kind, job_id)
+        log(f"failed: {type(exc).__name__}: {exc}" if crash_detail else f"failed: {type(exc).__name__}")
+        job.state = JobState.FAILED
+    job.log = "\n".join(log.lines)
+    job.finished_at = timezone.now()
+    job.save(update_fields=["state", "log", "result", "changed_files", "finished_at"])
+    return job

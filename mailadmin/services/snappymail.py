@@ -12,12 +12,11 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .. import snappymail_release as release
 from ..helper_client import HelperError, call_helper
-from ..models import ApplyJob, JobKind, JobState, MailDomain, ServerSettings
+from ..models import ApplyJob, JobKind, MailDomain, ServerSettings
 from . import apply, audit, jobs
 
 logger = logging.getLogger(__name__)
@@ -65,46 +64,13 @@ def create_install_job(actor) -> ApplyJob:
     )
 
 
-class _JobLog:
-    """Appends a line and saves it at once: the page polls the job and shows
-    the progress while the install runs."""
-
-    def __init__(self, job_id: int, echo=None):
-        self.job_id = job_id
-        self.lines: list[str] = []
-        self.echo = echo
-
-    def __call__(self, line: str) -> None:
-        self.lines.append(line)
-        ApplyJob.objects.filter(pk=self.job_id).update(log="\n".join(self.lines))
-        if self.echo:
-            self.echo(line)
-
-
 def run_install_job(job_id: int, source: str, sha256: str, echo=None) -> ApplyJob:
-    claimed = ApplyJob.objects.filter(pk=job_id, state=JobState.PENDING).update(
-        state=JobState.RUNNING, started_at=timezone.now()
+    return jobs.run_job(
+        job_id,
+        lambda job, log: _install(source, sha256, log),
+        expected=(release.ReleaseError, HelperError),
+        echo=echo,
     )
-    job = ApplyJob.objects.get(pk=job_id)
-    if not claimed:
-        return job
-    log = _JobLog(job_id, echo)
-    result: dict = {}
-    try:
-        result = _install(source, sha256, log)
-        state = JobState.DONE
-    except (release.ReleaseError, HelperError) as exc:
-        log(f"failed: {exc}")
-        state = JobState.FAILED
-    except Exception as exc:  # the job log is where an admin looks
-        logger.exception("SnappyMail install job %s crashed", job_id)
-        log(f"failed: {type(exc).__name__}: {exc}")
-        state = JobState.FAILED
-    ApplyJob.objects.filter(pk=job_id).update(
-        state=state, finished_at=timezone.now(), result=result, log="\n".join(log.lines)
-    )
-    job.refresh_from_db()
-    return job
 
 
 def _install(source: str, sha256: str, log) -> dict:
