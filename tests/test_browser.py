@@ -53,6 +53,14 @@ def browser_page():
         browser.close()
 
 
+def log_in(page, live_server, username, password):
+    page.goto(live_server.url + "/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(live_server.url + "/")
+
+
 def test_customer_adds_a_domain_watches_the_job_finish_and_switches_to_chinese(
     live_server, browser_page, task_worker, alice, settings, tmp_path
 ):
@@ -61,12 +69,7 @@ def test_customer_adds_a_domain_watches_the_job_finish_and_switches_to_chinese(
     settings.MAILPANEL_ROOT = str(root)
     settings.MAILPANEL_HELPER = f"{sys.executable} {HELPER} --root {root} --service-command true"
     page = browser_page
-
-    page.goto(live_server.url + "/login/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "alice-pass-123")
-    page.click("button[type=submit]")
-    page.wait_for_url(live_server.url + "/")
+    log_in(page, live_server, "alice", "alice-pass-123")
 
     page.fill("#id_name", "bücher.example")
     page.click("#domain-add-form button[type=submit]")
@@ -83,3 +86,43 @@ def test_customer_adds_a_domain_watches_the_job_finish_and_switches_to_chinese(
     assert "邮件域" in page.inner_text("header nav")
     assert "删除" in page.inner_text("#danger")
     page.screenshot(path=str(tmp_path / "domain-zh.png"))
+
+
+def test_relay_form_saves_and_tests_inline_with_htmx_and_never_shows_the_password(
+    live_server, browser_page, alice, smtp_sinks
+):
+    """The relay form is htmx: saving, a form error and "Test relay" all swap the
+    section in place (no page load), against a real SMTP server on 127.0.0.1."""
+    from mailadmin.models import MailDomain, RelaySettings
+
+    password = 'p^ss:w$rd "x" \\ 密码'
+    sink = smtp_sinks(credentials={(b"relay-user", password.encode())})
+    domain = MailDomain.objects.create(name="shop.example", owner=alice)
+    page = browser_page
+    log_in(page, live_server, "alice", "alice-pass-123")
+    page.goto(f"{live_server.url}/domains/{domain.pk}/")
+    page.evaluate("window.loadedOnce = true")  # lost if the page reloads
+    form = page.locator("#relay-section form.relay-form")
+
+    form.locator("input[name=host]").fill("bad host!")
+    form.locator("input[name=username]").fill("relay-user")
+    form.locator("button[value=save]").click()
+    page.wait_for_selector("#relay-section .errorlist")
+    assert form.locator("input[name=username]").input_value() == "relay-user"
+    assert not RelaySettings.objects.exists()
+
+    form.locator("input[name=host]").fill("127.0.0.1")
+    form.locator("input[name=port]").fill(str(sink.port))
+    form.locator("select[name=tls]").select_option("none")
+    form.locator("input[name=confirm_no_tls]").check()
+    form.locator("input[name=password]").fill(password)
+    form.locator("button[value=test]").click()
+    page.wait_for_selector("#relay-test[data-outcome=ok]", timeout=20000)
+
+    form.locator("input[name=password]").fill(password)
+    form.locator("button[value=save]").click()
+    page.wait_for_selector(f"#relay-current:has-text('127.0.0.1:{sink.port}')")
+    assert page.evaluate("window.loadedOnce") is True
+    relay = RelaySettings.objects.get(domain=domain)
+    assert (relay.username, relay.password) == ("relay-user", password)
+    assert password not in page.content()
