@@ -1,4 +1,5 @@
 import importlib.util
+import os
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -44,3 +45,14 @@ def _test_settings(settings):
     settings.LANGUAGE_CODE = "en"
     # Full-strength password hashing costs ~0.5 s a user; tests make hundreds.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Skips exist only for a missing optional tool on a developer's machine.
+    CI installs every tool, so there a skip means a broken install: fail it."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped on CI, where every tool is installed: {report.longrepr}"
