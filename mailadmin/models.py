@@ -307,3 +307,14 @@ class LoginFailure(models.Model):
 
     def __str__(self):
         return f"{self.username} {self.ip} {self.at}"
+
+
+class PasswordResetRequest(models.Model):
+    """Reset mails asked for, counted to stop the form from flooding a mailbox."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    email = models.CharField(max_length=254, db_index=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.email} {self.ip} {self.at}"

@@ -8,6 +8,7 @@ import email.policy
 import io
 import re
 import sys
+import time
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -320,3 +321,18 @@ def test_panel_smtp_off_test_mail_is_accepted_by_the_real_local_exim(settings, a
         assert re.match(r"250 OK id=\S+", result.summary), result.summary
         log = exim.wait_for_log(r"<= mailpanel@localhost H=.*\[127\.0\.0\.1\]")
     assert "A=" not in log.split("<= mailpanel@localhost", 1)[1].splitlines()[0]  # no AUTH
+
+
+def test_password_reset_mails_are_rate_limited_per_address_without_saying_so(client):
+    get_user_model().objects.create_user("dave", email="dave@example.org", password="old-pass-123")
+    with smtp_sink(credentials=CREDENTIALS) as sink:
+        configure(sink.port, "none")
+        answers = [
+            client.post(reverse("password_reset"), {"email": "dave@example.org"})
+            for _ in range(5)
+        ]
+        sink.wait_for_messages(3)
+        time.sleep(0.3)  # a fourth mail would have arrived by now
+        assert len(sink.messages) == 3
+    # Every answer is the same redirect: the page does not tell a limited request apart.
+    assert {(r.status_code, r["Location"]) for r in answers} == {(302, reverse("password_reset_done"))}
