@@ -12,10 +12,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
 SUDOERS = DEPLOY / "sudoers.d" / "mailpanel"
-UNITS = [
+PANEL_UNITS = [
     DEPLOY / "systemd" / "mailpanel-gunicorn.service",
     DEPLOY / "systemd" / "mailpanel-worker.service",
 ]
+FIREWALL_UNIT = DEPLOY / "systemd" / "mailpanel-firewall.service"
+UNITS = [*PANEL_UNITS, FIREWALL_UNIT]
 
 
 def apt_packages():
@@ -103,7 +105,7 @@ def test_systemd_unit_passes_verify(unit, tmp_path):
     assert proc.stderr.strip() == "", proc.stderr
 
 
-@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+@pytest.mark.parametrize("unit", PANEL_UNITS, ids=lambda u: u.name)
 def test_units_run_as_mailpanel_from_opt_with_its_env(unit):
     text = unit.read_text()
 
@@ -119,3 +121,12 @@ def test_worker_unit_runs_db_worker():
     text = UNITS[1].read_text()
 
     assert re.search(r"(?m)^ExecStart=\S+/python manage\.py db_worker$", text)
+
+
+def test_firewall_unit_loads_the_rendered_nft_file_at_boot():
+    """Debian's nftables.conf does not include /etc/nftables.d/: this unit does."""
+    from mailadmin.render.firewall import FIREWALL_RULES
+
+    text = FIREWALL_UNIT.read_text()
+    assert f"ExecStart=/usr/sbin/nft -f {FIREWALL_RULES}" in text
+    assert "WantedBy=multi-user.target" in text
