@@ -17,6 +17,8 @@ Exit status: 0 done, 1 operation failed (the last good files stay live),
         -> the writes are the whole wanted content of those domain folders:
            unchanged files are skipped, other managed files there removed;
            the answer adds "server_files" (server-wide files present)
+    {"op": "quota_usage", "domain": "example.org"}
+        -> {"ok": true, "usage": {"info": {"bytes": N, "messages": M}}}
     {"op": "reload", "services": [SERVICE, ...]}
         -> {"ok": true, "reloads": {SERVICE: {"ok": true, "output": ""}}}
     {"op": "install_tarball", "tarball_b64": B, "sha256": HEX}
@@ -1239,7 +1241,48 @@ def _move_data_back(parent_fd, staging, name):
         os.close(live_fd)
 
 
+LOCAL_PART_RE = re.compile(r"^[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*$")
+
+
+def parse_maildirsize(content):
+    """Maildir++ ``maildirsize``: line 1 is the limit, every further line a
+    "bytes messages" delta; the sum is the usage. None if it is not that."""
+    lines = content.decode("ascii", "replace").splitlines()[1:]
+    used_bytes = used_messages = 0
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or not all(p.lstrip("-").isdigit() for p in parts):
+            return None
+        used_bytes += int(parts[0])
+        used_messages += int(parts[1])
+    return {"bytes": max(used_bytes, 0), "messages": max(used_messages, 0)}
+
+
+def op_quota_usage(request, tree, options):
+    """What each mailbox of a domain uses, from Dovecot's maildirsize files.
+    Numbers only: nothing of the mail itself leaves the helper."""
+    _expect_keys(request, ("op", "domain"), "quota_usage")
+    domain = request.get("domain")
+    if not isinstance(domain, str) or not DOMAIN_RE.match(domain):
+        raise Refused("bad domain folder name", "quota_usage: %r is not a domain" % (domain,))
+    folder = "%s/%s" % (options.mail_root.rstrip("/"), domain)
+    usage = {}
+    for local in tree.listdir(folder):
+        if not LOCAL_PART_RE.match(local):
+            continue
+        try:
+            found = tree.read("%s/%s/Maildir/maildirsize" % (folder, local))
+        except (Failed, NotADirectoryError):
+            continue  # a symlink or not a folder: not ours to read
+        if found is not None:
+            parsed = parse_maildirsize(found[0])
+            if parsed is not None:
+                usage[local] = parsed
+    return OK, {"ok": True, "usage": usage}
+
+
 OPERATIONS = {
+    "quota_usage": op_quota_usage,
     "state": op_state,
     "apply": op_apply,
     "reload": op_reload,
@@ -1274,6 +1317,11 @@ def parse_args(argv):
         "--service-command",
         default=None,
         help="run 'CMD reload SERVICE' instead of systemctl / nft -f",
+    )
+    parser.add_argument(
+        "--mail-root",
+        default="/var/mail/vhosts",
+        help="where the Maildirs live (<mail root>/<domain>/<local part>/Maildir)",
     )
     parser.add_argument(
         "--no-chown",

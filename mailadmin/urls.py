@@ -31,6 +31,7 @@ urlpatterns = [
         accounts.forward_delete,
         name="forward_delete",
     ),
+    path("domains/<int:domain_id>/accounts/usage/", accounts.account_usage, name="account_usage"),
     path("domains/<int:domain_id>/accounts/password-strength/", accounts.password_strength, name="account_password_strength"),
     path("domains/<int:domain_id>/aliases/add/", accounts.alias_add, name="alias_add"),
     path("domains/<int:domain_id>/aliases/<int:alias_id>/delete/", accounts.alias_delete, name="alias_delete"),

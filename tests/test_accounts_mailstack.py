@@ -341,3 +341,26 @@ def test_account_added_in_the_panel_logs_in_and_receives_without_restart(alice_c
         assert imap.select("INBOX") == ("OK", [b"1"])
     finally:
         imap.logout()
+
+
+def test_mailbox_usage_shown_to_the_owner_comes_from_dovecot_through_the_helper(
+    alice, hosted, stack, client, settings
+):
+    import sys
+
+    s = stack.start()
+    body = "z" * 70 + "\n"
+    message = mailstack.make_message("someone@remote.example", "info@example.org", "usage", body=body * 3000)
+    s.exim.send("someone@remote.example", ["info@example.org"], message)
+    (delivered,) = s.dovecot.wait_for_messages("info@example.org", 1)
+    helper = Path(__file__).resolve().parent.parent / "deploy" / "mailpanel_helper.py"
+    settings.MAILPANEL_HELPER = f"{sys.executable} {helper} --root {s.layout.root} --mail-root {s.layout.mail_root}"
+    client.force_login(alice)
+    url = f"/domains/{hosted['example'].pk}/accounts/usage/"
+    html = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    row = html.split("info@example.org", 1)[1].split("</tr>", 1)[0]
+    used_mb = len(delivered) / (1024 * 1024)
+    assert f"{used_mb:.1f} MB" in row and "100 MB" in row
+    assert "<td>1</td>" in row  # one message
+    # bob's domain is not alice's to look at
+    assert client.get(f"/domains/{hosted['bobs'].pk}/accounts/usage/").status_code == 404

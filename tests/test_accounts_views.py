@@ -228,3 +228,15 @@ def test_idn_addresses_are_shown_in_unicode_and_form_ids_are_unique(alice_client
     ids = re.findall(r'\sid="([^"]+)"', page)
     mine = set(re.findall(r'\sid="([^"]+)"', section))
     assert not [i for i in mine if ids.count(i) > 1], sorted(i for i in mine if ids.count(i) > 1)
+
+
+def test_mailbox_usage_loads_after_the_page_and_says_unknown_when_the_helper_fails(
+    alice_client, domain, info, settings
+):
+    page = alice_client.get(domain.get_absolute_url()).content.decode()
+    usage_url = url("account_usage", domain.pk)
+    assert f'hx-get="{usage_url}" hx-trigger="load"' in page  # not computed for the page itself
+    settings.MAILPANEL_HELPER = "false"
+    html = alice_client.get(usage_url).content.decode()
+    assert "<html" in html and "Unknown: the mail server could not be asked." in html
+    assert "0.0 MB" not in html  # unknown is never shown as empty

@@ -810,3 +810,23 @@ def test_sync_domains_refuses_a_write_outside_the_synced_folders(helper):
     )
     assert code == 2 and answer["refused"]
     assert not helper.live("/etc/exim4/domains/other.example/passwd").exists()
+
+
+def test_quota_usage_sums_dovecot_maildirsize_files_and_reads_nothing_else(helper, tmp_path):
+    maildirs = helper.root / "var/mail/vhosts/example.org"
+    (maildirs / "info/Maildir").mkdir(parents=True)
+    (maildirs / "info/Maildir/maildirsize").write_text("104857600S\n1200 1\n3400 2\n-200 -1\n")
+    (maildirs / "empty/Maildir").mkdir(parents=True)  # no maildirsize yet: unknown, not zero
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "maildirsize").write_text("1S\n999 9\n")
+    (maildirs / "sneaky").mkdir()
+    (maildirs / "sneaky/Maildir").symlink_to(outside)
+    code, answer = helper.run({"op": "quota_usage", "domain": "example.org"})
+    assert code == 0, answer
+    assert answer["usage"] == {"info": {"bytes": 4400, "messages": 2}}
+
+
+def test_quota_usage_refuses_a_path_instead_of_a_domain(helper):
+    code, answer = helper.run({"op": "quota_usage", "domain": "../../etc"})
+    assert code == 2 and answer["refused"]

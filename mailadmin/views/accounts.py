@@ -11,15 +11,17 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .. import passwords
+from ..quota import mailbox_usage
 from ..forms_accounts import AccountAddForm, AccountEditForm, AliasForm, CatchallForm, ForwardForm
 from ..models import ApplyJob, MailAccount, MailAlias, MailForward
 from ..services import accounts as account_service
 from .common import get_domain_for_user
 
 SECTION = "mailadmin/accounts/_section.html"
+USAGE_PAGE = "mailadmin/accounts/usage.html"
 EDIT_PAGE = "mailadmin/accounts/account_edit.html"
 
 
@@ -303,3 +305,31 @@ def catchall_set(request, domain_id):
                 message = _("The catch-all is off: mail to unknown addresses is refused.")
             return _done(request, domain, message)
     return _section_response(request, domain, status=400, catchall_form=form)
+
+
+@require_GET
+def account_usage(request, domain_id):
+    """Mailbox usage, loaded after the domain page (htmx, on load) because it
+    costs a helper call; without JavaScript a link opens it as a page."""
+    domain = get_domain_for_user(request, domain_id)
+    usage = mailbox_usage(domain.name)
+    rows = []
+    for account in domain.accounts.order_by("local_part"):
+        used = None if usage is None else usage.get(account.local_part)
+        used_mb = None if used is None else used["bytes"] / (1024 * 1024)
+        percent = (
+            round(100 * used_mb / account.quota_mb)
+            if used_mb is not None and account.quota_mb
+            else None
+        )
+        rows.append(
+            {
+                "address": f"{account.local_part}@{domain.unicode_name}",
+                "quota_mb": account.quota_mb,
+                "used_mb": used_mb,
+                "messages": None if used is None else used["messages"],
+                "percent": percent,
+            }
+        )
+    template = USAGE_PAGE + ("#mailbox-usage" if request.htmx else "")
+    return render(request, template, {"domain": domain, "usage_rows": rows, "usage_known": usage is not None})
