@@ -1,8 +1,9 @@
-"""Background tasks (django.tasks). Thin: claim the job, call one service."""
+"""Background tasks (django.tasks). Thin: each runs one service's job function;
+the slow DNS checks live in tasks_dns.py."""
 
 from django.tasks import task
 
-from .services import apply
+from .services import apply, snappymail
 
 
 @task()
@@ -12,6 +13,4 @@ def apply_config(job_id: int) -> None:
 
 @task()
 def install_snappymail(job_id: int, source: str = "", sha256: str = "") -> None:
-    from .services import snappymail
-
     snappymail.run_install_job(job_id, source, sha256)
