@@ -54,3 +54,24 @@ def test_user_list_query_count_is_constant(admin_client_):
         [get_user_model()(username=f"user{i}") for i in range(200)]
     )
     assert count_queries(admin_client_, url) == one
+
+
+def test_domain_page_query_count_is_the_same_for_1_and_200_accounts(alice_client, alice):
+    from mailadmin.models import MailAccount, MailAlias, MailForward
+
+    domain = MailDomain.objects.create(name="example.org", owner=alice)
+
+    def make_accounts(start, count):
+        accounts = MailAccount.objects.bulk_create(
+            [MailAccount(domain=domain, local_part=f"user{i:03}", password_hash="{PLAIN}x") for i in range(start, start + count)]
+        )
+        MailAlias.objects.bulk_create(
+            [MailAlias(domain=domain, local_part=f"alias{a.local_part}", target=f"{a.local_part}@example.org") for a in accounts]
+        )
+        MailForward.objects.bulk_create([MailForward(account=a, target="out@elsewhere.example") for a in accounts])
+
+    make_accounts(0, 1)
+    alice_client.get(domain.get_absolute_url())  # the first visit creates the server settings row
+    one = count_queries(alice_client, domain.get_absolute_url())
+    make_accounts(1, 199)
+    assert count_queries(alice_client, domain.get_absolute_url()) == one
