@@ -212,10 +212,23 @@ class ServerSettings(models.Model):
     def __str__(self):
         return "server settings"
 
+    SECRET_FIELDS = (
+        "dqs_key",
+        "panel_smtp_password",
+        "snappymail_admin_password_hash",
+        "snappymail_admin_key",
+    )
+
     @classmethod
     def load(cls) -> "ServerSettings":
         obj, _created = cls.objects.get_or_create(pk=1)
         return obj
+
+    @classmethod
+    def load_public(cls) -> "ServerSettings":
+        """Identity and switches only, for pages every customer sees: the
+        secrets are not fetched, so not decrypted (four Fernet tokens a load)."""
+        return cls.objects.defer(*cls.SECRET_FIELDS).filter(pk=1).first() or cls.load()
 
 
 class JobState(models.TextChoices):

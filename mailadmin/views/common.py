@@ -9,7 +9,9 @@ from ..models import MailDomain, is_admin
 def get_domain_for_user(request, domain_id) -> MailDomain:
     """The only way a view gets a domain: outsiders get 404, never 403
     (a 403 would confirm that the id exists)."""
-    return get_object_or_404(MailDomain.objects.visible_to(request.user), pk=domain_id)
+    return get_object_or_404(
+        MailDomain.objects.visible_to(request.user).select_related("owner"), pk=domain_id
+    )
 
 
 def require_admin(request) -> None:

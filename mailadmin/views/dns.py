@@ -16,7 +16,7 @@ PAGE = "mailadmin/dns/records.html"
 
 
 def dns_context(request, domain, result=None) -> dict:
-    identity = dns_checks.server_identity(ServerSettings.load())
+    identity = dns_checks.server_identity(ServerSettings.load_public())
     records = dns_checks.domain_records(domain, identity)
     if result is None:
         result = dns_checks.latest_result(domain)
@@ -58,7 +58,7 @@ def domain_dns_check(request, domain_id):
 @require_GET
 def domain_dns_zone(request, domain_id):
     domain = get_domain_for_user(request, domain_id)
-    identity = dns_checks.server_identity(ServerSettings.load())
+    identity = dns_checks.server_identity(ServerSettings.load_public())
     text = render_zone(domain.name, dns_checks.domain_records(domain, identity))
     response = HttpResponse(text, content_type="text/plain; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{domain.name}.zone"'

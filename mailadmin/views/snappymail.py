@@ -40,7 +40,7 @@ def settings_section(request, **extra) -> dict:
 
 def domain_webmail_section(request, domain) -> dict:
     return {
-        "webmail_installed": ServerSettings.load().snappymail_installed,
+        "webmail_installed": ServerSettings.load_public().snappymail_installed,
         "webmail_url": f"https://webmail.{domain.name}/",
     }
 
