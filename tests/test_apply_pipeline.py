@@ -116,15 +116,21 @@ def test_failed_reload_marks_the_job_failed_and_keeps_the_last_good_files(live_r
 
 
 def test_worker_killed_mid_apply_converges_on_the_next_job(live_root, alice):
+    domains.add_domain(alice, alice, "first.example")
+    run_pending_job()  # the server-wide files are live from here on
     domains.add_domain(alice, alice, "example.org")
-    stuck = ApplyJob.objects.get()
+    stuck = ApplyJob.objects.get(state="pending")
     # The worker died after claiming the job: it stays "running" and is never picked again.
     ApplyJob.objects.filter(pk=stuck.pk).update(state="running")
     domains.add_domain(alice, alice, "second.example")
     job = run_pending_job()
     assert job.pk != stuck.pk and job.state == "done"
+    # Scoped to second.example, but a dead job before it: it applied everything.
+    assert f"job #{stuck.pk} did not finish: applying everything" in job.log
     assert (live_root / "etc/exim4/domains/example.org/dkim.pem").exists()
     assert (live_root / "etc/exim4/domains/second.example/dkim.pem").exists()
+    stuck.refresh_from_db()
+    assert stuck.state == "failed" and f"job #{job.pk} has applied everything since" in stuck.log
 
 
 def test_config_render_cli_writes_a_tree_exim_accepts_in_place(alice, tmp_path):

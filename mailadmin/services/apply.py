@@ -11,10 +11,15 @@ from operator import itemgetter
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.db.models import Value
+from django.db.models.functions import Concat
 
 from .. import snapshot as snap
 from ..helper_client import HelperError, call_helper
 from ..models import (
+    ApplyJob,
+    JobKind,
+    JobState,
     MailAccount,
     MailAlias,
     MailDomain,
@@ -295,9 +300,35 @@ def _log_helper_answer(answer: dict, log) -> None:
 
 
 def run_apply_job(job_id: int) -> None:
+    orphaned = []
+
     def work(job, log):
         scope = None if job.scope is None else set(job.scope)
+        # An older apply still "running" lost its worker (killed mid-job): what it
+        # was to write is unknown here, so this one applies everything.
+        orphaned.extend(
+            ApplyJob.objects.filter(kind=JobKind.APPLY, state=JobState.RUNNING, pk__lt=job.pk)
+            .values_list("pk", flat=True)
+        )
+        if orphaned and scope is not None:
+            log(f"job #{orphaned[0]} did not finish: applying everything")
+            scope = None
         answer = apply_now(log, domains=scope)
         job.changed_files = sorted(answer.get("written", []) + answer.get("removed", []))
 
-    jobs.run_job(job_id, work, expected=(HelperError,))
+    job = jobs.run_job(job_id, work, expected=(HelperError,))
+    if job.state == JobState.DONE and orphaned:
+        _close_orphaned_applies(job, orphaned)
+
+
+def _close_orphaned_applies(done_job, orphaned) -> None:
+    """Everything the orphaned jobs would have written is live now: close them
+    in the job log instead of showing them running forever."""
+    ApplyJob.objects.filter(pk__in=orphaned, state=JobState.RUNNING).update(
+        state=JobState.FAILED,
+        finished_at=done_job.finished_at,
+        log=Concat(
+            "log",
+            Value(f"\nthe worker stopped during this job; job #{done_job.pk} has applied everything since"),
+        ),
+    )
