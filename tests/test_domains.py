@@ -170,3 +170,19 @@ def test_list_escapes_what_it_shows(admin_client_, db):
     MailDomain.objects.create(name="example.org", owner=owner)
     page = admin_client_.get(reverse("mailadmin:domain_list")).content.decode()
     assert "&lt;b&gt;evil&lt;/b&gt;" in page and "<b>evil</b>" not in page
+
+
+def test_admin_suspends_a_domain_and_a_customer_cannot_lift_it(client, alice, admin_user):
+    domain = MailDomain.objects.create(name="example.org", owner=alice)
+    url = reverse("mailadmin:domain_settings", args=[domain.pk])
+    client.force_login(admin_user)
+    assert "Suspended (admin)" in client.get(domain.get_absolute_url()).content.decode()
+    client.post(url, {"dkim_enabled": "on", "suspended": "on"})
+    domain.refresh_from_db()
+    assert domain.suspended
+    assert ApplyJob.objects.get(state="pending").scope is None  # suspension changes server-wide files
+    client.force_login(alice)
+    assert "Suspended (admin)" not in client.get(domain.get_absolute_url()).content.decode()
+    client.post(url, {"dkim_enabled": "on"})  # no "suspended" field: must not unsuspend
+    domain.refresh_from_db()
+    assert domain.suspended

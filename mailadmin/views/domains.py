@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from .. import dkim
 from ..forms import DomainAddForm, DomainSettingsForm
-from ..models import ApplyJob, MailDomain, display_domain
+from ..models import ApplyJob, MailDomain, display_domain, is_admin
 from ..services import domains as domain_service
 from .common import get_domain_for_user
 from .sections import domain_sections_context
@@ -146,12 +146,13 @@ def domain_settings(request, domain_id):
     domain = get_domain_for_user(request, domain_id)
     form = DomainSettingsForm(request.POST, instance=MailDomain.objects.get(pk=domain.pk))
     if form.is_valid():
-        domain_service.update_domain(
-            request.user,
-            domain,
-            dkim_enabled=form.cleaned_data["dkim_enabled"],
-            hosted_elsewhere=form.cleaned_data["hosted_elsewhere"],
-        )
+        changes = {
+            "dkim_enabled": form.cleaned_data["dkim_enabled"],
+            "hosted_elsewhere": form.cleaned_data["hosted_elsewhere"],
+        }
+        if is_admin(request.user):  # customers cannot lift (or set) a suspension
+            changes["suspended"] = request.POST.get("suspended") == "on"
+        domain_service.update_domain(request.user, domain, **changes)
         messages.success(request, _("Settings saved. The mail server is being updated."))
     else:
         messages.error(request, _("The settings could not be saved."))
