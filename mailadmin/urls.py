@@ -41,6 +41,7 @@ urlpatterns = [
     path("audit/", jobs.audit_list, name="audit_list"),
     path("users/", admin.user_list, name="user_list"),
     path("users/add/", admin.user_add, name="user_add"),
+    path("users/<int:user_id>/active/", admin.user_active, name="user_active"),
     path("settings/server/", admin.server_settings, name="server_settings"),
     path("domains/<int:domain_id>/relay/", relay.domain_relay_save, name="domain_relay_save"),
     path("domains/<int:domain_id>/relay/remove/", relay.domain_relay_remove, name="domain_relay_remove"),

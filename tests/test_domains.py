@@ -186,3 +186,18 @@ def test_admin_suspends_a_domain_and_a_customer_cannot_lift_it(client, alice, ad
     client.post(url, {"dkim_enabled": "on"})  # no "suspended" field: must not unsuspend
     domain.refresh_from_db()
     assert domain.suspended
+
+
+def test_admin_deactivates_a_customer_who_then_cannot_log_in(client, admin_user, alice):
+    client.force_login(admin_user)
+    url = reverse("mailadmin:user_active", args=[alice.pk])
+    assert client.post(url, {"active": "0"}).status_code == 302
+    alice.refresh_from_db()
+    assert not alice.is_active
+    assert AuditEntry.objects.filter(action="user.deactivate", target="alice").exists()
+    assert client.post(reverse("mailadmin:user_active", args=[admin_user.pk]), {"active": "0"}).status_code == 302
+    admin_user.refresh_from_db()
+    assert admin_user.is_active  # nobody locks themselves out
+    client.logout()
+    response = client.post(reverse("login"), {"username": "alice", "password": "alice-pass-123"})
+    assert response.status_code == 200 and "_auth_user_id" not in client.session

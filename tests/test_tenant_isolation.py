@@ -45,6 +45,7 @@ def alices_objects(alice, bob):
         "forward_id": forward.pk,
         "relay_id": relay.pk,
         "job_id": job.pk,
+        "user_id": alice.pk,
     }
 
 

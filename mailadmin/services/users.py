@@ -18,3 +18,16 @@ def add_user(actor, username: str, password: str, email: str = "", is_admin: boo
         user.save()
         audit.record(actor, "user.add", username, ["username", "email", "is_staff", "password"])
     return user
+
+
+def set_active(actor, user, active: bool):
+    """Deactivated users cannot log in; their domains keep working."""
+    if user.pk == getattr(actor, "pk", None) and not active:
+        raise ValidationError(_("You cannot deactivate your own account."))
+    if user.is_active == active:
+        return user
+    user.is_active = active
+    with transaction.atomic():
+        user.save(update_fields=["is_active"])
+        audit.record(actor, "user.activate" if active else "user.deactivate", user.username, ["is_active"])
+    return user
