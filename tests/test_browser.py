@@ -1,6 +1,7 @@
 """A person in real headless Chromium: log in, add a domain, watch the apply job
 reach "done" live (htmx polling, a real task worker and the real helper), then
-switch to 中文 and see the page translated."""
+switch to 中文 and see the page translated; the htmx relay form against a real
+SMTP server; "Check now" against a real DNS server."""
 
 import os
 import shutil
@@ -9,6 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
+
+from tests.dnsserver import dns_world  # noqa: F401  (a fixture)
 
 CHROMIUM = "/usr/bin/chromium"
 HELPER = Path(__file__).resolve().parent.parent / "deploy" / "mailpanel_helper.py"
@@ -126,3 +129,29 @@ def test_relay_form_saves_and_tests_inline_with_htmx_and_never_shows_the_passwor
     relay = RelaySettings.objects.get(domain=domain)
     assert (relay.username, relay.password) == ("relay-user", password)
     assert password not in page.content()
+
+
+def test_dns_check_now_fills_in_verdicts_inline_from_a_real_dns_server(
+    live_server, browser_page, alice, dns_world, settings
+):
+    """On the domain page, "Check now" asks the test DNS server on 127.0.0.1 and
+    swaps the records table in place: every row gets a verdict."""
+    from mailadmin.models import MailDomain, ServerSettings
+    from tests.dnsserver import SERVER_HOSTNAME, SERVER_V4, SERVER_V6
+
+    settings.MAILPANEL_RESOLVERS = [dns_world.address]
+    settings.MAILPANEL_CHECK_TIMEOUT = 2.0
+    server = ServerSettings.load()
+    server.hostname, server.ipv4, server.ipv6 = SERVER_HOSTNAME, SERVER_V4, SERVER_V6
+    server.save()
+    domain = MailDomain.objects.create(name="good.test", owner=alice, dkim_private_key=dns_world.good_pem)
+    page = browser_page
+    log_in(page, live_server, "alice", "alice-pass-123")
+    page.goto(f"{live_server.url}/domains/{domain.pk}/")
+    page.evaluate("window.loadedOnce = true")
+    assert page.locator("#dns-records .verdict .status").count() == 0
+    page.click("#dns-records button:has-text('Check now')")
+    page.wait_for_selector("#dns-checked-at")
+    statuses = page.locator("#dns-records tr[data-purpose] .verdict .status").all_inner_texts()
+    assert statuses and all(s.strip() == "ok" for s in statuses), statuses
+    assert page.evaluate("window.loadedOnce") is True  # swapped by htmx, no page load
