@@ -35,7 +35,6 @@ BOB_PW = "B0b-has-his-own-pass"
 @pytest.fixture(autouse=True)
 def _fast_hashes(settings):
     settings.MAILPANEL_BCRYPT_ROUNDS = 4
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ PW = "Str0ng-enough-pass"
 @pytest.fixture(autouse=True)
 def _fast_hashes(settings):
     settings.MAILPANEL_BCRYPT_ROUNDS = 4
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

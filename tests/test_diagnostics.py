@@ -25,11 +25,6 @@ from tests.dnsserver import (
 DQS_KEY = "abcdefghijklmnopqrstuvwxyz"
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hasher(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def live_dns(settings, dns_world, db):
     settings.MAILPANEL_RESOLVERS = [dns_world.address]

@@ -9,12 +9,6 @@ from mailadmin.models import DnsCheckResult, MailDomain, ServerSettings
 from tests.dnsserver import SERVER_HOSTNAME, SERVER_V4, SERVER_V6, dns_world  # noqa: F401
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hasher(settings):
-    # the users of conftest get hashed on creation; PBKDF2 at full strength costs ~1 s each
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def live_dns(settings, dns_world, db):
     settings.MAILPANEL_RESOLVERS = [dns_world.address]

@@ -31,9 +31,8 @@ RECIPIENT = "someone@remote.example"
 
 
 @pytest.fixture(autouse=True)
-def _root_and_fast_hashing(settings):
+def _root(settings):
     mailstack.require_root()
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

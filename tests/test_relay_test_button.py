@@ -208,7 +208,6 @@ def panel_settings(settings, mail_pki):
     settings.MAILPANEL_CHECK_TIMEOUT = TIMEOUT
     settings.MAILPANEL_ROOT = "/"
     settings.MAILPANEL_LAYOUT = {"relay_ca_bundle": mail_pki.ca_cert}
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     return settings
 
 

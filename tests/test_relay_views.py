@@ -21,12 +21,6 @@ pytestmark = pytest.mark.django_db
 SECRET = "S3cret pass: ^$ \"q\" 'x' \\ #ü "
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    # Users are made per test; the production hasher costs ~0.5 s each here.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def alice_domain(alice):
     return MailDomain.objects.create(name="alice.example", owner=alice)
