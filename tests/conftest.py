@@ -45,6 +45,8 @@ def _test_settings(settings):
     settings.LANGUAGE_CODE = "en"
     # Full-strength password hashing costs ~0.5 s a user; tests make hundreds.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Mail account hashes at bcrypt cost 4; the production cost is tested on its own.
+    settings.MAILPANEL_BCRYPT_ROUNDS = 4
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -32,11 +32,6 @@ PW = "Str0ng-enough-pass"
 BOB_PW = "B0b-has-his-own-pass"
 
 
-@pytest.fixture(autouse=True)
-def _fast_hashes(settings):
-    settings.MAILPANEL_BCRYPT_ROUNDS = 4
-
-
 @pytest.fixture
 def hosted(alice, bob):
     """alice: example.org with info (100 MB), other; bob: bob.example with box."""

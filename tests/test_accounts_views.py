@@ -11,11 +11,6 @@ pytestmark = pytest.mark.django_db
 PW = "Str0ng-enough-pass"
 
 
-@pytest.fixture(autouse=True)
-def _fast_hashes(settings):
-    settings.MAILPANEL_BCRYPT_ROUNDS = 4
-
-
 @pytest.fixture
 def domain(alice):
     return MailDomain.objects.create(name="example.org", owner=alice)

@@ -28,11 +28,6 @@ needs_dovecot = pytest.mark.skipif(shutil.which("dovecot") is None, reason="dove
 PW = "Sieve-test-passw0rd"
 
 
-@pytest.fixture(autouse=True)
-def _fast_hashes(settings):
-    settings.MAILPANEL_BCRYPT_ROUNDS = 4
-
-
 @pytest.fixture
 def mailbox(alice):
     domain = MailDomain.objects.create(name="example.org", owner=alice, dkim_enabled=False)
