@@ -28,7 +28,7 @@ django.setup()
 from mailadmin import dkim  # noqa: E402
 from mailadmin.checks import dns as dnscheck  # noqa: E402
 from mailadmin.dnsrecords import build_records  # noqa: E402
-from mailadmin.snapshot import ServerIdentity  # noqa: E402
+from mailconf.snapshot import ServerIdentity  # noqa: E402
 from tests.dnsserver import txt  # noqa: E402
 
 V4, V6 = "192.0.2.10", "2001:db8::10"

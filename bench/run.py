@@ -3,7 +3,8 @@
 
 Each timing is the median of several runs; where a baseline is measured in the same
 run the ratio is printed. Only 127.0.0.1 is contacted. Set BENCH_QUICK=1 for a short
-smoke run (fewer repetitions, 3 s throughput windows).
+smoke run (fewer repetitions, 3 s throughput windows); BENCH_ONLY=apply for
+the apply benchmarks alone.
 """
 
 import http.client
@@ -237,7 +238,7 @@ def bench_render():
     writing the same bytes with plain open().write(); and the two together, as
     `mail config render --out` does."""
     from mailadmin.cli.config import write_tree
-    from mailadmin.render import render_all
+    from mailconf.render import render_all
     from mailadmin.services.apply import build_snapshot, layout_from_settings
 
     layout = layout_from_settings()
@@ -269,10 +270,23 @@ def bench_render():
     return render_time
 
 
+def bench_full_apply():
+    """Every file through the real helper (dev mode: no chown, no reload): the
+    first apply writes all of them, the second finds nothing to change."""
+    from mailadmin.services.apply import apply_now
+
+    start = time.perf_counter()
+    answer = apply_now()
+    first = time.perf_counter() - start
+    row(f"full apply through the helper, empty root ({len(answer.get('written', []))} files)",
+        ms(first), "", "", "—", "")
+    again = median_time(apply_now, 1 if QUICK else 3)
+    row("full apply through the helper, nothing changed", ms(again), "", "", "—", "")
+
+
 def bench_one_domain_apply(full_render_time):
     from mailadmin.services.apply import apply_now
 
-    apply_now()  # the first full apply writes every file
     relay = RelaySettings.objects.select_related("domain").first()
     times, changed = [], []
     for i in range(3 if QUICK else 7):
@@ -337,7 +351,7 @@ def bench_dns():
 def bench_memory():
     code = (
         "import resource, django; django.setup();"
-        "from mailadmin.render import render_all;"
+        "from mailconf.render import render_all;"
         "from mailadmin.services.apply import build_snapshot, layout_from_settings;"
         "files = render_all(build_snapshot(), layout_from_settings());"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
@@ -365,7 +379,12 @@ def main():
         admin = seed()
         bench_queries(admin)
         bench_pages(admin)
+        if os.environ.get("BENCH_ONLY") == "apply":
+            bench_full_apply()
+            bench_one_domain_apply(1.0)
+            return
         render_time = bench_render()
+        bench_full_apply()
         bench_one_domain_apply(render_time)
         bench_click_to_done(admin)
         bench_memory()

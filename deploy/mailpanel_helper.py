@@ -10,9 +10,15 @@ Exit status: 0 done, 1 operation failed (the last good files stay live),
 
     {"op": "state"}  or  {"op": "state", "domains": ["example.org"]}
         -> {"ok": true, "files": {"/etc/exim4/exim4.conf": "<sha256>", ...}}
-    {"op": "apply", "write": [{"path": P, "content_b64": B}, ...],
+    {"op": "apply", "code": {PARAMS}, "write": [{"path": P, "content_b64": B}, ...],
                     "remove": [P, ...], "reload": [SERVICE, ...]}
         -> {"ok": true, "written": [...], "removed": [...], "reloads": {...}}
+        "code" (mailconf.params.CodeParams as JSON): the helper renders the
+        code files itself (exim4.conf, dovecot.conf, the nftables table,
+        SnappyMail's application.ini) with its own Layout, writes those that
+        differ, removes those no longer rendered and reloads their services.
+        "write" carries data files only, each checked against its grammar
+        (mailconf.grammar); a code file's content is refused.
     {"op": "apply", "write": [...], "sync_domains": ["example.org"]}
         -> the writes are the whole wanted content of those domain folders:
            unchanged files are skipped, other managed files there removed;
@@ -26,13 +32,17 @@ Exit status: 0 done, 1 operation failed (the last good files stay live),
     {"op": "read", "path": P}          (READABLE_FILES only)
         -> {"ok": true, "exists": bool, "content_b64": B}
 
-Owner, group and mode of every file come from the tables below, never from the
+Owner, group and mode of every file come from mailconf.managed, never from the
 request. Paths in requests and answers are production paths; ``--root DIR``
-moves them all under DIR (development and tests).
+moves them all under DIR (development and tests). Where the daemons' files
+live (ports, sockets, spool, TLS paths) is the helper's Layout: the defaults,
+or ``<root>/etc/mailpanel/layout.json`` when root owns it.
 
 Standard library only and no Django: it has to keep working whatever happens to
 the panel's virtualenv, and it must run on the distribution's python3 (Debian 12
-ships 3.11).
+ships 3.11). Its one library is the stdlib-only ``mailconf`` package, imported
+from a folder only root can write (see trusted_library), never from the
+panel's virtualenv: root runs only code that root owns.
 """
 
 import argparse
@@ -57,34 +67,72 @@ import subprocess
 import sys
 import time
 import tarfile
+import tempfile
 
 # --------------------------------------------------------------------------
-# The allowlist. Later work adds rows here; nothing else needs to change.
-# "{domain}" stands for one path component holding a mail domain (lower-case
-# IDNA/punycode, see DOMAIN_RE).
+# The library: mailconf (renderers, grammars, the managed-file table), from the
+# checkout this file sits in (development, tests) or from where install.sh puts
+# it root-owned beside the helper.
 
-SNAPPYMAIL_DATA = "/var/lib/snappymail/data/_data_/_default_"
-DOMAINS_DIR = "/etc/exim4/domains"
+HELPER_DIR = os.path.dirname(os.path.realpath(__file__))
+LIBRARY_DIRS = (os.path.dirname(HELPER_DIR), "/usr/local/lib/mailpanel-helper")
 
-# production path pattern, owner, group, mode, validator (see VALIDATORS)
-# fmt: off
-MANAGED_FILES = (
-    ("/etc/exim4/exim4.conf", "root", "Debian-exim", 0o640, "exim"),
-    ("/etc/exim4/smtp_relay.conf", "root", "Debian-exim", 0o640, None),
-    ("/etc/exim4/dnsbl.conf", "root", "Debian-exim", 0o640, None),
-    ("/etc/exim4/send_only_domains", "root", "Debian-exim", 0o640, None),
-    ("/etc/exim4/domains/{domain}/dkim.pem", "root", "Debian-exim", 0o640, None),
-    ("/etc/exim4/domains/{domain}/smtp_relay.conf", "root", "Debian-exim", 0o640, None),
-    ("/etc/exim4/domains/{domain}/passwd", "root", "Debian-exim", 0o640, None),
-    ("/etc/exim4/domains/{domain}/aliases", "root", "Debian-exim", 0o640, None),
-    ("/etc/exim4/domains/{domain}/forwards", "root", "Debian-exim", 0o640, None),
-    ("/etc/dovecot/dovecot.conf", "root", "root", 0o644, "doveconf"),
-    ("/etc/nftables.d/mailpanel.nft", "root", "root", 0o644, "nft"),
-    (SNAPPYMAIL_DATA + "/configs/application.ini", "www-data", "www-data", 0o640, "php-ini"),
-    (SNAPPYMAIL_DATA + "/domains/default.json", "www-data", "www-data", 0o640, "json"),
-    ("/root/.snappymail", "root", "root", 0o600, None),
-)
-# fmt: on
+
+def _writable_by_others(st):
+    # A sticky folder (/tmp) lets nobody else rename or delete root's entries.
+    if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
+        return False
+    return bool(st.st_mode & 0o022)
+
+
+def trusted_library():
+    """The folder holding mailconf/. As root, refuse to import it unless root
+    owns it, every folder above it, and every file in it, and none of them is
+    writable by anyone else: otherwise whoever could write there would run
+    code as root the next time the panel asks for an apply."""
+    for folder in LIBRARY_DIRS:
+        if os.path.isfile(os.path.join(folder, "mailconf", "__init__.py")):
+            break
+    else:
+        raise SystemExit("mailpanel-helper: the mailconf package is missing (looked in %s)"
+                         % ", ".join(LIBRARY_DIRS))
+    if os.geteuid() != 0:
+        return folder  # development: the helper is no more privileged than its caller
+    package = os.path.join(folder, "mailconf")
+    suspects = []
+    current = package
+    while True:
+        st = os.lstat(current)
+        if st.st_uid != 0 or _writable_by_others(st) or stat.S_ISLNK(st.st_mode):
+            suspects.append(current)
+        if current == "/":
+            break
+        current = os.path.dirname(current)
+    for dirpath, dirnames, filenames in os.walk(package):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if st.st_uid != 0 or st.st_mode & 0o022 or stat.S_ISLNK(st.st_mode):
+                suspects.append(path)
+    if suspects:
+        raise SystemExit(
+            "mailpanel-helper: refusing to run code root does not own: %s" % ", ".join(suspects[:5])
+        )
+    return folder
+
+
+sys.dont_write_bytecode = True  # root never writes into the library
+sys.path.insert(0, trusted_library())
+
+from mailconf import grammar, managed  # noqa: E402
+from mailconf.params import CodeParams  # noqa: E402
+from mailconf.render import render_code  # noqa: E402
+from mailconf.snapshot import Layout  # noqa: E402
+
+SNAPPYMAIL_DATA = managed.SNAPPYMAIL_DATA
+DOMAINS_DIR = managed.DOMAINS_DIR
+CODE, DATA = managed.CODE, managed.DATA
+LAYOUT_FILE = "/etc/mailpanel/layout.json"
 
 # Directories the helper may create on the way to a managed file. First match
 # wins; a pattern ending in "/**" covers the folder and everything below it.
@@ -112,7 +160,7 @@ FIREWALL_RULES = "/etc/nftables.d/mailpanel.nft"
 # to root (readable by the web server's group); data/ belongs to www-data, which
 # writes its settings and users' data there.
 # folder, (owner, group, dir mode, file mode) for code, same for data/
-SNAPPYMAIL_DIR = "/var/lib/snappymail"
+SNAPPYMAIL_DIR = managed.SNAPPYMAIL_DIR
 SNAPPYMAIL_CODE_OWNER = ("root", "www-data", 0o750, 0o640)
 SNAPPYMAIL_DATA_OWNER = ("www-data", "www-data", 0o750, 0o640)
 MAX_TARBALL_MEMBERS = 50000
@@ -123,19 +171,23 @@ STAGING_MARK = ".mailpanel-staging-"
 # an admin until they are deleted. Nothing else is ever read back.
 READABLE_FILES = ("/root/.snappymail",)
 
+# Matched whole (fullmatch) everywhere: "$" would also match before a newline.
 DOMAIN_RE = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$"
+    r"(?=.{1,253}\Z)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}"
 )
 
 LOCK_FILE = "/run/mailpanel-helper.lock"
 # The helper runs as root: programs are looked up on this PATH only.
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VALIDATE_TIMEOUT = 60
+# Below the panel's client timeout (MAILPANEL_HELPER_TIMEOUT, 60 s), so the
+# panel hears "busy" from the helper rather than its own timeout.
+LOCK_TIMEOUT = 50
 RELOAD_TIMEOUT = 120
 MAX_REQUEST_BYTES = 512 * 1024 * 1024
 MAX_OUTPUT_CHARS = 8000
 TMP_MARK = ".mailpanel-tmp-"
-TMP_NAME_RE = re.compile(r"^\..+" + re.escape(TMP_MARK) + r"[0-9a-f]{12}$")
+TMP_NAME_RE = re.compile(r"\..+" + re.escape(TMP_MARK) + r"[0-9a-f]{12}")
 
 OK, FAILED, REFUSED = 0, 1, 2
 
@@ -172,15 +224,15 @@ def _pattern_regex(pattern):
         pattern = pattern[:-3]
     parts = [re.escape(p) for p in pattern.split("{domain}")]
     body = "(?P<domain>[^/]+)".join(parts)
-    return re.compile("^" + body + ("(?:/.*)?" if subtree else "") + "$")
+    return re.compile(body + ("(?:/.*)?" if subtree else ""), re.DOTALL)
 
 
 class FileRule:
-    def __init__(self, pattern, owner, group, mode, validator):
+    def __init__(self, pattern, owner, group, mode, kind, check, service):
         self.pattern = pattern
         self.regex = _pattern_regex(pattern)
         self.owner, self.group, self.mode = owner, group, mode
-        self.validator = validator
+        self.kind, self.check, self.service = kind, check, service
 
 
 class DirRule:
@@ -190,13 +242,13 @@ class DirRule:
         self.remove_when_empty = remove_when_empty
 
 
-FILE_RULES = [FileRule(*row) for row in MANAGED_FILES]
+FILE_RULES = [FileRule(*row) for row in managed.MANAGED_FILES]
 DIR_RULES = [DirRule(*row) for row in DIRECTORIES]
 
 
 def _domain_ok(match):
     domain = match.groupdict().get("domain")
-    return domain is None or bool(DOMAIN_RE.match(domain))
+    return domain is None or bool(DOMAIN_RE.fullmatch(domain))
 
 
 def check_path(path):
@@ -205,16 +257,13 @@ def check_path(path):
         raise Refused("bad request", "a path must be a non-empty string")
     if ".." in path.split("/"):
         raise Refused("..", "%r: '..' is not allowed in a path" % path)
-    if (
-        not path.startswith("/")
-        or "\x00" in path
-        or "//" in path
-        or posixpath.normpath(path) != path
-    ):
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise Refused("control character", "%r: control characters are not allowed in a path" % path)
+    if not path.startswith("/") or "//" in path or posixpath.normpath(path) != path:
         raise Refused("non-normalised", "%r: not an absolute, normalised path" % path)
     bad_domain = False
     for rule in FILE_RULES:
-        match = rule.regex.match(path)
+        match = rule.regex.fullmatch(path)
         if match:
             if _domain_ok(match):
                 return rule
@@ -229,7 +278,7 @@ def check_path(path):
 
 def dir_rule(path):
     for rule in DIR_RULES:
-        match = rule.regex.match(path)
+        match = rule.regex.fullmatch(path)
         if match and _domain_ok(match):
             return rule
     return None
@@ -252,6 +301,7 @@ def check_service(name):
 # www-data) never redirects a root write.
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def _truncate(text):
@@ -359,9 +409,9 @@ class Tree:
             return None
         try:
             try:
-                fd = os.open(
-                    name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd
-                )
+                # O_NONBLOCK: opening a FIFO planted at a managed path must not
+                # wait for a writer (it is refused below as not a regular file).
+                fd = os.open(name, READ_FLAGS, dir_fd=dfd)
             except FileNotFoundError:
                 return None
             except OSError as e:
@@ -384,8 +434,10 @@ class Tree:
         finally:
             os.close(dfd)
 
-    def write_temp(self, path, content, owner, group, mode, created_dirs):
-        """Write content next to path; return the temp file's name."""
+    def write_temp(self, path, content, owner, group, mode, created_dirs, exact=None):
+        """Write content next to path; return the temp file's name. Owner and
+        mode are set on the open descriptor (fchown/fchmod never follow a
+        link); exact=(uid, gid, mode) puts back a saved file's numbers."""
         dirpath, name = posixpath.split(path)
         dfd = self.open_dir(dirpath, create=True, created=created_dirs)
         try:
@@ -400,7 +452,12 @@ class Tree:
                 view = memoryview(content)
                 while view:
                     view = view[os.write(fd, view) :]
-                self.set_owner(fd, owner, group, mode)
+                if exact is None:
+                    self.set_owner(fd, owner, group, mode)
+                else:
+                    if self.chown:
+                        os.fchown(fd, exact[0], exact[1])
+                    os.fchmod(fd, exact[2])
                 os.fsync(fd)
             except BaseException:
                 os.close(fd)
@@ -475,7 +532,7 @@ class Tree:
             return
         try:
             for name in os.listdir(dfd):
-                if TMP_NAME_RE.match(name):
+                if TMP_NAME_RE.fullmatch(name):
                     try:
                         os.unlink(name, dir_fd=dfd)
                     except FileNotFoundError:
@@ -495,12 +552,20 @@ class Tree:
 
 
 # --------------------------------------------------------------------------
-# Validators: each gets the candidate's real path (a temp file next to the live
-# one, so relative includes resolve as they will live) and its content.
+# Validators. The code files are rendered here, so a validator only double-
+# checks our own renderer against the installed daemon. Still, they run as if
+# the file were hostile: as nobody, in a fresh network namespace (no network
+# at all), on a private copy of the candidate in a folder of their own, with a
+# time limit; and only the first error line of what they say comes back.
+
+SANDBOX_USER = 65534  # nobody / nogroup
+MAX_VALIDATOR_OUTPUT = 300
 
 
-def _run(argv, timeout):
+def _run(argv, timeout, extra_env=None):
     """(exit status, stdout, stderr) of a child; status None = it did not run."""
+    env = {"PATH": SAFE_PATH, "LC_ALL": "C.UTF-8"}
+    env.update(extra_env or {})
     try:
         proc = subprocess.run(
             argv,
@@ -508,7 +573,7 @@ def _run(argv, timeout):
             capture_output=True,
             timeout=timeout,
             cwd="/",
-            env={"PATH": SAFE_PATH, "LC_ALL": "C.UTF-8"},
+            env=env,
         )
     except subprocess.TimeoutExpired:
         return None, "", "%s: timed out after %s s" % (argv[0], timeout)
@@ -528,43 +593,90 @@ def _program(name):
     return path
 
 
-def _validate_with(argv):
-    code, _stdout, stderr = _run(argv, VALIDATE_TIMEOUT)
-    # stdout is not shown: doveconf -n prints the whole configuration there.
-    if code is not None and code != 0 and not stderr.strip():
-        stderr = "%s exited with status %d" % (posixpath.basename(argv[0]), code)
-    return code == 0, _truncate(stderr)
+def sandbox_argv(argv, net_admin=False):
+    """argv wrapped to run as nobody with no network. As root: a new network
+    namespace (unshare) and then setpriv to nobody, no groups, no new
+    privileges (setuid exim stays nobody); net_admin keeps CAP_NET_ADMIN
+    inside that empty namespace only (nft -c needs it). Not root
+    (development): the caller is unprivileged already; nft gets a user
+    namespace for the same reason."""
+    if os.geteuid() != 0:
+        if net_admin:
+            return [_program("unshare"), "--user", "--map-root-user", "--net", "--"] + argv
+        return argv
+    caps = ["--inh-caps=+net_admin", "--ambient-caps=+net_admin"] if net_admin else []
+    return [
+        _program("unshare"), "--net", "--",
+        _program("setpriv"), "--reuid=%d" % SANDBOX_USER, "--regid=%d" % SANDBOX_USER,
+        "--clear-groups", "--no-new-privs", *caps, "--",
+    ] + argv
 
 
-def validate_exim(real_path, content):
-    # As root, exim insists that a -C file is owned by root and not group- or
-    # world-writable; the candidate already has its final root:Debian-exim 0640.
-    return _validate_with([_program("exim"), "-C", real_path, "-bV"])
+def run_sandboxed(argv, content, name, timeout=VALIDATE_TIMEOUT, net_admin=False):
+    """Run argv (where "{file}" stands for the candidate) on a private copy of
+    content. Returns (exit status, stdout, stderr)."""
+    folder = tempfile.mkdtemp(prefix="mailpanel-validate-")
+    try:
+        path = os.path.join(folder, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view):]
+            if os.geteuid() == 0:
+                os.fchown(fd, SANDBOX_USER, SANDBOX_USER)
+        finally:
+            os.close(fd)
+        if os.geteuid() == 0:
+            os.chown(folder, SANDBOX_USER, SANDBOX_USER)
+        argv = [path if arg == "{file}" else arg for arg in argv]
+        return _run(sandbox_argv(argv, net_admin), timeout, {"HOME": folder, "TMPDIR": folder})
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def validate_doveconf(real_path, content):
-    return _validate_with([_program("doveconf"), "-n", "-c", real_path])
+def first_error_line(text, program):
+    """What a validator said, cut to its first error line: never a dump of the
+    configuration, never lines of another file."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if re.search(r"error|fatal|invalid|unknown|failed", line, re.IGNORECASE):
+            break
+    else:
+        line = lines[0] if lines else ""
+    return line[:MAX_VALIDATOR_OUTPUT]
 
 
-def validate_nft(real_path, content):
-    return _validate_with([_program("nft"), "-c", "-f", real_path])
+def _validate(argv, content, name, net_admin=False):
+    code, _stdout, stderr = run_sandboxed(argv, content, name, net_admin=net_admin)
+    # stdout is never shown: doveconf -n prints the whole configuration there.
+    if code == 0:
+        return True, ""
+    output = first_error_line(stderr, argv[0]) or "%s exited with status %s" % (
+        posixpath.basename(argv[0]), code)
+    return False, output
 
 
-def validate_php_ini(real_path, content):
+def validate_exim(content):
+    return _validate([_program("exim"), "-C", "{file}", "-bV"], content, "exim4.conf")
+
+
+def validate_doveconf(content):
+    return _validate([_program("doveconf"), "-n", "-c", "{file}"], content, "dovecot.conf")
+
+
+def validate_nft(content):
+    return _validate([_program("nft"), "-c", "-f", "{file}"], content, "mailpanel.nft",
+                     net_admin=True)
+
+
+def validate_php_ini(content):
     # SnappyMail reads application.ini with parse_ini_file($f, true).
     php = shutil.which("php", path=SAFE_PATH)
     if php is None:
         return True, "php not installed: application.ini not checked"
     code = "exit(parse_ini_file($argv[1], true) === false ? 1 : 0);"
-    return _validate_with([php, "-n", "-r", code, real_path])
-
-
-def validate_json(real_path, content):
-    try:
-        json.loads(content.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        return False, "invalid JSON: %s" % e
-    return True, ""
+    return _validate([php, "-n", "-r", code, "{file}"], content, "application.ini")
 
 
 VALIDATORS = {
@@ -572,7 +684,6 @@ VALIDATORS = {
     "doveconf": validate_doveconf,
     "nft": validate_nft,
     "php-ini": validate_php_ini,
-    "json": validate_json,
 }
 
 
@@ -648,13 +759,17 @@ def parse_request(raw):
     return request
 
 
-def parse_apply(request, tree):
-    _expect_keys(request, ("op", "write", "remove", "reload", "sync_domains"), "apply")
+def parse_apply(request, tree, options):
+    """(data writes, removes, services, rendered code files or None). Data
+    files must parse under their grammar; code files come only from "code"."""
+    _expect_keys(
+        request, ("op", "code", "write", "remove", "reload", "sync_domains"), "apply"
+    )
     writes, seen = [], set()
     for item in _list_of(request, "write", "apply"):
         _expect_keys(item, ("path", "content_b64"), "write item")
         path = item.get("path")
-        rule = check_path(path)
+        rule = _data_rule(path)
         encoded = item.get("content_b64")
         if not isinstance(encoded, str):
             raise Refused("bad request", "%r: content_b64 must be a string" % path)
@@ -662,21 +777,71 @@ def parse_apply(request, tree):
             content = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError) as e:
             raise Refused("bad request", "%r: content_b64 is not base64" % path) from e
+        try:
+            grammar.check(rule.check, content)
+        except ValueError as e:
+            raise Refused("grammar", "%r: not a %s file: %s" % (path, rule.check, e)) from e
         if path in seen:
             raise Refused("bad request", "%r: listed twice" % path)
         seen.add(path)
         writes.append((path, rule, content))
     removes = []
     for path in _list_of(request, "remove", "apply"):
-        check_path(path)
+        _data_rule(path)
         if path in seen:
             raise Refused("bad request", "%r: listed twice" % path)
         seen.add(path)
         removes.append(path)
     services = _services(_list_of(request, "reload", "apply"))
+    code_files = None
+    if "code" in request:
+        try:
+            params = CodeParams.from_json(request["code"])
+        except ValueError as e:
+            raise Refused("bad parameter", "code: %s" % e) from e
+        try:
+            code_files = render_code(params, load_layout(tree, options))
+        except ValueError as e:
+            raise Failed("rendering the code files failed: %s" % e) from e
+        for path in code_files:
+            if check_path(path).kind != CODE:
+                raise Failed("%s: rendered, but not a code file in the table" % path)
+        seen.update(code_files)
     for path in sorted(seen):
         tree.refuse_symlinks(path)
-    return writes, removes, services
+    return writes, removes, services, code_files
+
+
+def _data_rule(path):
+    rule = check_path(path)
+    if rule.kind == CODE:
+        raise Refused(
+            "code file",
+            "%r: a code file; the helper renders it itself from the \"code\" parameters"
+            % path,
+        )
+    return rule
+
+
+def load_layout(tree, options):
+    """Where the daemons' files live: root's choice, never the panel's. The
+    defaults, or LAYOUT_FILE under --root when it exists; as root that file
+    must belong to root and be writable by nobody else."""
+    fields = {}
+    found = tree.read(LAYOUT_FILE)
+    if found is not None:
+        content, st = found
+        if os.geteuid() == 0 and (st.st_uid != 0 or st.st_mode & 0o022):
+            raise Failed("%s: must belong to root and be writable only by root" % LAYOUT_FILE)
+        try:
+            fields = json.loads(content.decode("utf-8"))
+            if not isinstance(fields, dict) or "root" in fields:
+                raise ValueError("not an object of layout settings")
+            fields = {k: tuple(x) if isinstance(x, list) else x for k, x in fields.items()}
+            return Layout(root=tree.root or "/", **fields)
+        except (UnicodeDecodeError, ValueError, TypeError) as e:
+            raise Failed("%s: %s" % (LAYOUT_FILE, e)) from e
+    return Layout(root=tree.root or "/")
 
 
 # --------------------------------------------------------------------------
@@ -706,7 +871,7 @@ def managed_hashes(tree, only_domains=None):
         else:
             entries = only_domains
         for entry in entries:
-            if DOMAIN_RE.match(entry):
+            if DOMAIN_RE.fullmatch(entry):
                 try:
                     add(prefix + entry + suffix)
                 except (Failed, NotADirectoryError, FileNotFoundError):
@@ -717,7 +882,7 @@ def managed_hashes(tree, only_domains=None):
 def _domain_names(request, key, what):
     names = _list_of(request, key, what)
     for name in names:
-        if not isinstance(name, str) or not DOMAIN_RE.match(name):
+        if not isinstance(name, str) or not DOMAIN_RE.fullmatch(name):
             raise Refused("bad domain folder name", "%s: %r is not a domain" % (what, name))
     return names
 
@@ -764,11 +929,51 @@ def op_reload(request, tree, options):
     return (OK if ok else FAILED), answer
 
 
+def code_plan(tree, code_files):
+    """The rendered code files that differ from the live ones, and the live
+    code files no longer rendered (SnappyMail uninstalled)."""
+    writes = []
+    for path, spec in sorted(code_files.items()):
+        found = tree.read(path)
+        if found is None or found[0] != spec.content:
+            writes.append((path, check_path(path), spec.content))
+    removes = [
+        path
+        for path in managed.CODE_FILES
+        if path not in code_files and tree.read(path) is not None
+    ]
+    return writes, removes
+
+
 def op_apply(request, tree, options):
-    writes, removes, services = parse_apply(request, tree)
+    writes, removes, services, code_files = parse_apply(request, tree, options)
     server_files = None
     if "sync_domains" in request:
         writes, removes, server_files = sync_plan(request, tree, writes, removes)
+    if code_files is not None:
+        code_writes, code_removes = code_plan(tree, code_files)
+        writes += code_writes
+        removes += code_removes
+        services = _services(services + [r.service for _, r, _ in code_writes if r.service])
+
+    # 1. the code files that change, checked by their daemon's own parser
+    validation = {}
+    for path, rule, content in writes:
+        if rule.kind == CODE:
+            ok, output = VALIDATORS[rule.check](content)
+            validation[path] = {"ok": ok, "output": output}
+    failed = [p for p, r in validation.items() if not r["ok"]]
+    if failed:
+        return FAILED, {
+            "ok": False,
+            "stage": "validate",
+            "error": "validation failed, nothing changed: %s" % ", ".join(failed),
+            "validation": validation,
+            "written": [],
+            "removed": [],
+            "reloads": {},
+        }
+
     for dirpath in sorted(
         {posixpath.dirname(p) for p, _, _ in writes}
         | {posixpath.dirname(p) for p in removes}
@@ -784,34 +989,16 @@ def op_apply(request, tree, options):
         for dirpath in reversed(created_dirs):
             tree.rmdir_if_empty(dirpath)
 
-    # 1. candidates next to the live files, with their final owner and mode
-    validation = {}
+    # candidates next to the live files, with their final owner and mode
     try:
         for path, rule, content in writes:
             tmp = tree.write_temp(
                 path, content, rule.owner, rule.group, rule.mode, created_dirs
             )
             temps.append((path, posixpath.dirname(path), tmp))
-            if rule.validator:
-                real = tree.real(posixpath.dirname(path) + "/" + tmp)
-                ok, output = VALIDATORS[rule.validator](real, content)
-                validation[path] = {"ok": ok, "output": output}
     except BaseException:
         discard_temps()
         raise
-
-    failed = [p for p, r in validation.items() if not r["ok"]]
-    if failed:
-        discard_temps()
-        return FAILED, {
-            "ok": False,
-            "stage": "validate",
-            "error": "validation failed, nothing changed: %s" % ", ".join(failed),
-            "validation": validation,
-            "written": [],
-            "removed": [],
-            "reloads": {},
-        }
 
     # 2. backups of everything about to change (None = did not exist)
     try:
@@ -902,19 +1089,11 @@ def restore(tree, backups, paths, created_dirs):
                 content, st = backup
                 dirpath, name = posixpath.split(path)
                 rule = check_path(path)
-                tmp = tree.write_temp(
-                    path, content, rule.owner, rule.group, rule.mode, []
-                )
                 # back exactly as it was, even if the table changed meanwhile
-                dfd = tree.open_dir(dirpath)
-                try:
-                    if tree.chown:
-                        os.chown(
-                            tmp, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False
-                        )
-                    os.chmod(tmp, stat.S_IMODE(st.st_mode), dir_fd=dfd)
-                finally:
-                    os.close(dfd)
+                tmp = tree.write_temp(
+                    path, content, rule.owner, rule.group, rule.mode, [],
+                    exact=(st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)),
+                )
                 tree.replace(dirpath, tmp, name)
             restored.append(path)
         except (OSError, Failed, Refused) as e:
@@ -951,12 +1130,14 @@ def tarball_members(tar):
     """The members to unpack, checked before anything is written: regular
     files and folders with relative names, no '..', no links that leave the
     tree, no hard links, no device files or FIFOs. Refuses naming the rule."""
-    members, names, total = [], set(), 0
+    members, names, links, total = [], set(), {}, 0
     for member in tar:
         if len(members) >= MAX_TARBALL_MEMBERS:
             raise Refused("tarball too large", "more than %d entries" % MAX_TARBALL_MEMBERS)
         raw = member.name
-        if "\x00" in raw or raw.startswith("/"):
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw + member.linkname):
+            raise Refused("control character in tarball", "%r: control character in a name" % raw)
+        if raw.startswith("/"):
             raise Refused("absolute path in tarball", "%r: absolute name" % raw)
         name = raw
         while name.startswith("./"):
@@ -973,17 +1154,14 @@ def tarball_members(tar):
         if member.issym():
             target = member.linkname
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-            if (
-                not target
-                or target.startswith("/")
-                or "\x00" in target
-                or resolved == ".."
-                or resolved.startswith("../")
-            ):
+            # No ".." at all: with links elsewhere in the tree, "a/../b" can
+            # mean something else on disk than on paper.
+            if not target or target.startswith("/") or ".." in target.split("/"):
                 raise Refused(
                     "symlink leaving the tree",
-                    "%r -> %r: points outside the release" % (raw, target),
+                    "%r -> %r: a link must point down into the release" % (raw, target),
                 )
+            links[name] = resolved
         elif not (member.isfile() or member.isdir()):
             raise Refused(
                 "device file in tarball",
@@ -1002,7 +1180,25 @@ def tarball_members(tar):
         members.append((name, member))
     if "index.php" not in names:
         raise Refused("not a SnappyMail release", "the tarball has no index.php at its top")
+    for name, _member in members:
+        through = _first_link_on_the_way(name, links, include_self=False)
+        if through:
+            raise Refused("path through a link in tarball", "%r: passes through the link %r" % (name, through))
+    for name, resolved in links.items():
+        through = _first_link_on_the_way(resolved, links, include_self=True)
+        if through:
+            raise Refused("link chain in tarball", "%r: points through the link %r" % (name, through))
     return members
+
+
+def _first_link_on_the_way(path, links, include_self):
+    """The first prefix of path (path itself too, if asked) that is a link."""
+    parts = path.split("/")
+    for end in range(1, len(parts) + (1 if include_self else 0)):
+        prefix = "/".join(parts[:end])
+        if prefix in links:
+            return prefix
+    return None
 
 
 def _snappymail_owner(name):
@@ -1241,7 +1437,7 @@ def _move_data_back(parent_fd, staging, name):
         os.close(live_fd)
 
 
-LOCAL_PART_RE = re.compile(r"^[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*$")
+LOCAL_PART_RE = re.compile(r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*")
 
 
 def parse_maildirsize(content):
@@ -1263,12 +1459,12 @@ def op_quota_usage(request, tree, options):
     Numbers only: nothing of the mail itself leaves the helper."""
     _expect_keys(request, ("op", "domain"), "quota_usage")
     domain = request.get("domain")
-    if not isinstance(domain, str) or not DOMAIN_RE.match(domain):
+    if not isinstance(domain, str) or not DOMAIN_RE.fullmatch(domain):
         raise Refused("bad domain folder name", "quota_usage: %r is not a domain" % (domain,))
     folder = "%s/%s" % (options.mail_root.rstrip("/"), domain)
     usage = {}
     for local in tree.listdir(folder):
-        if not LOCAL_PART_RE.match(local):
+        if not LOCAL_PART_RE.fullmatch(local):
             continue
         try:
             found = tree.read("%s/%s/Maildir/maildirsize" % (folder, local))
@@ -1295,14 +1491,35 @@ OPERATIONS = {
 # Entry point
 
 
-def take_lock(tree):
+def take_lock(tree, timeout):
     """Two helpers never interleave: an exclusive flock for the whole request.
-    The kernel drops it when the process dies, even by SIGKILL."""
+    The kernel drops it when the process dies, even by SIGKILL. A wait longer
+    than timeout (or a stop signal while waiting) gives up, says so, and
+    touches nothing."""
     path = tree.real(LOCK_FILE)
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise Failed("%s: not a regular file" % LOCK_FILE)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                pass
+            if STOP_REQUESTED:
+                raise Failed("stopped while waiting for another helper; nothing changed")
+            if time.monotonic() >= deadline:
+                raise Failed(
+                    "another helper has held the lock for over %g s; nothing changed, try again"
+                    % timeout
+                )
+            time.sleep(0.05)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def parse_args(argv):
@@ -1324,6 +1541,12 @@ def parse_args(argv):
         help="where the Maildirs live (<mail root>/<domain>/<local part>/Maildir)",
     )
     parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=LOCK_TIMEOUT,
+        help="seconds to wait for another helper's lock (default %(default)s)",
+    )
+    parser.add_argument(
         "--no-chown",
         action="store_true",
         help="do not chown (not root, or the groups do not exist); still chmod",
@@ -1331,12 +1554,17 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+STOP_REQUESTED = []
+
+
 def _finish_first(signum, frame):
     # Stopping the worker (or a client timeout) signals sudo, which relays it
     # here: finishing the request beats leaving half an apply behind. A
     # handler, not SIG_IGN, because an ignored signal would stay ignored in
-    # the validators and reload commands started from here.
-    pass
+    # the validators and reload commands started from here. Nothing here
+    # waits without a limit (no blocking open, a lock wait with a timeout,
+    # children with timeouts), and a helper still waiting for the lock gives up.
+    STOP_REQUESTED.append(signum)
 
 
 def main(argv=None):
@@ -1347,7 +1575,7 @@ def main(argv=None):
     tree = Tree(options.root, chown=not options.no_chown)
     try:
         raw = sys.stdin.buffer.read(MAX_REQUEST_BYTES + 1)
-        lock_fd = take_lock(tree)
+        lock_fd = take_lock(tree, options.lock_timeout)
         try:
             if len(raw) > MAX_REQUEST_BYTES:
                 raise Refused(

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 
 from django.utils.translation import gettext_lazy as _
 
-from .snapshot import ServerIdentity
+from mailconf.snapshot import ServerIdentity
 
 REQUIRED = "required"
 RECOMMENDED = "recommended"

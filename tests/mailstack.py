@@ -40,8 +40,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from mailadmin.render import render_all
-from mailadmin.snapshot import Layout, Snapshot
+from mailconf.render import render_all
+from mailconf.snapshot import Layout, Snapshot
 
 EXIM = shutil.which("exim") or "/usr/sbin/exim"
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"

@@ -125,7 +125,7 @@ def test_worker_unit_runs_db_worker():
 
 def test_firewall_unit_loads_the_rendered_nft_file_at_boot():
     """Debian's nftables.conf does not include /etc/nftables.d/: this unit does."""
-    from mailadmin.render.firewall import FIREWALL_RULES
+    from mailconf.render.firewall import FIREWALL_RULES
 
     text = FIREWALL_UNIT.read_text()
     assert f"ExecStart=/usr/sbin/nft -f {FIREWALL_RULES}" in text

@@ -8,7 +8,7 @@ import pytest
 
 from mailadmin.checks import dns as dnscheck
 from mailadmin.dnsrecords import build_records
-from mailadmin.snapshot import ServerIdentity
+from mailconf.snapshot import ServerIdentity
 from tests.dnsserver import (
     SERVER_HOSTNAME,
     SERVER_V4,

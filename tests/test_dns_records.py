@@ -5,7 +5,7 @@ import dns.zone
 
 from mailadmin import dkim
 from mailadmin.dnsrecords import build_records
-from mailadmin.snapshot import ServerIdentity
+from mailconf.snapshot import ServerIdentity
 from mailadmin.zonefile import render_zone, split_txt
 
 SERVER = ServerIdentity(hostname="mail.panel.test", ipv4="192.0.2.10", ipv6="2001:db8::10")

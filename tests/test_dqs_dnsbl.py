@@ -13,8 +13,9 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.urls import reverse
 
+from mailadmin.passwords import hash_password
 from mailadmin.models import ApplyJob, AuditEntry, MailAccount, ServerSettings
-from mailadmin.render import render_all
+from mailconf.render import render_all
 from mailadmin.services import apply, server_mail
 from mailadmin.services import domains as domain_service
 from tests import exim_netns
@@ -190,7 +191,7 @@ def test_real_exim_rejects_a_listed_ip_without_the_key_in_the_reply(admin_client
     if reason := exim_netns.available():
         pytest.skip(reason)
     domain = domain_service.add_domain(alice, alice, "hosted.test", dkim_enabled=False)
-    MailAccount.objects.create(domain=domain, local_part="alice", password_hash="{PLAIN}secret")
+    MailAccount.objects.create(domain=domain, local_part="alice", password_hash=hash_password("secret-password"))
     set_key_through_the_view(admin_client_)
     admin_client_.post(reverse("mailadmin:dnsbl_save"), {"action": "add", "zone": "bl.example.test"})
     layout = render_tree(apply.build_snapshot(), tmp_path)

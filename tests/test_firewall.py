@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from mailadmin.models import ApplyJob
-from mailadmin.render import render_all
-from mailadmin.render.firewall import FIREWALL_RULES, render_firewall, render_firewall_rules
+from mailconf.render import render_code
+from mailconf.render.firewall import FIREWALL_RULES, render_firewall, render_firewall_rules
 from mailadmin.services import apply, sieve
-from mailadmin.snapshot import Layout, Snapshot
+from mailconf.params import CodeParams
+from mailconf.snapshot import Layout
 
 NFT = shutil.which("nft")
 HELPER = Path(__file__).resolve().parent.parent / "deploy" / "mailpanel_helper.py"
@@ -25,10 +26,10 @@ ACCEPT = 'tcp dport 4190 accept'
 DROP = 'tcp dport 4190 drop'
 
 STATES = {
-    "off": Snapshot(sieve_enabled=False, sieve_external=False),
-    "local only": Snapshot(sieve_enabled=True, sieve_external=False),
-    "external": Snapshot(sieve_enabled=True, sieve_external=True),
-    "external without sieve": Snapshot(sieve_enabled=False, sieve_external=True),
+    "off": CodeParams(sieve_enabled=False, sieve_external=False),
+    "local only": CodeParams(sieve_enabled=True, sieve_external=False),
+    "external": CodeParams(sieve_enabled=True, sieve_external=True),
+    "external without sieve": CodeParams(sieve_enabled=False, sieve_external=True),
 }
 
 
@@ -80,8 +81,8 @@ def test_loading_the_file_twice_replaces_our_table_and_leaves_others_alone(tmp_p
 
 
 def test_firewall_file_is_always_rendered_with_its_reload():
-    for snapshot in STATES.values():
-        files = render_all(snapshot, Layout())
+    for params in STATES.values():
+        files = render_code(params, Layout())
         spec = files[FIREWALL_RULES]
         assert (spec.owner, spec.group, spec.mode, spec.service) == ("root", "root", 0o644, "firewall")
 

@@ -9,6 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
+from mailadmin.passwords import hash_password
 from mailadmin.models import AuditEntry, MailAccount, MailDomain, ServerSettings
 from mailadmin.services import apply
 from mailadmin.services import domains as domain_service
@@ -38,7 +39,7 @@ def hosted(alice):
     """Two domains hosted here, each with a mailbox; their MX records point away."""
     for name in ("hosted.test", "elsewhere.test"):
         domain = domain_service.add_domain(alice, alice, name)
-        MailAccount.objects.create(domain=domain, local_part="alice", password_hash="{PLAIN}secret")
+        MailAccount.objects.create(domain=domain, local_part="alice", password_hash=hash_password("secret-password"))
     return MailDomain.objects.get(name="hosted.test"), MailDomain.objects.get(name="elsewhere.test")
 
 

@@ -17,6 +17,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 
+from mailadmin.passwords import hash_password
 from mailadmin.models import AuditEntry, ServerSettings
 from mailadmin.services import panel_smtp
 from tests.mailstack import mail_pki, smtp_sink
@@ -312,7 +313,7 @@ def test_panel_smtp_off_test_mail_is_accepted_by_the_real_local_exim(settings, a
 
     require_root()
     domain = domain_service.add_domain(alice, alice, "hosted.test", dkim_enabled=False)
-    MailAccount.objects.create(domain=domain, local_part="alice", password_hash="{PLAIN}secret")
+    MailAccount.objects.create(domain=domain, local_part="alice", password_hash=hash_password("secret-password"))
     layout = render_tree(apply.build_snapshot(), tmp_path)
     with exim_daemon(layout) as exim:
         settings.MAILPANEL_LOCAL_SMTP = f"127.0.0.1:{exim.port}"

@@ -19,7 +19,7 @@ from django.urls import reverse
 
 from mailadmin.checks.relay_test import check_relay
 from mailadmin.models import MailDomain, RelaySettings
-from mailadmin.snapshot import Relay
+from mailconf.snapshot import Relay
 from tests import mailstack
 
 USER = "relay-user@example.net"

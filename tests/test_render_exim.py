@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from mailadmin.render import render_all
-from mailadmin.render.exim import render_exim
-from mailadmin.snapshot import (
+from mailconf.render import render_all
+from mailconf.render.exim import render_exim
+from mailconf.snapshot import (
     Alias,
     Domain,
     Forward,
@@ -560,7 +560,7 @@ def test_relay_passwords_authenticate_byte_exact(mailstack_tree, smtp_sinks):
 
 @pytest.mark.parametrize("username,password", [("^user", "pw"), ("user", "^pw"), ("u", "^")])
 def test_plain_relay_cannot_start_a_credential_with_a_caret(username, password):
-    from mailadmin.render.exim import relay_credentials_problem
+    from mailconf.render.exim import relay_credentials_problem
 
     relay = Relay("relay.example.net", 587, username, password, auth="plain")
     assert "start with ^" in relay_credentials_problem(username, password, "plain")

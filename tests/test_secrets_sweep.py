@@ -17,6 +17,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
+from mailadmin.passwords import hash_password
 from mailadmin import crypto
 from mailadmin.models import (
     ApplyJob,
@@ -82,7 +83,7 @@ def live(tmp_path, settings):
 @pytest.fixture
 def objects(admin_user, alice):
     domain = domain_service.add_domain(alice, alice, "alice.example")
-    account = MailAccount.objects.create(domain=domain, local_part="info", password_hash="{PLAIN}x")
+    account = MailAccount.objects.create(domain=domain, local_part="info", password_hash=hash_password("secret-password"))
     alias = MailAlias.objects.create(domain=domain, local_part="sales", target="info@alice.example")
     forward = MailForward.objects.create(account=account, target="elsewhere@example.net")
     relay = RelaySettings.objects.create(domain=domain, host="smtp.example.net")

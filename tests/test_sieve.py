@@ -15,8 +15,8 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from mailadmin.models import ApplyJob, AuditEntry, JobKind, MailDomain, ServerSettings
-from mailadmin.render import render_all
-from mailadmin.render.snappymail import default_domain_path
+from mailconf.render import render_all
+from mailconf.render.snappymail import default_domain_path
 from mailadmin.services import accounts as account_service
 from mailadmin.services import sieve
 from mailadmin.services.apply import build_snapshot

@@ -23,7 +23,7 @@ from django.urls import reverse
 
 from mailadmin import snappymail_release as release
 from mailadmin.models import ApplyJob, AuditEntry, JobKind, MailDomain, ServerSettings
-from mailadmin.render.snappymail import (
+from mailconf.render.snappymail import (
     application_ini_path,
     default_domain_path,
     ini_quote,
@@ -32,7 +32,8 @@ from mailadmin.render.snappymail import (
     render_snappymail,
 )
 from mailadmin.services import snappymail
-from mailadmin.snapshot import Layout, Snapshot, SnappyMail
+from mailconf.params import code_params
+from mailconf.snapshot import Layout, Snapshot, SnappyMail
 
 pytestmark = pytest.mark.django_db
 
@@ -364,7 +365,7 @@ def test_application_ini_keeps_login_and_hash_byte_exact_for_php(tmp_path, login
         snappymail=SnappyMail(installed=True, admin_login=login, admin_password_hash=HASH, admin_key="k3y-" + "a" * 20)
     )
     path = tmp_path / "application.ini"
-    path.write_bytes(render_application_ini(snapshot))
+    path.write_bytes(render_application_ini(code_params(snapshot)))
     ini = php_ini(path)
     assert ini["security"]["admin_login"] == login
     assert ini["security"]["admin_password"] == HASH
@@ -384,10 +385,10 @@ def test_ini_values_that_cannot_be_represented_are_refused(bad):
 def test_renderer_refuses_a_plaintext_admin_password_and_an_unsafe_key():
     with pytest.raises(ValueError, match="hash"):
         render_application_ini(
-            Snapshot(snappymail=SnappyMail(True, "admin_1", "plaintext-password", "a" * 32))
+            code_params(Snapshot(snappymail=SnappyMail(True, "admin_1", "plaintext-password", "a" * 32)))
         )
     with pytest.raises(ValueError, match="key"):
-        render_application_ini(Snapshot(snappymail=SnappyMail(True, "admin_1", HASH, "a b&c=d" * 3)))
+        render_application_ini(code_params(Snapshot(snappymail=SnappyMail(True, "admin_1", HASH, "a b&c=d" * 3))))
 
 
 def test_nothing_is_rendered_before_snappymail_is_installed():

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 from django.utils.translation import gettext as _
 
-from ..snapshot import Relay
+from mailconf.snapshot import Relay
 
 OK = "ok"
 AUTH_FAILED = "auth_failed"

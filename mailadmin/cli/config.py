@@ -3,7 +3,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..helper_client import HelperError
-from ..render import render_all
+from mailconf.render import render_all
 from ..services.apply import apply_now, build_snapshot, layout_from_settings
 from django.core.management.base import CommandError
 

@@ -29,7 +29,7 @@ from . import audit, jobs
 MAX_QUOTA_MB = 1024 * 1024  # 1 TiB: beyond any disk this panel runs on
 
 # Stricter than RFC 5322: these land as lsearch keys, Dovecot user names and
-# Maildir folder names (see render/_validate.py), so no quotes, slashes or
+# Maildir folder names (see mailconf/validate.py), so no quotes, slashes or
 # characters Exim's redirect parser gives a meaning (| / : , " \).
 _ACCOUNT_LOCAL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9_+-])?$")
 _TARGET_LOCAL_RE = re.compile(r"^[a-z0-9_+=-](?:[a-z0-9._+=-]{0,63})$")

@@ -1,9 +1,10 @@
 """The apply service: database → snapshot → rendered files → helper.
 
-Rendering is pure (mailadmin.render); this module is the shell around it: it reads
+Rendering is pure (mailconf.render); this module is the shell around it: it reads
 the database once, asks the helper which files differ, and hands over only those.
 """
 
+import base64
 import hashlib
 import logging
 from collections import defaultdict
@@ -14,7 +15,9 @@ from django.conf import settings
 from django.db.models import Value
 from django.db.models.functions import Concat
 
-from .. import snapshot as snap
+from mailconf import snapshot as snap
+from mailconf.managed import CODE_FILES
+from mailconf.params import CodeParams, code_params
 from ..helper_client import HelperError, call_helper
 from ..models import (
     ApplyJob,
@@ -27,7 +30,7 @@ from ..models import (
     RelaySettings,
     ServerSettings,
 )
-from ..render import render_all
+from mailconf.render import render_all
 from . import jobs
 
 logger = logging.getLogger(__name__)
@@ -182,7 +185,7 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
 class Plan:
     write: dict[str, snap.FileSpec] = field(default_factory=dict)
     remove: list[str] = field(default_factory=list)
-    services: list[str] = field(default_factory=list)
+    code_changed: bool = False  # a code file differs: send the code parameters
 
     @property
     def empty(self) -> bool:
@@ -190,7 +193,7 @@ class Plan:
 
 
 def plan_changes(rendered: dict[str, snap.FileSpec], live_hashes: dict[str, str]) -> Plan:
-    """Pure: which files to write, which to remove, which services to reload."""
+    """Pure: which files differ from the live ones, which to remove."""
     plan = Plan()
     for path in sorted(rendered):
         spec = rendered[path]
@@ -201,22 +204,25 @@ def plan_changes(rendered: dict[str, snap.FileSpec], live_hashes: dict[str, str]
         for path in live_hashes
         if path not in rendered and path.startswith(RENDERED_PREFIXES)
     )
-    plan.services = sorted({spec.service for spec in plan.write.values() if spec.service})
+    plan.code_changed = any(path in CODE_FILES for path in [*plan.write, *plan.remove])
     return plan
 
 
-def helper_request(plan: Plan) -> dict:
-    import base64
-
-    return {
+def helper_request(plan: Plan, params: CodeParams | None = None) -> dict:
+    """The helper gets data files as content and code files as parameters: it
+    renders exim4.conf, dovecot.conf, … itself (see mailconf.managed)."""
+    request = {
         "op": "apply",
         "write": [
             {"path": path, "content_b64": base64.b64encode(spec.content).decode()}
             for path, spec in plan.write.items()
+            if path not in CODE_FILES
         ],
-        "remove": plan.remove,
-        "reload": plan.services,
+        "remove": [path for path in plan.remove if path not in CODE_FILES],
     }
+    if params is not None and plan.code_changed:
+        request["code"] = params.to_json()
+    return request
 
 
 def domain_folder(name: str) -> str:
@@ -237,18 +243,16 @@ def apply_now(log=None, domains=None) -> dict:
         if complete:
             return first
         log("server-wide files are missing: applying everything")
-    rendered = render_all(build_snapshot(), layout)
+    snapshot = build_snapshot()
+    rendered = render_all(snapshot, layout)
     live = call_helper({"op": "state"}).get("files", {})
     plan = plan_changes(rendered, live)
     log(f"rendered {len(rendered)} files, {len(plan.write)} changed, {len(plan.remove)} to remove")
     if plan.empty:
         log("nothing to do: the live configuration is up to date")
         return {**first, "reloads": {}}
-    for path in plan.write:
-        log(f"write {path}")
-    for path in plan.remove:
-        log(f"remove {path}")
-    answer = _call_and_log(helper_request(plan), log)
+    answer = _call_and_log(helper_request(plan, code_params(snapshot)), log)
+    _log_written(answer, log)
     for key in ("written", "removed"):
         answer[key] = sorted({*first.get(key, []), *answer.get(key, [])})
     return answer
@@ -264,15 +268,19 @@ def _apply_domains(names: list[str], layout, log) -> tuple[dict, bool]:
     request = {**helper_request(plan), "sync_domains": names}
     log(f"only the files of {', '.join(names)}: {len(plan.write)} rendered")
     answer = _call_and_log(request, log)
-    for path in answer.get("written", []):
-        log(f"wrote {path}")
-    for path in answer.get("removed", []):
-        log(f"removed {path}")
+    _log_written(answer, log)
     server_wide = {p for p in rendered if not p.startswith("/etc/exim4/domains/")}
     complete = server_wide <= set(answer.get("server_files", []))
     if complete and not answer.get("written") and not answer.get("removed"):
         log("nothing to do: the live configuration is up to date")
     return answer, complete
+
+
+def _log_written(answer: dict, log) -> None:
+    for path in answer.get("written", []):
+        log(f"wrote {path}")
+    for path in answer.get("removed", []):
+        log(f"removed {path}")
 
 
 def _call_and_log(request: dict, log) -> dict:

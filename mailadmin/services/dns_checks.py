@@ -23,7 +23,7 @@ from ..checks import dns as dnscheck
 from ..checks.smtp import check_port25
 from ..dnsrecords import build_records
 from ..models import DnsCheckResult, MailDomain, ServerSettings
-from ..snapshot import ServerIdentity
+from mailconf.snapshot import ServerIdentity
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from django.db import transaction
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from .. import snapshot as snap
+from mailconf import snapshot as snap
 from ..models import MailDomain, RelayAuth, RelaySettings, RelayTls, ServerSettings
-from ..render.exim import relay_credentials_problem
+from mailconf.render.exim import relay_credentials_problem
 from ..validation import normalize_hostname, validate_config_value, validate_port
 from . import audit, jobs
 

@@ -1,8 +1,10 @@
 """Strict checks for every snapshot value that lands in a rendered file.
 
-The forms validate first; these run again in the renderers so that a value
-that slipped through can never change a config file's meaning. They raise
-ValueError with the offending value's role (never a secret's content).
+The forms validate first; these run again in the renderers (and in the helper,
+on the parameters and data files it is given) so that a value that slipped
+through can never change a config file's meaning. They raise ValueError with
+the offending value's role (never a secret's content). Every pattern is
+matched whole (fullmatch): "$" would also match before a trailing newline.
 """
 
 from __future__ import annotations
@@ -11,31 +13,38 @@ import ipaddress
 import re
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
+_HOSTNAME_RE = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*")
 # DNSBL zones may carry a DQS key label; keys are alphanumeric. Underscores
 # appear in some private zones.
 _ZONE_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
-_ZONE_RE = re.compile(rf"^(?=.{{1,200}}$){_ZONE_LABEL}(?:\.{_ZONE_LABEL})+$")
+_ZONE_RE = re.compile(rf"(?=.{{1,200}}\Z){_ZONE_LABEL}(?:\.{_ZONE_LABEL})+")
 # Local parts we write as lsearch keys and Dovecot user names: no blanks, no
 # colon, no quotes, nothing Exim's redirect parser would treat specially.
 # RFC 5322 atext (what mailadmin.validation accepts) minus '/', '|', '!', '%'
 # and '#': Exim's ACL refuses those (Debian's restricted-characters rule), '#'
 # would start an lsearch comment, '/' would leave the Maildir root.
 _ATEXT = r"a-z0-9&'*+=?^_`{}~$-"
-_LOCAL_PART_RE = re.compile(rf"^[{_ATEXT}]+(?:\.[{_ATEXT}]+)*$")
-_TARGET_LOCAL_RE = re.compile(rf"^[A-Z{_ATEXT}]+(?:\.[A-Z{_ATEXT}]+)*$")
-_PATH_RE = re.compile(r"^/[A-Za-z0-9._+/-]*$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
-_HASH_RE = re.compile(r"^\{[A-Z0-9.-]+\}[\x21-\x39\x3b-\x7e]+$")  # no ':' no blanks
+_LOCAL_PART_RE = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
+_TARGET_LOCAL_RE = re.compile(rf"[A-Z{_ATEXT}]+(?:\.[A-Z{_ATEXT}]+)*")
+_PATH_RE = re.compile(r"/[A-Za-z0-9._+/-]*")
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
+_HASH_RE = re.compile(r"\{[A-Z0-9.-]+\}[\x21-\x39\x3b-\x7e]+")  # no ':' no blanks
 _PEM_RE = re.compile(
-    r"^-----BEGIN (RSA |EC |)PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+"
-    r"-----END (RSA |EC |)PRIVATE KEY-----\n?$"
+    r"-----BEGIN (RSA |EC |)PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+"
+    r"-----END (RSA |EC |)PRIVATE KEY-----\n?"
 )
+# What PHP's password_verify() accepts: bcrypt ($2y$/$2b$/$2a$) or argon2.
+_PHP_PASSWORD_HASH_RE = re.compile(
+    r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}|\$argon2(id|i)\$v=\d+\$[a-z0-9=,]+\$[A-Za-z0-9+/=$]+"
+)
+# The SnappyMail admin key ends up in the admin URL as /?<key>.
+_ADMIN_KEY_RE = re.compile(r"[A-Za-z0-9._~-]{8,128}")
+_ADMIN_LOGIN_RE = re.compile(r"[^\x00-\x1f\x7f]{1,64}")  # ini_quote escapes the rest
 
 
 def hostname(value: str, what: str = "host name") -> str:
     v = value.strip().lower().rstrip(".")
-    if not _HOSTNAME_RE.match(v):
+    if not _HOSTNAME_RE.fullmatch(v):
         raise ValueError(f"invalid {what}: {value!r}")
     return v
 
@@ -49,7 +58,7 @@ def domain(value: str) -> str:
 
 def zone(value: str) -> str:
     v = value.strip().lower().rstrip(".")
-    if not _ZONE_RE.match(v):
+    if not _ZONE_RE.fullmatch(v):
         # Never echo a zone: it may contain a DQS key.
         raise ValueError("invalid DNSBL zone name")
     return v
@@ -57,6 +66,8 @@ def zone(value: str) -> str:
 
 def host_or_ip(value: str, what: str = "relay host") -> str:
     v = value.strip()
+    if "%" in v:  # an IPv6 scope id ("fe80::1%eth0"): not a relay address
+        raise ValueError(f"invalid {what}: {value!r}")
     try:
         return str(ipaddress.ip_address(v.strip("[]")))
     except ValueError:
@@ -64,6 +75,8 @@ def host_or_ip(value: str, what: str = "relay host") -> str:
 
 
 def ip(value: str, what: str = "listen address") -> str:
+    if not isinstance(value, str) or "%" in value:
+        raise ValueError(f"invalid {what}: {value!r}")
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
@@ -77,7 +90,7 @@ def port(value: int, what: str = "port") -> int:
 
 
 def local_part(value: str) -> str:
-    if len(value) > 64 or not _LOCAL_PART_RE.match(value):
+    if len(value) > 64 or not _LOCAL_PART_RE.fullmatch(value):
         raise ValueError(f"invalid local part: {value!r}")
     return value
 
@@ -86,25 +99,25 @@ def address(value: str, what: str = "address") -> str:
     """A forwarding / alias target: plain local@domain, nothing Exim's
     redirect parser could read as a pipe, file, include or group."""
     local, sep, dom = value.strip().rpartition("@")
-    if not sep or len(local) > 64 or not _TARGET_LOCAL_RE.match(local):
+    if not sep or len(local) > 64 or not _TARGET_LOCAL_RE.fullmatch(local):
         raise ValueError(f"invalid {what}: {value!r}")
     return f"{local}@{domain(dom)}"
 
 
 def path(value: str, what: str = "path") -> str:
-    if not _PATH_RE.match(value) or "/../" in value + "/" or "//" in value:
+    if not _PATH_RE.fullmatch(value) or "/../" in value + "/" or "//" in value:
         raise ValueError(f"invalid {what}: {value!r}")
     return value
 
 
 def name(value: str, what: str = "user/group name") -> str:
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise ValueError(f"invalid {what}: {value!r}")
     return value
 
 
 def password_hash(value: str) -> str:
-    if not _HASH_RE.match(value):
+    if not _HASH_RE.fullmatch(value):
         raise ValueError("invalid password hash (expected {SCHEME}hash without ':')")
     return value
 
@@ -124,7 +137,7 @@ def secret(value: str, what: str) -> str:
 
 def pem(value: str) -> str:
     v = value.replace("\r\n", "\n").strip() + "\n"
-    if not _PEM_RE.match(v):
+    if not _PEM_RE.fullmatch(v):
         raise ValueError("invalid DKIM private key (expected a PEM private key)")
     return v
 
@@ -133,3 +146,13 @@ def choice(value: str, allowed: tuple[str, ...], what: str) -> str:
     if value not in allowed:
         raise ValueError(f"invalid {what}: {value!r}")
     return value
+
+
+def snappymail_credentials(sm) -> None:
+    """SnappyMail's admin login, password hash and admin key (never echoed)."""
+    if not _PHP_PASSWORD_HASH_RE.fullmatch(sm.admin_password_hash):
+        raise ValueError("SnappyMail admin password hash is not a bcrypt/argon2 hash")
+    if not _ADMIN_KEY_RE.fullmatch(sm.admin_key):
+        raise ValueError("SnappyMail admin key must be 8-128 URL-safe characters")
+    if not _ADMIN_LOGIN_RE.fullmatch(sm.admin_login):
+        raise ValueError("SnappyMail admin login must be 1-64 characters without control characters")

@@ -1,6 +1,6 @@
 """Dovecot: a standalone /etc/dovecot/dovecot.conf (Debian's conf.d is not read).
 
-Pure: snapshot + layout in, {production path: FileSpec} out.
+Pure: code parameters + layout in, {production path: FileSpec} out.
 
 - passdb and userdb: passwd-file ``/etc/exim4/domains/%d/passwd``, the same file
   Exim reads (see render/exim.py for its format); ``auth_username_format = %Lu``
@@ -11,7 +11,7 @@ Pure: snapshot + layout in, {production path: FileSpec} out.
 - Local delivery: Exim's ``dovecot_lmtp`` transport over the LMTP socket. The
   quota plugin with ``quota_full_tempfail`` makes an over-quota mailbox answer
   4xx (Exim keeps the message queued; nothing is lost); the sieve plugin runs
-  in LMTP when ``snapshot.sieve_enabled``.
+  in LMTP when ``params.sieve_enabled``.
 - Exim's ``dovecot`` authenticators use the auth-client socket
   (``layout.dovecot_auth_socket``), mode 0660 group exim.
 - The auth process reads root:<exim group> 0640 passwd files: it gets the exim
@@ -22,23 +22,25 @@ Pure: snapshot + layout in, {production path: FileSpec} out.
 
 from __future__ import annotations
 
-from ..snapshot import FileSpec, Layout, Snapshot
-from . import _validate as v
+from .. import validate as v
+from ..params import CodeParams
+from ..snapshot import FileSpec, Layout
 
 DOVECOT_CONF = "/etc/dovecot/dovecot.conf"
 DOMAINS_DIR = "/etc/exim4/domains"
 
 # Dovecot's default plus the RFC 5322 atext characters our local parts may
-# use (render/_validate.py); never '/', so %d and %n cannot leave their folder.
+# use (mailconf/validate.py); never '/', so %d and %n cannot leave their folder.
 USERNAME_CHARS = (
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567890.-_@+=&'*?^`{}~$"
 )
 
 
-def render_dovecot(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
+def render_dovecot(params: CodeParams, layout: Layout) -> dict[str, FileSpec]:
+    """dovecot.conf, a code file: the helper renders it itself from params."""
     return {
         DOVECOT_CONF: FileSpec(
-            content=_dovecot_conf(snapshot, layout).encode(),
+            content=_dovecot_conf(params, layout).encode(),
             owner="root",
             group="root",
             mode=0o644,
@@ -47,7 +49,7 @@ def render_dovecot(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
     }
 
 
-def _dovecot_conf(snapshot: Snapshot, layout: Layout) -> str:
+def _dovecot_conf(params: CodeParams, layout: Layout) -> str:
     def p(production_path: str, what: str = "path") -> str:
         return v.path(layout.path(v.path(production_path, what)), what)
 
@@ -60,7 +62,7 @@ def _dovecot_conf(snapshot: Snapshot, layout: Layout) -> str:
             return production_path[len(base):]
         return p(production_path)
 
-    hostname = v.hostname(snapshot.server.hostname, "server host name")
+    hostname = v.hostname(params.hostname, "server host name")
     run_as, _, run_group = layout.dovecot_run_as.partition(":")
     if run_as:
         run_as = v.name(run_as, "Dovecot user")
@@ -70,7 +72,7 @@ def _dovecot_conf(snapshot: Snapshot, layout: Layout) -> str:
     exim_group = v.name(layout.exim_group, "exim group")
     listen = ", ".join(sorted({v.ip(x) for x in layout.dovecot_listen})) or "*, ::"
     tls = bool(layout.tls_certificate)
-    sieve = snapshot.sieve_enabled
+    sieve = params.sieve_enabled
     imap_port = v.port(layout.imap_port, "IMAP port")
     imaps_port = v.port(layout.imaps_port, "IMAPS port") if tls else 0
     sieve_port = v.port(layout.sieve_port, "ManageSieve port") if sieve else 0

@@ -61,8 +61,9 @@ from __future__ import annotations
 
 import base64
 
+from .. import validate as v
+from ..params import CodeParams, code_params
 from ..snapshot import Domain, FileSpec, Layout, Relay, Snapshot
-from . import _validate as v
 
 EXIM_CONF = "/etc/exim4/exim4.conf"
 DOMAINS_DIR = "/etc/exim4/domains"
@@ -81,8 +82,23 @@ _LOWER = "abcdefghijklmnopqrstuvwxyz_"
 
 
 def render_exim(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
+    """Every file Exim reads: the config (code) and its run-time data."""
+    return {
+        **render_exim_conf(code_params(snapshot), layout),
+        **render_exim_data(snapshot, layout),
+    }
+
+
+def render_exim_conf(params: CodeParams, layout: Layout) -> dict[str, FileSpec]:
+    """exim4.conf, a code file: the helper renders it itself from params."""
+    group = v.name(layout.exim_group, "exim group")
+    content = _exim_conf(params, layout).encode()
+    return {EXIM_CONF: FileSpec(content, "root", group, 0o640, "exim4")}
+
+
+def render_exim_data(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
+    """The data files Exim reads at run time through lookups (see grammar.py)."""
     files: dict[str, bytes] = {
-        EXIM_CONF: _exim_conf(snapshot, layout).encode(),
         GLOBAL_RELAY: _relay_file(snapshot.global_relay),
         DNSBL: _dnsbl_file(snapshot.dnsbl_zones),
     }
@@ -111,16 +127,7 @@ def render_exim(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
             files.update(_account_files(domain, folder))
     files[SEND_ONLY] = "".join(f"{d}:\n" for d in send_only).encode()
     group = v.name(layout.exim_group, "exim group")
-    out = {}
-    for path in sorted(files):
-        out[path] = FileSpec(
-            content=files[path],
-            owner="root",
-            group=group,
-            mode=0o640,
-            service="exim4" if path == EXIM_CONF else "",
-        )
-    return out
+    return {path: FileSpec(files[path], "root", group, 0o640) for path in sorted(files)}
 
 
 # -- per-domain files -------------------------------------------------------
@@ -226,11 +233,11 @@ def _dnsbl_file(zones: tuple[str, ...]) -> bytes:
 # -- exim4.conf ---------------------------------------------------------------
 
 
-def _exim_conf(snapshot: Snapshot, layout: Layout) -> str:
+def _exim_conf(params: CodeParams, layout: Layout) -> str:
     def p(production_path: str, what: str = "path") -> str:
         return v.path(layout.path(v.path(production_path, what)), what)
 
-    hostname = v.hostname(snapshot.server.hostname, "server host name")
+    hostname = v.hostname(params.hostname, "server host name")
     exim_user = v.name(layout.exim_user, "exim user")
     exim_group = v.name(layout.exim_group, "exim group")
     ports = sorted({v.port(x, "SMTP port") for x in layout.smtp_ports})
@@ -239,7 +246,7 @@ def _exim_conf(snapshot: Snapshot, layout: Layout) -> str:
     listen = sorted({v.ip(x) for x in layout.smtp_listen})
     tls = bool(layout.tls_certificate)
     smtps = sorted({v.port(x, "SMTPS port") for x in layout.smtps_ports} & set(ports))
-    internal = "! +local_domains" if snapshot.internal_lookup else "*"
+    internal = "! +local_domains" if params.internal_lookup else "*"
 
     macros = {
         "MP_DOMAINS_DIR": p(DOMAINS_DIR),

@@ -9,8 +9,9 @@ an uninstall removes these files, see services.apply.RENDERED_PREFIXES).
 from __future__ import annotations
 
 import json
-import re
 
+from .. import validate as v
+from ..params import CodeParams, code_params
 from ..snapshot import FileSpec, Layout, Snapshot
 
 DATA_SUBDIR = "data/_data_/_default_"
@@ -19,12 +20,6 @@ DATA_SUBDIR = "data/_data_/_default_"
 SECURITY_NONE = 0
 SECURITY_AUTO = 9  # STARTTLS when the server offers it
 
-# What password_verify() accepts: bcrypt ($2y$/$2b$/$2a$) or argon2.
-_PASSWORD_HASH_RE = re.compile(
-    r"^(\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}|\$argon2(id|i)\$v=\d+\$[a-z0-9=,]+\$[A-Za-z0-9+/=$]+)$"
-)
-# The admin key ends up in the admin URL as /?<key>.
-_ADMIN_KEY_RE = re.compile(r"^[A-Za-z0-9._~-]{8,128}$")
 
 
 def application_ini_path(layout: Layout) -> str:
@@ -62,15 +57,10 @@ def _ini(sections: list[tuple[str, list[tuple[str, str]]]]) -> bytes:
     return "\n".join(lines).encode("utf-8")
 
 
-def render_application_ini(snapshot: Snapshot) -> bytes:
-    sm = snapshot.snappymail
-    if not _PASSWORD_HASH_RE.match(sm.admin_password_hash):
-        # Never echo it: even a hash is not for error messages.
-        raise ValueError("SnappyMail admin password hash is not a bcrypt/argon2 hash")
-    if not _ADMIN_KEY_RE.match(sm.admin_key):
-        raise ValueError("SnappyMail admin key must be 8-128 URL-safe characters")
-    if not sm.admin_login:
-        raise ValueError("SnappyMail admin login is empty")
+def render_application_ini(params: CodeParams) -> bytes:
+    """A code file (PHP expands ${...} in ini values): rendered by the helper."""
+    sm = params.snappymail
+    v.snappymail_credentials(sm)
     return _ini(
         [
             (
@@ -146,13 +136,22 @@ def render_default_domain(snapshot: Snapshot, layout: Layout) -> bytes:
 
 
 def render_snappymail(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
+    """Both SnappyMail files: application.ini (code) and default.json (data)."""
+    return {
+        **render_snappymail_code(code_params(snapshot), layout),
+        **render_snappymail_data(snapshot, layout),
+    }
+
+
+def render_snappymail_code(params: CodeParams, layout: Layout) -> dict[str, FileSpec]:
+    if not params.snappymail.installed:
+        return {}
+    content = render_application_ini(params)
+    return {application_ini_path(layout): FileSpec(content, "www-data", "www-data", 0o640)}
+
+
+def render_snappymail_data(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
     if not snapshot.snappymail.installed:
         return {}
-    return {
-        application_ini_path(layout): FileSpec(
-            render_application_ini(snapshot), "www-data", "www-data", 0o640
-        ),
-        default_domain_path(layout): FileSpec(
-            render_default_domain(snapshot, layout), "www-data", "www-data", 0o640
-        ),
-    }
+    content = render_default_domain(snapshot, layout)
+    return {default_domain_path(layout): FileSpec(content, "www-data", "www-data", 0o640)}

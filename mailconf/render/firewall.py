@@ -12,22 +12,23 @@ In nftables an accept only ends one base chain; a drop anywhere is final. So:
   closes it whatever the other tables say. SnappyMail talks to Dovecot over
   localhost and keeps working.
 
-Pure: same snapshot, same bytes.
+Pure: same parameters, same bytes.
 """
 
 from __future__ import annotations
 
-from ..snapshot import FileSpec, Layout, Snapshot
+from ..params import CodeParams
+from ..snapshot import FileSpec, Layout
 
 FIREWALL_RULES = "/etc/nftables.d/mailpanel.nft"
 TABLE = "inet mailpanel"
 
 
-def render_firewall_rules(snapshot: Snapshot, layout: Layout) -> bytes:
+def render_firewall_rules(params: CodeParams, layout: Layout) -> bytes:
     port = int(layout.sieve_port)
     if not 0 < port < 65536:
         raise ValueError(f"invalid sieve port: {port!r}")
-    external = snapshot.sieve_enabled and snapshot.sieve_external
+    external = params.sieve_enabled and params.sieve_external
     if external:
         rules = [
             f'tcp dport {port} accept comment "ManageSieve for external mail clients"',
@@ -54,9 +55,10 @@ def render_firewall_rules(snapshot: Snapshot, layout: Layout) -> bytes:
     return "\n".join(lines).encode("ascii")
 
 
-def render_firewall(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
+def render_firewall(params: CodeParams, layout: Layout) -> dict[str, FileSpec]:
+    """The nftables table, a code file: the helper renders it itself."""
     return {
         FIREWALL_RULES: FileSpec(
-            render_firewall_rules(snapshot, layout), "root", "root", 0o644, "firewall"
+            render_firewall_rules(params, layout), "root", "root", 0o644, "firewall"
         )
     }

@@ -1,7 +1,7 @@
 """Plain data the renderers work from.
 
 `build_snapshot()` in `mailadmin.services.apply` turns the database into these
-frozen dataclasses; renderers in `mailadmin.render` turn them into files. Nothing
+frozen dataclasses; renderers in `mailconf.render` turn them into files. Nothing
 here touches the ORM, the clock or the disk.
 """
 

@@ -1,0 +1,63 @@
+"""The one table of files the panel manages, read by the helper and the tests.
+
+Two kinds, because root must never write a program it did not write itself:
+
+- CODE: a file a daemon runs as configuration that can execute things or read
+  any file (Exim: ${run}, perl_startup, .include; Dovecot: service executables,
+  !include; nft: include; PHP ini: ${VAR}). The helper renders it itself from
+  CodeParams (mailconf.params) with mailconf.render, then validates it with the
+  named program, unprivileged and without network. A request that carries such
+  a file's content is refused.
+- DATA: a file read at run time through a lookup that never expands its values
+  (Exim lsearch/dsearch/readfile results, Dovecot passwd-file, PEM, JSON). The
+  helper accepts its content only when every line parses under the named
+  grammar (mailconf.grammar).
+
+| file                                   | kind | check                  | reload   |
+|----------------------------------------|------|------------------------|----------|
+| /etc/exim4/exim4.conf                  | code | exim -bV               | exim4    |
+| /etc/dovecot/dovecot.conf              | code | doveconf -n            | dovecot  |
+| /etc/nftables.d/mailpanel.nft          | code | nft -c                 | firewall |
+| SnappyMail configs/application.ini     | code | PHP parse_ini_file     |          |
+| /etc/exim4/smtp_relay.conf             | data | relay                  |          |
+| /etc/exim4/dnsbl.conf                  | data | dnsbl                  |          |
+| /etc/exim4/send_only_domains           | data | domain_list            |          |
+| /etc/exim4/domains/<d>/dkim.pem        | data | dkim_key               |          |
+| /etc/exim4/domains/<d>/smtp_relay.conf | data | relay                  |          |
+| /etc/exim4/domains/<d>/passwd          | data | passwd                 |          |
+| /etc/exim4/domains/<d>/aliases         | data | aliases                |          |
+| /etc/exim4/domains/<d>/forwards        | data | forwards               |          |
+| SnappyMail domains/default.json        | data | snappymail_domain      |          |
+| /root/.snappymail                      | data | snappymail_credentials |          |
+
+Owner, group and mode come from this table, never from a request.
+"""
+
+CODE, DATA = "code", "data"
+
+SNAPPYMAIL_DIR = "/var/lib/snappymail"
+SNAPPYMAIL_DATA = SNAPPYMAIL_DIR + "/data/_data_/_default_"
+DOMAINS_DIR = "/etc/exim4/domains"
+
+# production path pattern, owner, group, mode, kind, check, service to reload.
+# "{domain}" stands for one path component holding a mail domain.
+# fmt: off
+MANAGED_FILES = (
+    ("/etc/exim4/exim4.conf", "root", "Debian-exim", 0o640, CODE, "exim", "exim4"),
+    ("/etc/dovecot/dovecot.conf", "root", "root", 0o644, CODE, "doveconf", "dovecot"),
+    ("/etc/nftables.d/mailpanel.nft", "root", "root", 0o644, CODE, "nft", "firewall"),
+    (SNAPPYMAIL_DATA + "/configs/application.ini", "www-data", "www-data", 0o640, CODE, "php-ini", None),
+    ("/etc/exim4/smtp_relay.conf", "root", "Debian-exim", 0o640, DATA, "relay", None),
+    ("/etc/exim4/dnsbl.conf", "root", "Debian-exim", 0o640, DATA, "dnsbl", None),
+    ("/etc/exim4/send_only_domains", "root", "Debian-exim", 0o640, DATA, "domain_list", None),
+    (DOMAINS_DIR + "/{domain}/dkim.pem", "root", "Debian-exim", 0o640, DATA, "dkim_key", None),
+    (DOMAINS_DIR + "/{domain}/smtp_relay.conf", "root", "Debian-exim", 0o640, DATA, "relay", None),
+    (DOMAINS_DIR + "/{domain}/passwd", "root", "Debian-exim", 0o640, DATA, "passwd", None),
+    (DOMAINS_DIR + "/{domain}/aliases", "root", "Debian-exim", 0o640, DATA, "aliases", None),
+    (DOMAINS_DIR + "/{domain}/forwards", "root", "Debian-exim", 0o640, DATA, "forwards", None),
+    (SNAPPYMAIL_DATA + "/domains/default.json", "www-data", "www-data", 0o640, DATA, "snappymail_domain", None),
+    ("/root/.snappymail", "root", "root", 0o600, DATA, "snappymail_credentials", None),
+)
+# fmt: on
+
+CODE_FILES = tuple(row[0] for row in MANAGED_FILES if row[4] == CODE)

@@ -1,0 +1,42 @@
+"""Renderers: pure functions → {production path: FileSpec}.
+
+Two kinds (see mailconf.managed): code files come from CodeParams and are
+rendered by the helper itself; data files come from the snapshot and are sent
+to the helper, which checks each against its grammar. ``render_all`` is both,
+for the panel's diff and for ``mail config render``. A path rendered twice is a
+bug and raises.
+"""
+
+from __future__ import annotations
+
+from ..params import CodeParams, code_params
+from ..snapshot import FileSpec, Layout, Snapshot
+from .dovecot import render_dovecot
+from .exim import render_exim_conf, render_exim_data
+from .firewall import render_firewall
+from .snappymail import render_snappymail_code, render_snappymail_data
+
+CODE_RENDERERS = (render_exim_conf, render_dovecot, render_firewall, render_snappymail_code)
+DATA_RENDERERS = (render_exim_data, render_snappymail_data)
+
+
+def render_code(params: CodeParams, layout: Layout) -> dict[str, FileSpec]:
+    return _merge(renderer(params, layout) for renderer in CODE_RENDERERS)
+
+
+def render_data(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
+    return _merge(renderer(snapshot, layout) for renderer in DATA_RENDERERS)
+
+
+def render_all(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
+    return _merge([render_code(code_params(snapshot), layout), render_data(snapshot, layout)])
+
+
+def _merge(parts) -> dict[str, FileSpec]:
+    merged: dict[str, FileSpec] = {}
+    for files in parts:
+        for path, spec in files.items():
+            if path in merged:
+                raise ValueError(f"{path} rendered twice")
+            merged[path] = spec
+    return dict(sorted(merged.items()))
