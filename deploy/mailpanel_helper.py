@@ -635,15 +635,18 @@ def run_sandboxed(argv, content, name, timeout=VALIDATE_TIMEOUT, net_admin=False
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def first_error_line(text, program):
-    """What a validator said, cut to its first error line: never a dump of the
-    configuration, never lines of another file."""
+def first_error_line(text):
+    """What a validator said, cut to its first error line (and the reason on
+    the next line, where the error line ends in a colon, as Exim's does):
+    never a dump of the configuration, never lines of another file."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in lines:
+    for index, line in enumerate(lines):
         if re.search(r"error|fatal|invalid|unknown|failed", line, re.IGNORECASE):
             break
     else:
-        line = lines[0] if lines else ""
+        index, line = 0, lines[0] if lines else ""
+    if line.endswith(":") and index + 1 < len(lines):
+        line += " " + lines[index + 1]
     return line[:MAX_VALIDATOR_OUTPUT]
 
 
@@ -652,7 +655,7 @@ def _validate(argv, content, name, net_admin=False):
     # stdout is never shown: doveconf -n prints the whole configuration there.
     if code == 0:
         return True, ""
-    output = first_error_line(stderr, argv[0]) or "%s exited with status %s" % (
+    output = first_error_line(stderr) or "%s exited with status %s" % (
         posixpath.basename(argv[0]), code)
     return False, output
 

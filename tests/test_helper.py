@@ -23,10 +23,59 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 HELPER = REPO / "deploy" / "mailpanel_helper.py"
 
-VALID_EXIM = b"primary_hostname = mail.example.org\n"
-INVALID_EXIM = b"primary_hostname = mail.example.org\nno_such_option = 1\n"
+sys.path.insert(0, str(REPO))
+from mailconf.params import CodeParams  # noqa: E402
+from mailconf.render.exim import IP_ZONE_CODES  # noqa: E402
+from mailconf.render.snappymail import render_default_domain  # noqa: E402
+from mailconf.snapshot import Layout, Snapshot, SnappyMail  # noqa: E402
+
+# Data files in their grammar (mailconf/grammar.py): the helper takes nothing else.
+PASSWD_A = b"alice:{BLF-CRYPT}$2b$04$" + b"a" * 53 + b"::::::\n"
+PASSWD_A2 = b"alice:{BLF-CRYPT}$2b$04$" + b"b" * 53 + b"::::::\n"
+PASSWD_B = b"bob:{BLF-CRYPT}$2b$04$" + b"c" * 53 + b"::::::userdb_quota_rule=*:storage=5M\n"
+RELAY_OLD = b"auth: login\nhost: old.example\nport: 587\ntls: starttls\n"
+RELAY_NEW = b"auth: plain\nhost: new.example\nport: 465\ntls: ssl\n"
+DNSBL = ("zen.spamhaus.org=" + ",".join(IP_ZONE_CODES) + "\n").encode()
+DNSBL2 = ("bl.example.net=" + ",".join(IP_ZONE_CODES) + "\n").encode()
+ALIASES = b"*: alice@example.org\n"
+CREDENTIALS = b"Username: admin_0123abcd\nPassword: s3cret-Pa55\nSecret key: 0123456789abcdef\n"
+DEFAULT_JSON = render_default_domain(Snapshot(), Layout())
+ADMIN_HASH = "$2y$04$" + "x" * 53
+
+
+def _dkim_pem():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+DKIM = _dkim_pem()
+
+
+def code(hostname="mail.example.org", sieve=False, snappymail=False, **kw):
+    """A request's "code" parameters (mailconf.params.CodeParams)."""
+    sm = SnappyMail(True, "admin_0123abcd", ADMIN_HASH, "k3y-" + "a" * 20) if snappymail else SnappyMail()
+    return CodeParams(hostname=hostname, sieve_enabled=sieve, snappymail=sm, **kw).to_json()
+
+
+CODE_FILES = (
+    "/etc/dovecot/dovecot.conf",
+    "/etc/exim4/exim4.conf",
+    "/etc/nftables.d/mailpanel.nft",
+    "/var/lib/snappymail/data/_data_/_default_/configs/application.ini",
+)
 
 needs_exim = pytest.mark.skipif(shutil.which("exim") is None, reason="exim missing")
+needs_validators = pytest.mark.skipif(
+    any(shutil.which(p, path="/usr/sbin:/usr/bin:/sbin:/bin") is None for p in ("exim", "doveconf", "nft", "php")),
+    reason="exim, doveconf, nft or php missing",
+)
 
 
 def _can_chown():
@@ -82,10 +131,12 @@ class Helper:
         assert proc.stderr == b"", proc.stderr.decode()
         return proc.returncode, json.loads(proc.stdout)
 
-    def apply(self, write=(), remove=(), reload=(), **kwargs):
+    def apply(self, write=(), remove=(), reload=(), code=None, **kwargs):
         request = {"op": "apply", "write": list(write), "remove": list(remove)}
         if reload:
             request["reload"] = list(reload)
+        if code is not None:
+            request["code"] = code
         return self.run(request, **kwargs)
 
     def live(self, path) -> Path:
@@ -123,14 +174,14 @@ def helper(root, reload_log):
 
 def test_writes_allowlisted_file_with_mode_from_its_table(helper):
     code, answer = helper.apply(
-        [write_item("/etc/exim4/domains/example.org/passwd", b"alice:{PLAIN}x\n")]
+        [write_item("/etc/exim4/domains/example.org/passwd", PASSWD_A)]
     )
 
     assert code == 0, answer
     assert answer["ok"] is True
     assert answer["written"] == ["/etc/exim4/domains/example.org/passwd"]
     live = helper.live("/etc/exim4/domains/example.org/passwd")
-    assert live.read_bytes() == b"alice:{PLAIN}x\n"
+    assert live.read_bytes() == PASSWD_A
     assert stat.S_IMODE(live.stat().st_mode) == 0o640
     folder = live.parent
     assert stat.S_IMODE(folder.stat().st_mode) == 0o750
@@ -141,32 +192,41 @@ def test_writes_allowlisted_file_with_mode_from_its_table(helper):
     assert [p.name for p in folder.iterdir()] == ["passwd"]  # no temp left
 
 
+@needs_validators
 def test_each_managed_file_gets_its_own_owner_and_mode(helper):
-    files = {
-        "/etc/exim4/smtp_relay.conf": (b"host: relay.example\n", "Debian-exim", 0o640),
-        "/etc/dovecot/dovecot.conf": (b"protocols = imap\n", "root", 0o644),
-        "/root/.snappymail": (b"Username: admin_0123abcd\n", "root", 0o600),
+    data = {
+        "/etc/exim4/smtp_relay.conf": (RELAY_OLD, "Debian-exim", 0o640),
+        "/root/.snappymail": (CREDENTIALS, "root", 0o600),
         "/var/lib/snappymail/data/_data_/_default_/domains/default.json": (
-            b'{"Sieve": {"enabled": true}}',
-            "www-data",
-            0o640,
+            DEFAULT_JSON, "www-data", 0o640,
         ),
     }
-    if not shutil.which("doveconf"):
-        del files["/etc/dovecot/dovecot.conf"]
-    code, answer = helper.apply([write_item(p, c) for p, (c, _, _) in files.items()])
+    rendered = {  # code files: the helper renders them from the parameters
+        "/etc/exim4/exim4.conf": ("Debian-exim", 0o640),
+        "/etc/dovecot/dovecot.conf": ("root", 0o644),
+        "/etc/nftables.d/mailpanel.nft": ("root", 0o644),
+        "/var/lib/snappymail/data/_data_/_default_/configs/application.ini": ("www-data", 0o640),
+    }
+    status, answer = helper.apply(
+        [write_item(p, c) for p, (c, _, _) in data.items()], code=code(snappymail=True)
+    )
 
-    assert code == 0, answer
-    for path, (content, group, mode) in files.items():
-        st = helper.live(path).stat()
+    assert status == 0, answer
+    assert sorted(answer["validation"]) == sorted(rendered)
+    assert all(result["ok"] for result in answer["validation"].values())
+    for path, (content, group, mode) in data.items():
         assert helper.live(path).read_bytes() == content
+    expected = {path: (group, mode) for path, (_, group, mode) in data.items()} | rendered
+    for path, (group, mode) in expected.items():
+        st = helper.live(path).stat()
         assert stat.S_IMODE(st.st_mode) == mode, path
         if CAN_CHOWN:
             assert st.st_gid == grp.getgrnam(group).gr_gid, path
+    assert b"primary_hostname = mail.example.org" in helper.live("/etc/exim4/exim4.conf").read_bytes()
 
 
 def test_owner_and_mode_cannot_come_from_the_request(helper):
-    item = write_item("/etc/exim4/dnsbl.conf", b"zen.spamhaus.org\n")
+    item = write_item("/etc/exim4/dnsbl.conf", DNSBL)
     item["mode"] = "0666"
 
     code, answer = helper.apply([item])
@@ -199,7 +259,7 @@ def test_owner_and_mode_cannot_come_from_the_request(helper):
     ],
 )
 def test_refuses_paths_naming_the_rule(helper, path, rule):
-    good = write_item("/etc/exim4/dnsbl.conf", b"zen.spamhaus.org\n")
+    good = write_item("/etc/exim4/dnsbl.conf", DNSBL)
 
     code, answer = helper.apply([good, write_item(path, b"x")])
 
@@ -229,7 +289,7 @@ def test_refuses_symlinked_domain_folder_pointing_outside(helper, tmp_path):
     (domains / "example.org").symlink_to(outside)
 
     code, answer = helper.apply(
-        [write_item("/etc/exim4/domains/example.org/dkim.pem", b"KEY")]
+        [write_item("/etc/exim4/domains/example.org/dkim.pem", DKIM)]
     )
 
     assert code == 2
@@ -245,7 +305,7 @@ def test_refuses_a_live_file_that_is_a_symlink(helper, tmp_path):
     exim_dir.mkdir(parents=True)
     (exim_dir / "dnsbl.conf").symlink_to(target)
 
-    code, answer = helper.apply([write_item("/etc/exim4/dnsbl.conf", b"zen\n")])
+    code, answer = helper.apply([write_item("/etc/exim4/dnsbl.conf", DNSBL)])
 
     assert code == 2 and answer["rule"] == "symlink"
     assert target.read_text() == "root:x:0:0::/root:/bin/sh\n"
@@ -261,7 +321,7 @@ def test_refuses_unknown_service(helper, reload_log):
 
 def test_refuses_unknown_service_in_apply(helper):
     code, answer = helper.apply(
-        [write_item("/etc/exim4/dnsbl.conf", b"zen\n")], reload=["apache2"]
+        [write_item("/etc/exim4/dnsbl.conf", DNSBL)], reload=["apache2"]
     )
 
     assert code == 2 and answer["rule"] == "unknown service"
@@ -301,117 +361,101 @@ def test_refuses_bad_base64_and_unknown_fields(helper):
 # -- validation before swap
 
 
-@needs_exim
-def test_invalid_exim_config_is_not_swapped(helper):
-    assert helper.apply([write_item("/etc/exim4/exim4.conf", VALID_EXIM)])[0] == 0
+def write_layout(helper, **fields):
+    """The helper's own Layout file (root's choice, never the request's)."""
+    path = helper.live("/etc/mailpanel/layout.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fields))
+    path.chmod(0o644)
 
-    code, answer = helper.apply(
-        [
-            write_item("/etc/exim4/exim4.conf", INVALID_EXIM),
-            write_item("/etc/exim4/dnsbl.conf", b"zen.spamhaus.org\n"),
-        ],
-        reload=["exim4"],
+
+@needs_validators
+def test_a_code_file_the_daemon_refuses_is_not_swapped(helper):
+    assert helper.apply(code=code())[0] == 0
+    live = {path: helper.live(path).read_bytes() for path in CODE_FILES[:3]}
+    # Our renderer with a layout Exim refuses: the daemon's parser has the last word.
+    write_layout(helper, exim_user="no-such-user-mp")
+
+    status, answer = helper.apply(
+        [write_item("/etc/exim4/dnsbl.conf", DNSBL)], code=code(hostname="mx.example.org")
     )
 
-    assert code == 1
+    assert status == 1
     assert answer["ok"] is False and answer["stage"] == "validate"
     result = answer["validation"]["/etc/exim4/exim4.conf"]
     assert result["ok"] is False
-    assert "no_such_option" in result["output"]
-    assert helper.live("/etc/exim4/exim4.conf").read_bytes() == VALID_EXIM
+    assert "no-such-user-mp was not found" in result["output"]
+    assert "\n" not in result["output"] and len(result["output"]) <= 300
+    for path, content in live.items():
+        assert helper.live(path).read_bytes() == content
     assert not helper.live("/etc/exim4/dnsbl.conf").exists()  # all or nothing
     assert sorted(p.name for p in helper.live("/etc/exim4").iterdir()) == ["exim4.conf"]
     assert answer["reloads"] == {}
 
 
-@needs_exim
-def test_valid_exim_config_is_swapped_and_exim_reloaded(helper, reload_log):
-    helper.apply([write_item("/etc/exim4/exim4.conf", VALID_EXIM)])
-    new = VALID_EXIM + b"smtp_banner = $smtp_active_hostname ESMTP\n"
+@needs_validators
+def test_changed_parameters_rewrite_only_the_code_files_they_touch_and_reload_those(
+    helper, reload_log
+):
+    status, answer = helper.apply(code=code())
+    assert status == 0, answer
+    assert sorted(answer["written"]) == sorted(CODE_FILES[:3])  # SnappyMail not installed
+    reload_log[1].unlink()
 
-    code, answer = helper.apply(
-        [write_item("/etc/exim4/exim4.conf", new)], reload=["exim4"]
-    )
+    status, answer = helper.apply(code=code(sieve=True, sieve_external=True))
 
-    assert code == 0, answer
-    assert answer["validation"]["/etc/exim4/exim4.conf"]["ok"] is True
-    assert answer["reloads"] == {"exim4": {"ok": True, "output": ""}}
-    assert helper.live("/etc/exim4/exim4.conf").read_bytes() == new
-    assert reload_log[1].read_text() == "reload exim4\n"
+    assert status == 0, answer
+    # sieve: Dovecot's protocols and the firewall's 4190 rule, not Exim
+    assert sorted(answer["written"]) == ["/etc/dovecot/dovecot.conf", "/etc/nftables.d/mailpanel.nft"]
+    assert set(answer["reloads"]) == {"dovecot", "firewall"}
+    assert sorted(reload_log[1].read_text().split("\n")) == ["", "reload dovecot", "reload firewall"]
+    assert b"protocols = imap lmtp sieve" in helper.live("/etc/dovecot/dovecot.conf").read_bytes()
+
+    status, answer = helper.apply(code=code(sieve=True, sieve_external=True))
+    assert status == 0 and answer["written"] == [] and answer["reloads"] == {}
+
+
+@needs_validators
+def test_uninstalled_snappymail_loses_its_application_ini(helper):
+    ini = "/var/lib/snappymail/data/_data_/_default_/configs/application.ini"
+    assert helper.apply(code=code(snappymail=True))[0] == 0
+    assert b'admin_login = "admin_0123abcd"' in helper.live(ini).read_bytes()
+
+    status, answer = helper.apply(code=code())
+
+    assert status == 0 and answer["removed"] == [ini]
+    assert not helper.live(ini).exists()
 
 
 @pytest.mark.parametrize(
-    "path, content, program",
+    "check, content, program",
     [
-        (
-            "/etc/dovecot/dovecot.conf",
-            b"protocols = imap\nno_such_setting = 1\n",
-            "doveconf",
-        ),
-        ("/etc/nftables.d/mailpanel.nft", b"table inet mailpanel {\n", "nft"),
-        (
-            "/var/lib/snappymail/data/_data_/_default_/configs/application.ini",
-            b'[security]\nadmin_login = "admin\n',
-            "php",
-        ),
-        ("/var/lib/snappymail/data/_data_/_default_/domains/default.json", b"{", None),
+        ("exim", b"primary_hostname = x\nno_such_option = 1\n", "exim"),
+        ("doveconf", b"protocols = imap\nno_such_setting = 1\n", "doveconf"),
+        ("nft", b"table inet mailpanel {\n", "nft"),
+        ("php-ini", b'[security]\nadmin_login = "admin\n', "php"),
     ],
 )
-def test_other_validators_keep_invalid_candidates_out(helper, path, content, program):
-    if program and not shutil.which(program, path="/usr/sbin:/usr/bin:/sbin:/bin"):
+def test_each_validator_refuses_a_broken_file_and_says_where(check, content, program):
+    if not shutil.which(program, path="/usr/sbin:/usr/bin:/sbin:/bin"):
         pytest.skip(program + " missing")
+    validators = load_helper_module().VALIDATORS
 
-    code, answer = helper.apply([write_item(path, content)])
+    ok, output = validators[check](content)
 
-    assert code == 1 and answer["stage"] == "validate", answer
-    assert answer["validation"][path]["ok"] is False
-    assert answer["validation"][path]["output"]
-    assert not helper.live(path).exists()
-    # no temp file left, and the folders made for the candidate are gone again
-    assert [p.name for p in helper.root.iterdir()] == ["run"]
-
-
-def test_valid_candidates_for_other_validators_are_swapped(helper):
-    files = {
-        "/etc/nftables.d/mailpanel.nft": (
-            b"table inet mailpanel {\n  chain input {\n"
-            b"    type filter hook input priority 0; policy accept;\n"
-            b"    tcp dport 4190 accept\n  }\n}\n",
-            "nft",
-        ),
-        "/var/lib/snappymail/data/_data_/_default_/configs/application.ini": (
-            b'[security]\nadmin_login = "admin_0123abcd"\n'
-            b'[admin_panel]\nkey = "k\\$1"\n',
-            "php",
-        ),
-        "/var/lib/snappymail/data/_data_/_default_/domains/default.json": (
-            b'{"Sieve": {"host": "localhost", "port": 4190, "type": 0}}',
-            None,
-        ),
-    }
-    files = {
-        p: c
-        for p, (c, program) in files.items()
-        if program is None
-        or shutil.which(program, path="/usr/sbin:/usr/bin:/sbin:/bin")
-    }
-
-    code, answer = helper.apply([write_item(p, c) for p, c in files.items()])
-
-    assert code == 0, answer
-    for path, content in files.items():
-        assert helper.live(path).read_bytes() == content
+    assert ok is False and output and "\n" not in output
+    assert validators[check](content)[0] is False
 
 
 # -- reload failure: back to the last good files
 
 
 def test_failing_reload_restores_previous_files_and_reloads_again(helper, tmp_path):
-    old_relay = b"host: old.example\n"
+    old_relay = RELAY_OLD
     helper.apply(
         [
             write_item("/etc/exim4/smtp_relay.conf", old_relay),
-            write_item("/etc/exim4/domains/gone.example/passwd", b"bob:{PLAIN}y\n"),
+            write_item("/etc/exim4/domains/gone.example/passwd", PASSWD_B),
         ]
     )
     failing, log = service_script(
@@ -420,8 +464,8 @@ def test_failing_reload_restores_previous_files_and_reloads_again(helper, tmp_pa
 
     code, answer = helper.apply(
         [
-            write_item("/etc/exim4/smtp_relay.conf", b"host: new.example\n"),
-            write_item("/etc/exim4/domains/new.example/dkim.pem", b"KEY"),
+            write_item("/etc/exim4/smtp_relay.conf", RELAY_NEW),
+            write_item("/etc/exim4/domains/new.example/dkim.pem", DKIM),
         ],
         remove=["/etc/exim4/domains/gone.example/passwd"],
         reload=["exim4", "dovecot"],
@@ -444,9 +488,7 @@ def test_failing_reload_restores_previous_files_and_reloads_again(helper, tmp_pa
     # stopped at the first failure, reloaded it again after the restore
     assert log.read_text() == "reload exim4\nreload exim4\n"
     assert helper.live("/etc/exim4/smtp_relay.conf").read_bytes() == old_relay
-    assert helper.live("/etc/exim4/domains/gone.example/passwd").read_bytes() == (
-        b"bob:{PLAIN}y\n"
-    )
+    assert helper.live("/etc/exim4/domains/gone.example/passwd").read_bytes() == PASSWD_B
     restored = helper.live("/etc/exim4/domains/gone.example/passwd").stat()
     assert stat.S_IMODE(restored.st_mode) == 0o640
     assert not helper.live("/etc/exim4/domains/new.example").exists()
@@ -458,7 +500,7 @@ def test_a_failed_swap_puts_back_the_files_already_swapped(tmp_path, monkeypatch
     root.mkdir()
     tree = module.Tree(str(root), chown=CAN_CHOWN)
     options = argparse.Namespace(service_command="true")
-    first = {"op": "apply", "write": [write_item("/etc/exim4/dnsbl.conf", b"old\n")]}
+    first = {"op": "apply", "write": [write_item("/etc/exim4/dnsbl.conf", DNSBL)]}
     assert module.op_apply(first, tree, options)[0] == 0
     real_replace, calls = module.Tree.replace, []
 
@@ -472,9 +514,9 @@ def test_a_failed_swap_puts_back_the_files_already_swapped(tmp_path, monkeypatch
     request = {
         "op": "apply",
         "write": [
-            write_item("/etc/exim4/dnsbl.conf", b"new\n"),
-            write_item("/etc/exim4/domains/example.org/passwd", b"a\n"),
-            write_item("/etc/exim4/send_only_domains", b"example.org\n"),
+            write_item("/etc/exim4/dnsbl.conf", DNSBL2),
+            write_item("/etc/exim4/domains/example.org/passwd", PASSWD_A),
+            write_item("/etc/exim4/send_only_domains", b"example.org:\n"),
         ],
         "reload": ["exim4"],
     }
@@ -484,7 +526,7 @@ def test_a_failed_swap_puts_back_the_files_already_swapped(tmp_path, monkeypatch
     assert code == 1
     assert answer["stage"] == "swap" and "disk on fire" in answer["error"]
     assert answer["restore_errors"] == []
-    assert (root / "etc/exim4/dnsbl.conf").read_bytes() == b"old\n"
+    assert (root / "etc/exim4/dnsbl.conf").read_bytes() == DNSBL
     assert not (root / "etc/exim4/domains").exists()
     assert sorted(p.name for p in (root / "etc/exim4").iterdir()) == ["dnsbl.conf"]
 
@@ -535,17 +577,15 @@ def test_production_reload_commands():
 
 
 def test_state_returns_hashes_of_managed_files_and_never_their_content(helper):
-    secret = b"Username: admin_0123abcd\nPassword: s3cret-Pa55\n"
-    helper.apply(
+    secret = CREDENTIALS
+    assert helper.apply(
         [
             write_item("/root/.snappymail", secret),
-            write_item("/etc/exim4/dnsbl.conf", b"zen.spamhaus.org\n"),
-            write_item("/etc/exim4/domains/example.org/passwd", b"alice:{PLAIN}pw\n"),
-            write_item(
-                "/etc/exim4/domains/xn--bcher-kva.example/aliases", b"*: alice\n"
-            ),
+            write_item("/etc/exim4/dnsbl.conf", DNSBL),
+            write_item("/etc/exim4/domains/example.org/passwd", PASSWD_A),
+            write_item("/etc/exim4/domains/xn--bcher-kva.example/aliases", ALIASES),
         ]
-    )
+    )[0] == 0
     # not managed: ignored
     (helper.live("/etc/exim4") / "exim4.conf.template").write_text("x")
     (helper.live("/etc/exim4/domains") / "NotADomain").mkdir()
@@ -565,12 +605,10 @@ def test_state_returns_hashes_of_managed_files_and_never_their_content(helper):
     assert answer == {
         "ok": True,
         "files": {
-            "/etc/exim4/dnsbl.conf": hashlib.sha256(b"zen.spamhaus.org\n").hexdigest(),
-            "/etc/exim4/domains/example.org/passwd": hashlib.sha256(
-                b"alice:{PLAIN}pw\n"
-            ).hexdigest(),
+            "/etc/exim4/dnsbl.conf": hashlib.sha256(DNSBL).hexdigest(),
+            "/etc/exim4/domains/example.org/passwd": hashlib.sha256(PASSWD_A).hexdigest(),
             "/etc/exim4/domains/xn--bcher-kva.example/aliases": hashlib.sha256(
-                b"*: alice\n"
+                ALIASES
             ).hexdigest(),
             "/root/.snappymail": hashlib.sha256(secret).hexdigest(),
         },
@@ -585,11 +623,12 @@ def test_state_of_an_empty_root_is_empty(helper):
 
 
 def test_removing_a_domains_files_removes_its_empty_folder(helper):
-    files = ["dkim.pem", "passwd", "aliases", "forwards", "smtp_relay.conf"]
-    helper.apply(
-        [write_item("/etc/exim4/domains/example.org/" + f, b"x") for f in files]
-        + [write_item("/etc/exim4/domains/keep.example/passwd", b"y")]
-    )
+    files = {"dkim.pem": DKIM, "passwd": PASSWD_A, "aliases": ALIASES,
+             "forwards": b"alice: bob@example.net\n", "smtp_relay.conf": RELAY_OLD}
+    assert helper.apply(
+        [write_item("/etc/exim4/domains/example.org/" + f, c) for f, c in files.items()]
+        + [write_item("/etc/exim4/domains/keep.example/passwd", PASSWD_B)]
+    )[0] == 0
 
     code, answer = helper.apply(
         remove=["/etc/exim4/domains/example.org/" + f for f in files]
@@ -611,12 +650,12 @@ def test_removing_a_missing_file_is_not_an_error(helper):
 
 
 def test_removing_one_file_keeps_the_domain_folder(helper):
-    helper.apply(
+    assert helper.apply(
         [
-            write_item("/etc/exim4/domains/example.org/dkim.pem", b"x"),
-            write_item("/etc/exim4/domains/example.org/passwd", b"y"),
+            write_item("/etc/exim4/domains/example.org/dkim.pem", DKIM),
+            write_item("/etc/exim4/domains/example.org/passwd", PASSWD_A),
         ]
-    )
+    )[0] == 0
 
     code, answer = helper.apply(remove=["/etc/exim4/domains/example.org/dkim.pem"])
 
@@ -628,14 +667,14 @@ def test_removing_one_file_keeps_the_domain_folder(helper):
 
 
 def test_reapply_after_helper_killed_mid_apply_converges(helper, tmp_path):
-    helper.apply([write_item("/etc/exim4/domains/example.org/passwd", b"old\n")])
+    helper.apply([write_item("/etc/exim4/domains/example.org/passwd", PASSWD_A)])
     started = tmp_path / "reload-started"
     slow, _ = service_script(tmp_path, "service-slow", "touch %s\nsleep 30\n" % started)
     request = {
         "op": "apply",
         "write": [
-            write_item("/etc/exim4/domains/example.org/passwd", b"new\n"),
-            write_item("/etc/exim4/dnsbl.conf", b"zen.spamhaus.org\n"),
+            write_item("/etc/exim4/domains/example.org/passwd", PASSWD_A2),
+            write_item("/etc/exim4/dnsbl.conf", DNSBL),
         ],
         "reload": ["exim4"],
     }
@@ -664,8 +703,8 @@ def test_reapply_after_helper_killed_mid_apply_converges(helper, tmp_path):
     code, answer = helper.run(request)  # the lock died with the killed helper
 
     assert code == 0, answer
-    assert helper.live("/etc/exim4/domains/example.org/passwd").read_bytes() == b"new\n"
-    assert helper.live("/etc/exim4/dnsbl.conf").read_bytes() == b"zen.spamhaus.org\n"
+    assert helper.live("/etc/exim4/domains/example.org/passwd").read_bytes() == PASSWD_A2
+    assert helper.live("/etc/exim4/dnsbl.conf").read_bytes() == DNSBL
     assert not stale.exists()
     code, answer = helper.apply(remove=["/etc/exim4/domains/example.org/passwd"])
     assert answer["removed_dirs"] == ["/etc/exim4/domains/example.org"]
@@ -678,7 +717,7 @@ def test_sigterm_lets_a_running_apply_finish(helper, tmp_path):
     )
     request = {
         "op": "apply",
-        "write": [write_item("/etc/exim4/dnsbl.conf", b"zen.spamhaus.org\n")],
+        "write": [write_item("/etc/exim4/dnsbl.conf", DNSBL)],
         "reload": ["exim4"],
     }
     proc = subprocess.Popen(
@@ -782,9 +821,9 @@ def test_client_raises_helper_error_on_refusal_failure_and_garbage(helper, tmp_p
 def test_rewritten_file_gets_a_newer_mtime_even_within_the_same_second(helper):
     """Dovecot notices a passwd-file change by mtime (whole seconds) or size only."""
     path = "/etc/exim4/domains/example.org/passwd"
-    assert helper.apply([write_item(path, b"a:{PLAIN}1\n")])[0] == 0
+    assert helper.apply([write_item(path, PASSWD_A)])[0] == 0
     before = helper.live(path).stat().st_mtime
-    assert helper.apply([write_item(path, b"a:{PLAIN}2\n")])[0] == 0
+    assert helper.apply([write_item(path, PASSWD_A2)])[0] == 0
     assert int(helper.live(path).stat().st_mtime) > int(before)
 
 
@@ -792,9 +831,9 @@ def test_sync_domains_writes_only_what_changed_and_prunes_the_rest_of_those_fold
     keep = "/etc/exim4/domains/example.org/passwd"
     stale = "/etc/exim4/domains/example.org/smtp_relay.conf"
     other = "/etc/exim4/domains/other.example/passwd"
-    assert helper.apply([write_item(keep, b"a\n"), write_item(stale, b"host: x\n"), write_item(other, b"b\n")])[0] == 0
+    assert helper.apply([write_item(keep, PASSWD_A), write_item(stale, RELAY_OLD), write_item(other, PASSWD_B)])[0] == 0
     code, answer = helper.run(
-        {"op": "apply", "write": [write_item(keep, b"a\n")], "sync_domains": ["example.org"]}
+        {"op": "apply", "write": [write_item(keep, PASSWD_A)], "sync_domains": ["example.org"]}
     )
     assert code == 0, answer
     assert answer["written"] == [] and answer["removed"] == [stale]
@@ -805,7 +844,7 @@ def test_sync_domains_writes_only_what_changed_and_prunes_the_rest_of_those_fold
 
 def test_sync_domains_refuses_a_write_outside_the_synced_folders(helper):
     code, answer = helper.run(
-        {"op": "apply", "write": [write_item("/etc/exim4/domains/other.example/passwd", b"x\n")],
+        {"op": "apply", "write": [write_item("/etc/exim4/domains/other.example/passwd", PASSWD_A)],
          "sync_domains": ["example.org"]}
     )
     assert code == 2 and answer["refused"]
