@@ -31,6 +31,10 @@ Exit status: 0 done, 1 operation failed (the last good files stay live),
         -> {"ok": true, "files": N, "dirs": N, "kept_data": bool}
     {"op": "read", "path": P}          (READABLE_FILES only)
         -> {"ok": true, "exists": bool, "content_b64": B}
+    {"op": "move_mail_away", "domain": "example.org"}
+        -> {"ok": true, "moved_to": "<mail root>/.deleted/example.org-<UTC>" or null}
+    {"op": "purge_deleted_mail", "older_than_days": N}
+        -> {"ok": true, "purged": ["example.org-20261128083000", ...]}
 
 Owner, group and mode of every file come from mailconf.managed, never from the
 request. Paths in requests and answers are production paths; ``--root DIR``
@@ -1480,7 +1484,82 @@ def op_quota_usage(request, tree, options):
     return OK, {"ok": True, "usage": usage}
 
 
+DELETED_MAIL = ".deleted"
+DELETED_NAME_RE = re.compile(r"(?P<domain>[a-z0-9.-]+)-(?P<stamp>[0-9]{14})(?:-[0-9]+)?")
+
+
+def op_move_mail_away(request, tree, options):
+    """A deleted domain's Maildirs step aside into <mail root>/.deleted/
+    <domain>-<UTC time> (root only), so whoever adds the name next starts
+    empty; purge_deleted_mail removes them after the retention time."""
+    _expect_keys(request, ("op", "domain"), "move_mail_away")
+    domain = request.get("domain")
+    if not isinstance(domain, str) or not DOMAIN_RE.fullmatch(domain):
+        raise Refused("bad domain folder name", "move_mail_away: %r is not a domain" % (domain,))
+    mail_root = options.mail_root.rstrip("/") or "/"
+    try:
+        root_fd = tree.open_dir(mail_root)
+    except FileNotFoundError:
+        return OK, {"ok": True, "moved_to": None}
+    try:
+        try:
+            st = os.lstat(domain, dir_fd=root_fd)
+        except FileNotFoundError:
+            return OK, {"ok": True, "moved_to": None}
+        if not stat.S_ISDIR(st.st_mode):
+            raise Failed("%s/%s: not a folder" % (mail_root, domain))
+        try:
+            os.mkdir(DELETED_MAIL, 0o700, dir_fd=root_fd)
+        except FileExistsError:
+            pass
+        deleted_fd = os.open(DELETED_MAIL, DIR_FLAGS, dir_fd=root_fd)
+        try:
+            os.fchmod(deleted_fd, 0o700)
+            base = "%s-%s" % (domain, time.strftime("%Y%m%d%H%M%S", time.gmtime()))
+            name, n = base, 1
+            while True:
+                try:
+                    os.lstat(name, dir_fd=deleted_fd)
+                except FileNotFoundError:
+                    break
+                n += 1
+                name = "%s-%d" % (base, n)
+            os.rename(domain, name, src_dir_fd=root_fd, dst_dir_fd=deleted_fd)
+            os.fsync(deleted_fd)
+        finally:
+            os.close(deleted_fd)
+        return OK, {"ok": True, "moved_to": "%s/%s/%s" % (mail_root, DELETED_MAIL, name)}
+    finally:
+        os.close(root_fd)
+
+
+def op_purge_deleted_mail(request, tree, options):
+    """Remove the Maildirs of deleted domains moved away more than
+    older_than_days ago."""
+    _expect_keys(request, ("op", "older_than_days"), "purge_deleted_mail")
+    days = request.get("older_than_days")
+    if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 3650:
+        raise Refused("bad request", "older_than_days must be a whole number of days, 0 to 3650")
+    cutoff = time.strftime("%Y%m%d%H%M%S", time.gmtime(time.time() - days * 86400))
+    purged = []
+    try:
+        deleted_fd = tree.open_dir(options.mail_root.rstrip("/") + "/" + DELETED_MAIL)
+    except FileNotFoundError:
+        return OK, {"ok": True, "purged": []}
+    try:
+        for name in sorted(os.listdir(deleted_fd)):
+            match = DELETED_NAME_RE.fullmatch(name)
+            if match and match["stamp"] < cutoff:
+                _remove_tree(deleted_fd, name)
+                purged.append(name)
+    finally:
+        os.close(deleted_fd)
+    return OK, {"ok": True, "purged": purged}
+
+
 OPERATIONS = {
+    "move_mail_away": op_move_mail_away,
+    "purge_deleted_mail": op_purge_deleted_mail,
     "quota_usage": op_quota_usage,
     "state": op_state,
     "apply": op_apply,

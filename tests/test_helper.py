@@ -869,3 +869,52 @@ def test_quota_usage_sums_dovecot_maildirsize_files_and_reads_nothing_else(helpe
 def test_quota_usage_refuses_a_path_instead_of_a_domain(helper):
     code, answer = helper.run({"op": "quota_usage", "domain": "../../etc"})
     assert code == 2 and answer["refused"]
+
+
+# -- a deleted domain's mail
+
+
+def test_move_mail_away_leaves_the_name_empty_and_purge_removes_it_later(helper):
+    maildirs = helper.root / "var/mail/vhosts"
+    (maildirs / "example.org/info/Maildir/cur").mkdir(parents=True)
+    (maildirs / "example.org/info/Maildir/cur/1.msg").write_text("old mail")
+    (maildirs / "keep.example/a/Maildir").mkdir(parents=True)
+
+    code, answer = helper.run({"op": "move_mail_away", "domain": "example.org"})
+
+    assert code == 0, answer
+    moved = answer["moved_to"]
+    assert moved.startswith("/var/mail/vhosts/.deleted/example.org-")
+    assert not (maildirs / "example.org").exists()
+    assert (helper.live(moved) / "info/Maildir/cur/1.msg").read_text() == "old mail"
+    assert stat.S_IMODE((maildirs / ".deleted").stat().st_mode) == 0o700
+    assert (maildirs / "keep.example/a/Maildir").is_dir()
+    # a second delete of the same name the same second gets its own folder
+    (maildirs / "example.org").mkdir()
+    second = helper.run({"op": "move_mail_away", "domain": "example.org"})[1]["moved_to"]
+    assert second != moved and helper.live(second).is_dir()
+    assert helper.run({"op": "move_mail_away", "domain": "none.example"}) == (0, {"ok": True, "moved_to": None})
+
+    assert helper.run({"op": "purge_deleted_mail", "older_than_days": 1}) == (0, {"ok": True, "purged": []})
+    old = maildirs / ".deleted/gone.example-20200101000000"
+    old.mkdir()
+    code, answer = helper.run({"op": "purge_deleted_mail", "older_than_days": 1})
+    assert code == 0 and answer["purged"] == ["gone.example-20200101000000"]
+    assert not old.exists() and helper.live(moved).exists()
+
+
+@pytest.mark.parametrize("domain", ["../etc", ".deleted", "example.org\n", "Example.org", "a/b.org"])
+def test_move_mail_away_refuses_anything_but_a_domain_name(helper, domain):
+    code, answer = helper.run({"op": "move_mail_away", "domain": domain})
+    assert code == 2 and answer["refused"]
+
+
+def test_move_mail_away_refuses_a_symlink_in_place_of_the_domain(helper, tmp_path):
+    maildirs = helper.root / "var/mail/vhosts"
+    maildirs.mkdir(parents=True)
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (maildirs / "example.org").symlink_to(outside)
+    code, answer = helper.run({"op": "move_mail_away", "domain": "example.org"})
+    assert code == 1 and "not a folder" in answer["error"]
+    assert outside.is_dir() and (maildirs / "example.org").is_symlink()
