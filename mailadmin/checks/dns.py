@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,8 @@ from .dnsclient import DnsFailure, DnsTimeout, StubResolver, system_nameservers
 
 OK, MISSING, DIFFERENT, UNKNOWN = "ok", "missing", "different", "unknown"
 SEVERITY = {MISSING: 3, DIFFERENT: 2, UNKNOWN: 1, OK: 0}
+
+logger = logging.getLogger(__name__)
 
 SPF_MAX_LOOKUPS = 10  # RFC 7208 §4.6.4
 SPF_MAX_VOID_LOOKUPS = 2
@@ -412,6 +415,10 @@ class SpfTempError(Exception):
     pass
 
 
+def _malformed(term: str) -> SpfPermError:
+    return SpfPermError(_("malformed term %(term)s") % {"term": term})
+
+
 @dataclass
 class SpfResult:
     result: str  # pass fail softfail neutral none permerror temperror
@@ -422,6 +429,14 @@ class SpfResult:
 
 QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
 _MACRO = re.compile(r"%\{([slodiphcrtv])(\d*)(r?)([.\-+,/_=]*)\}", re.I)
+# RFC 7208 §4.6.1/§5: a record is published by anyone, so every term is parsed
+# whole (fullmatch) and anything malformed is a permerror, never an exception.
+_MODIFIER = re.compile(r"([a-zA-Z][a-zA-Z0-9_.-]*)=(.*)", re.S)
+_MECHANISM = re.compile(r"([a-zA-Z][a-zA-Z0-9]*)(:?)(.*)", re.S)
+# ip4-cidr-length "/" ("0" / %x31-39 0*1DIGIT), ip6 up to three digits; the
+# lazy domain-spec leaves a trailing dual-cidr-length to the groups.
+_DUAL_CIDR = re.compile(r"(.*?)(?:/(0|[1-9][0-9]?))?(?://(0|[1-9][0-9]{0,2}))?", re.S)
+_IP_CIDR = re.compile(r"([0-9A-Fa-f.:]+)(?:/(0|[1-9][0-9]{0,2}))?")
 
 
 class _Spf:
@@ -471,6 +486,8 @@ class _Spf:
 
         def macro(match):
             letter, digits, reverse, delimiters = match.groups()
+            if digits and int(digits) == 0:  # RFC 7208 §7.1: a zero is a syntax error
+                raise SpfPermError(_("malformed macro in %(spec)s") % {"spec": spec})
             parts = re.split("[" + re.escape(delimiters or ".") + "]", letter_value(letter))
             if reverse:
                 parts.reverse()
@@ -492,9 +509,11 @@ class _Spf:
             raise SpfPermError(_("several SPF records at %(domain)s") % {"domain": domain})
         redirect = None
         for term in records[0].split()[1:]:
-            name_value = re.match(r"^([a-zA-Z][\w.\-]*)=(.*)$", term)
+            name_value = _MODIFIER.fullmatch(term)
             if name_value:
                 if name_value.group(1).lower() == "redirect":
+                    if redirect is not None:
+                        raise SpfPermError(_("several redirect= modifiers at %(domain)s") % {"domain": domain})
                     redirect = name_value.group(2)
                 continue
             qualifier = "+"
@@ -504,7 +523,7 @@ class _Spf:
                 return SpfResult(QUALIFIERS[qualifier], _("matched %(term)s at %(domain)s") % {"term": term, "domain": domain})
         if redirect is not None:
             self.charge()
-            target = self.expand(redirect, domain)
+            target = self.target(redirect, domain, "redirect=" + redirect)
             result = await self.check_host(target, depth + 1)
             if result.result == "none":
                 raise SpfPermError(_("redirect to %(target)s finds no SPF record") % {"target": target})
@@ -517,17 +536,43 @@ class _Spf:
             raise SpfTempError(answer.error)
         return answer
 
-    @staticmethod
-    def _split_cidr(arg: str):
-        """'example.com/24//64' -> ('example.com', 24, 64)."""
-        v4, v6 = 32, 128
-        if "//" in arg:
-            arg, v6_text = arg.split("//", 1)
-            v6 = int(v6_text)
-        if "/" in arg:
-            arg, v4_text = arg.rsplit("/", 1)
-            v4 = int(v4_text)
-        return arg, v4, v6
+    def target(self, spec: str, domain: str, term: str) -> str:
+        """A domain-spec, expanded: a name that can be looked up, else permerror."""
+        if not spec:
+            raise _malformed(term)
+        name = self.expand(spec, domain).rstrip(".")
+        labels = name.split(".")
+        while len(name) > 253 and len(labels) > 1:  # §7.3: drop labels on the left
+            labels.pop(0)
+            name = ".".join(labels)
+        if any(not label or len(label) > 63 or "/" in label for label in labels):
+            raise _malformed(term)
+        return name
+
+    def _network(self, name: str, arg: str, term: str):
+        """ip4:/ip6: → the network; wrong family, scope ids or prefixes too long
+        for the family are a permerror."""
+        match = _IP_CIDR.fullmatch(arg)
+        want = 4 if name == "ip4" else 6
+        try:
+            if match is None:
+                raise ValueError(arg)
+            address = ipaddress.ip_address(match.group(1))
+            prefix = int(match.group(2) or (32 if want == 4 else 128))
+            if address.version != want or prefix > address.max_prefixlen:
+                raise ValueError(arg)
+            return ipaddress.ip_network((address, prefix), strict=False)
+        except ValueError:
+            raise _malformed(term) from None
+
+    def _dual_cidr(self, rest: str, term: str) -> tuple[str, int, int]:
+        """'example.com/24//64' → ('example.com', 24, 64); the domain-spec part
+        may be empty (the current domain)."""
+        spec, v4, v6 = _DUAL_CIDR.fullmatch(rest).groups()
+        v4, v6 = int(v4 or 32), int(v6 or 128)
+        if v4 > 32 or v6 > 128 or "/" in spec:
+            raise _malformed(term)
+        return spec, v4, v6
 
     def _in(self, addresses, v4: int, v6: int) -> bool:
         prefix = v4 if self.ip.version == 4 else v6
@@ -538,37 +583,44 @@ class _Spf:
         return False
 
     async def matches(self, term: str, domain: str, depth: int) -> bool:
-        name, _sep, arg = term.partition(":")
-        if "/" in name:  # "a/24", "mx//64"
-            name, slash, rest = name.partition("/")
-            arg = arg + slash + rest
-        name = name.lower()
+        parsed = _MECHANISM.fullmatch(term)
+        if parsed is None:
+            raise SpfPermError(_("unknown mechanism %(term)s") % {"term": term})
+        name, colon, rest = parsed.group(1).lower(), parsed.group(2), parsed.group(3)
         if name == "all":
+            if colon or rest:
+                raise _malformed(term)
             return True
-        try:
-            if name in ("ip4", "ip6"):
-                net = ipaddress.ip_network(arg, strict=False)
-                if (name == "ip4") != (net.version == 4):
-                    raise ValueError(arg)
-                return net.version == self.ip.version and self.ip in net
-            target, v4, v6 = self._split_cidr(arg)
-        except ValueError:
-            raise SpfPermError(_("malformed term %(term)s") % {"term": term})
-        target = self.expand(target, domain) if target else domain
+        if name in ("ip4", "ip6"):
+            if not colon:
+                raise _malformed(term)
+            net = self._network(name, rest, term)
+            return net.version == self.ip.version and self.ip in net
         rtype = "A" if self.ip.version == 4 else "AAAA"
-        if name == "a":
+        if name in ("a", "mx"):
+            spec, v4, v6 = self._dual_cidr(rest, term)
+            if colon and not spec or not colon and spec:
+                raise _malformed(term)
+            target = self.target(spec, domain, term) if colon else domain
             self.charge()
-            return self._in((await self.query(target, rtype)).values, v4, v6)
-        if name == "mx":
-            self.charge()
+            if name == "a":
+                return self._in((await self.query(target, rtype)).values, v4, v6)
             hosts = [v.split()[-1] for v in (await self.query(target, "MX")).values]
             if len(hosts) > SPF_MAX_MX_NAMES:
                 raise SpfPermError(_("more than 10 MX names"))
             answers = await asyncio.gather(*(self.query(h, rtype) for h in hosts))
             return any(self._in(a.values, v4, v6) for a in answers)
+        if name == "ptr":
+            if colon and not rest or not colon and rest:
+                raise _malformed(term)
+            target = self.target(rest, domain, term) if colon else domain
+        elif name in ("include", "exists"):
+            if not colon:
+                raise _malformed(term)
+            target = self.target(rest, domain, term)
+        else:
+            raise SpfPermError(_("unknown mechanism %(term)s") % {"term": term})
         if name == "include":
-            if not arg:
-                raise SpfPermError(_("include without a domain"))
             self.charge()
             result = await self.check_host(target, depth + 1)
             if result.result == "pass":
@@ -676,11 +728,31 @@ async def check_record(lookups, record: Record, server_ips=(), sending_ips=(), c
 
 
 async def check_records(lookups, records, server_ips=(), sending_ips=(), cf_networks=()):
-    """All records of a domain concurrently; verdicts in the records' order."""
-    return list(
-        await asyncio.gather(
-            *(check_record(lookups, r, server_ips, sending_ips, cf_networks) for r in records)
-        )
+    """All records of a domain concurrently; verdicts in the records' order.
+
+    A check that raises (a bug meeting data nobody foresaw) makes that record
+    "unknown" and is logged; the domain's other records, and every other
+    domain of a check_many run, keep their verdicts."""
+    outcomes = await asyncio.gather(
+        *(check_record(lookups, r, server_ips, sending_ips, cf_networks) for r in records),
+        return_exceptions=True,
+    )
+    return [_crashed(r, o) if isinstance(o, BaseException) else o for r, o in zip(records, outcomes)]
+
+
+def _crashed(record: Record, exc: BaseException) -> Verdict:
+    if not isinstance(exc, Exception):  # cancelled, KeyboardInterrupt: not ours to swallow
+        raise exc
+    # Only the record's public name and type: DNS checks hold no secrets, and
+    # the message stays free of whatever the exception carries.
+    logger.error(
+        "DNS check of the %s record %s failed", record.type, record.name,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return _verdict(
+        record,
+        UNKNOWN,
+        fix=_("The check failed unexpectedly; the error was logged for the administrator. Check again later."),
     )
 
 

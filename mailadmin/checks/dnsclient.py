@@ -173,6 +173,12 @@ TYPES = {"A": 1, "NS": 2, "CNAME": 5, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28
 CNAME = 5
 
 
+# Anyone publishes DNS data: control characters in a name or a TXT string are
+# shown in presentation format (\DDD, RFC 1035 §5.1) so none reaches a page,
+# a log or a JSON column raw (PostgreSQL's jsonb refuses \u0000).
+_ESCAPE_CONTROLS = {c: f"\\{c:03d}" for c in (*range(0x20), 0x7F)}
+
+
 @dataclass
 class Reply:
     rcode: int
@@ -213,7 +219,8 @@ def _read_name(wire: bytes, offset: int) -> tuple[str, int]:
         offset += 1
         if length == 0:
             break
-        labels.append(wire[offset : offset + length].decode("ascii", "replace").lower())
+        label = wire[offset : offset + length].decode("ascii", "replace").lower()
+        labels.append(label.translate(_ESCAPE_CONTROLS))
         offset += length
     return ".".join(labels) + ".", (end if end is not None else offset)
 
@@ -234,7 +241,7 @@ def _rdata_text(wire: bytes, rtype: int, start: int, length: int) -> str | None:
             n = rdata[i]
             strings.append(rdata[i + 1 : i + 1 + n])
             i += 1 + n
-        return b"".join(strings).decode("utf-8", "replace")
+        return b"".join(strings).decode("utf-8", "replace").translate(_ESCAPE_CONTROLS)
     return None
 
 
