@@ -37,6 +37,28 @@ def env_float(name, default):
         raise ImproperlyConfigured(f"{name} must be a number, not {value!r}")
 
 
+def env_int(name, default):
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}")
+
+
+def env_networks(name):
+    """Comma-separated IP addresses or CIDR networks, as normalised strings."""
+    import ipaddress
+
+    networks = []
+    for item in os.environ.get(name, "").split(","):
+        if item.strip():
+            try:
+                networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise ImproperlyConfigured(f"{name}: {item.strip()!r} is not an IP address or network")
+    return networks
+
+
 def _dev_secret(filename, make):
     """A per-checkout secret kept in var/ so development needs no setup."""
     VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -80,6 +102,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "django_tasks_db",
+    "axes",
     "mailadmin",
 ]
 
@@ -95,6 +118,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as axes asks: it turns a lockout flagged during login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "panel.urls"
@@ -148,6 +173,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Axes first: it refuses a locked-out (user, address) before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "mailadmin.auth_backend.UsernameBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "mailadmin:domain_list"
 LOGOUT_REDIRECT_URL = "login"
@@ -176,6 +206,8 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
     },
     "root": {"handlers": ["console"], "level": os.environ.get("MAILPANEL_LOG_LEVEL", "INFO")},
+    # Axes says INFO for every login and clean-up; failures and lockouts are WARNING.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
 
 # --- mailpanel ---------------------------------------------------------------
@@ -199,7 +231,24 @@ MAILPANEL_LOCAL_SMTP = os.environ.get("MAILPANEL_LOCAL_SMTP", "127.0.0.1:25")
 MAILPANEL_SMTP_CA_FILE = os.environ.get("MAILPANEL_SMTP_CA_FILE", "")  # empty = system store
 MAILPANEL_SMTP_TIMEOUT = env_float("MAILPANEL_SMTP_TIMEOUT", 30)
 MAILPANEL_CLOUDFLARE_IPS_FILE = os.environ.get("MAILPANEL_CLOUDFLARE_IPS_FILE", "")  # empty = shipped list
-MAILPANEL_LOGIN_ATTEMPTS = int(os.environ.get("MAILPANEL_LOGIN_ATTEMPTS", "10"))
+# Login throttling (django-axes, mailadmin/login_throttle.py): this many failures
+# for one user name from one client address lock that pair out for the cool-off,
+# counted again from each further try.
+MAILPANEL_LOGIN_ATTEMPTS = env_int("MAILPANEL_LOGIN_ATTEMPTS", 10)
+MAILPANEL_LOGIN_COOLOFF_MINUTES = env_int("MAILPANEL_LOGIN_COOLOFF_MINUTES", 15)
+# The client address comes from X-Forwarded-For only when the direct peer is one
+# of these (comma-separated IPs or CIDRs); empty = REMOTE_ADDR, no proxy trusted.
+MAILPANEL_TRUSTED_PROXIES = env_networks("MAILPANEL_TRUSTED_PROXIES")
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = "mailadmin.login_throttle.failure_limit"
+AXES_COOLOFF_TIME = "mailadmin.login_throttle.cool_off"
+AXES_USERNAME_CALLABLE = "mailadmin.login_throttle.throttle_username"
+AXES_CLIENT_IP_CALLABLE = "mailadmin.client_address.client_address"
+AXES_LOCKOUT_CALLABLE = "mailadmin.login_throttle.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+# No row per successful login (nothing shows them; the audit log is ours).
+AXES_DISABLE_ACCESS_LOG = True
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "password", "csrfmiddlewaretoken"]
 MAILPANEL_DOMAINS_PER_PAGE = 50
 
 # Panel mail: the backend reads the admin's panel-SMTP settings at send time.

@@ -4,12 +4,23 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.translation import gettext as _
 
+from ..usernames import MAX_LENGTH, name_taken, username_key
 from . import audit
 
 
 def add_user(actor, username: str, password: str, email: str = "", is_admin: bool = False):
+    """The name is stored as its key (usernames.username_key), so no two users
+    differ only by case, width or surrounding spaces."""
     User = get_user_model()
-    if User.objects.filter(username__iexact=username).exists():
+    username = username_key(username)
+    if not username:
+        raise ValidationError(_("Enter a user name."))
+    if len(username) > MAX_LENGTH:
+        raise ValidationError(
+            _("A user name has at most %(max)d characters.") % {"max": MAX_LENGTH}
+        )
+    User.username_validator(username)
+    if name_taken(username):
         raise ValidationError(_("This user name is taken."))
     user = User(username=username, email=email, is_staff=is_admin)
     validate_password(password, user)
