@@ -16,6 +16,7 @@ from django.utils import translation
 from django.utils.translation import ngettext
 
 from mailadmin.client_address import client_address
+from mailadmin.models import PasswordResetRequest
 from mailadmin.services.users import add_user
 from mailadmin.usernames import username_key
 from panel.settings import env_networks
@@ -365,6 +366,13 @@ def test_trusted_proxies_setting_is_parsed_strictly(monkeypatch):
             env_networks("MAILPANEL_TRUSTED_PROXIES")
 
 
-def test_password_reset_still_answers(client, alice):
-    response = client.post(reverse("password_reset"), {"email": "nobody@example.org"})
+def test_password_reset_counts_the_client_behind_a_trusted_proxy_not_the_proxy(client, settings):
+    settings.MAILPANEL_TRUSTED_PROXIES = ["127.0.0.1"]
+    response = client.post(
+        reverse("password_reset"),
+        {"email": "nobody@example.org"},
+        REMOTE_ADDR="127.0.0.1",
+        HTTP_X_FORWARDED_FOR=ATTACKER,
+    )
     assert response.status_code == 302
+    assert PasswordResetRequest.objects.get().ip == ATTACKER

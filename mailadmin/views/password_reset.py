@@ -15,6 +15,7 @@ from django.http import HttpResponseRedirect
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 
+from ..client_address import client_address
 from ..models import PasswordResetRequest
 
 
@@ -56,7 +57,7 @@ class PasswordResetView(auth_views.PasswordResetView):
 
     def form_valid(self, form):
         email = form.cleaned_data["email"].strip().lower()
-        ip = self.request.META.get("REMOTE_ADDR") or None
+        ip = client_address(self.request)  # behind a proxy, REMOTE_ADDR is the proxy for everyone
         allowed = reset_allowed(email, ip)
         PasswordResetRequest.objects.create(email=email, ip=ip)
         if not allowed:
