@@ -82,3 +82,12 @@ class CatchallForm(forms.Form):
         required=False,
         help_text=_("Mail to unknown addresses of this domain goes here. Empty = refuse it."),
     )
+
+
+class PasswordStrengthForm(forms.Form):
+    """The strength feedback while typing. `account` (the edit form's account)
+    is a plain positive number or the request is a 400, not a lookup."""
+
+    password = forms.CharField(required=False, strip=False)
+    local_part = forms.CharField(required=False, max_length=64)
+    account = forms.RegexField(regex=r"\A[1-9][0-9]{0,17}\Z", required=False, strip=False)

@@ -89,6 +89,50 @@ def test_password_strength_feedback_partial(alice_client, domain):
     assert "t7#Vq9" not in strong.content.decode()
 
 
+# Password strength with a hostile account id: a 400, or a 404 for another
+# customer's account; never a 500 with a traceback (issue #12).
+
+
+@pytest.fixture
+def bobs_account(bob):
+    bobs = MailDomain.objects.create(name="bob.example", owner=bob)
+    return svc.add_account(bob, bobs, "bob", PW)
+
+
+def strength(client, domain, **data):
+    client.raise_request_exception = False  # a 500 must show as a 500, not as the exception
+    return client.post(url("account_password_strength", domain.pk), {"password": "abc", **data})
+
+
+@pytest.mark.parametrize(
+    "account",
+    ["abc", "1.5", "-1", "0", "0x1", "1e3", "1\n2", "99999999999999999999999", "1\x00", "１"],
+    ids=["letters", "decimal", "negative", "zero", "hex", "exponent", "newline", "overflow", "nul", "fullwidth-one"],
+)
+def test_bad_account_id_is_a_400_without_a_traceback(alice_client, domain, account):
+    response = strength(alice_client, domain, account=account)
+    assert response.status_code == 400
+    assert "Traceback" not in response.content.decode()
+
+
+def test_another_customers_account_is_a_404(alice_client, domain, bobs_account):
+    response = strength(alice_client, domain, account=str(bobs_account.pk))
+    assert response.status_code == 404
+
+
+def test_an_account_that_does_not_exist_is_a_404(alice_client, domain):
+    assert strength(alice_client, domain, account="424242").status_code == 404
+
+
+def test_own_account_id_uses_its_local_part(alice_client, domain, info):
+    weak = strength(alice_client, domain, password="info", account=str(info.pk))
+    assert weak.status_code == 200 and 'data-score="0"' in weak.content.decode()
+
+
+def test_customer_cannot_use_another_customers_domain(alice_client, bobs_account):
+    assert strength(alice_client, bobs_account.domain, account=str(bobs_account.pk)).status_code == 404
+
+
 def test_edit_account_quota_and_forward_only_blank_password_keeps_hash(alice_client, alice, info, domain):
     old_hash = info.password_hash
     page = alice_client.get(url("account_edit", domain.pk, info.pk)).content.decode()

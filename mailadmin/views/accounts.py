@@ -8,6 +8,7 @@ with htmx the same views return the section partial.
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
@@ -15,7 +16,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from .. import passwords
 from ..quota import mailbox_usage
-from ..forms_accounts import AccountAddForm, AccountEditForm, AliasForm, CatchallForm, ForwardForm
+from ..forms_accounts import (
+    AccountAddForm,
+    AccountEditForm,
+    AliasForm,
+    CatchallForm,
+    ForwardForm,
+    PasswordStrengthForm,
+)
 from ..models import ApplyJob, MailAccount, MailAlias, MailForward
 from ..services import accounts as account_service
 from .common import get_domain_for_user
@@ -194,10 +202,12 @@ def account_delete(request, domain_id, account_id):
 def password_strength(request, domain_id):
     """htmx feedback while typing; the same rules refuse a weak password on save."""
     domain = get_domain_for_user(request, domain_id)
-    password = request.POST.get("password", "")
-    local_part = request.POST.get("local_part", "")
-    if not local_part and request.POST.get("account"):
-        local_part = _get_account(domain, request.POST["account"]).local_part
+    form = PasswordStrengthForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest()
+    password, local_part = form.cleaned_data["password"], form.cleaned_data["local_part"]
+    if not local_part and form.cleaned_data["account"]:
+        local_part = _get_account(domain, int(form.cleaned_data["account"])).local_part
     strength = passwords.password_strength(password, (local_part, domain.name.split(".")[0], domain.name))
     return render(
         request,
