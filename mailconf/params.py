@@ -39,8 +39,13 @@ class CodeParams:
         sm = _exact_keys(fields["snappymail"], ("installed", "admin_login",
                                                 "admin_password_hash", "admin_key"),
                          "code.snappymail")
+        hostname = _string(fields["hostname"], "hostname")
+        if v.hostname(hostname, "server host name") != hostname:
+            # The panel sends it normalised; anything else (a stray blank or
+            # newline, upper case) did not come from the panel's own form.
+            raise ValueError("hostname is not a normalised host name")
         params = cls(
-            hostname=v.hostname(_string(fields["hostname"], "hostname"), "server host name"),
+            hostname=hostname,
             internal_lookup=_bool(fields["internal_lookup"], "internal_lookup"),
             sieve_enabled=_bool(fields["sieve_enabled"], "sieve_enabled"),
             sieve_external=_bool(fields["sieve_external"], "sieve_external"),
