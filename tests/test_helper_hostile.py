@@ -455,3 +455,54 @@ def test_exim_never_expands_what_a_data_file_holds(tmp_path):
     assert "mail.example.org@elsewhere.example" not in routed
     mailbox = mailstack.exim_bt(layout, "${run{x}}@example.org")
     assert "router = local_mailbox" in mailbox and "transport = dovecot_lmtp" in mailbox
+
+
+# -- root imports only a library root owns ------------------------------------------
+
+
+def installed_copy(tmp_path) -> Path:
+    """The helper and mailconf laid out as install.sh puts them, side by side."""
+    import shutil
+
+    base = tmp_path / "install"
+    (base / "deploy").mkdir(parents=True)
+    shutil.copy2(HELPER, base / "deploy/mailpanel_helper.py")
+    shutil.copytree(HELPER.parent.parent / "mailconf", base / "mailconf",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [base, *base.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return base
+
+
+def run_copy(base, root):
+    proc = subprocess.run(
+        ["/usr/bin/python3", "-I", str(base / "deploy/mailpanel_helper.py"), "--root", str(root)],
+        input=b'{"op": "state"}', capture_output=True, timeout=30,
+    )
+    return proc.returncode, (proc.stdout + proc.stderr).decode()
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["world-writable renderer", "file of another user", "group-writable folder", "planted bytecode"],
+)
+def test_the_helper_refuses_a_library_root_does_not_own(tmp_path, tamper):
+    base = installed_copy(tmp_path)
+    root = tmp_path / "root"
+    root.mkdir()
+    assert run_copy(base, root)[0] == 0  # Debian's own python3, isolated mode
+    if tamper == "world-writable renderer":
+        (base / "mailconf/render/exim.py").chmod(0o666)
+    elif tamper == "file of another user":
+        os.chown(base / "mailconf/grammar.py", 65534, 65534)
+    elif tamper == "group-writable folder":
+        (base / "mailconf").chmod(0o775)
+    else:
+        cache = base / "mailconf/__pycache__"
+        cache.mkdir()
+        os.chown(cache, 65534, 65534)
+
+    status, output = run_copy(base, root)
+
+    assert status != 0 and "refusing to run code root does not own" in output
+    assert not (base / "mailconf/__pycache__/grammar.cpython-311.pyc").exists()
