@@ -161,6 +161,15 @@ def test_cli_refuses_a_fullwidth_copy_of_the_admin(admin):
     assert "added user dave" in mail("user", "add", "Dave", stdin="Fresh-pass-4567\n")
 
 
+def test_admin_page_refuses_a_fullwidth_copy_of_an_existing_user(client, admin, alice):
+    client.force_login(admin)
+    response = client.post(
+        reverse("mailadmin:user_add"), {"username": "ＡＬＩＣＥ", "password": "Fresh-pass-4567"}
+    )
+    assert response.status_code == 400 and "This user name is taken." in response.content.decode()
+    assert get_user_model().objects.count() == 2
+
+
 def test_username_key_is_idempotent_over_the_basic_multilingual_plane():
     for cp in range(0x20, 0x10000):
         if 0xD800 <= cp <= 0xDFFF:
