@@ -29,8 +29,10 @@ subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 subprocess.run(["mount", "--bind", cfg["resolv"], "/etc/resolv.conf"], check=True)
 records = {k.lower().rstrip("."): v for k, v in cfg["records"].items()}
 queries = []
+dns_mode = cfg.get("dns", "answer")
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.bind(("127.0.0.1", 53))
+if dns_mode != "none":
+    sock.bind(("127.0.0.1", 53))
 
 def answer(data):
     req = DNSRecord.parse(data)
@@ -55,11 +57,16 @@ def serve():
     while True:
         data, peer = sock.recvfrom(4096)
         try:
+            if dns_mode == "silent":  # read, note, never answer: every lookup times out
+                question = DNSRecord.parse(data).q
+                queries.append([str(question.qname).rstrip(".").lower(), QTYPE[question.qtype]])
+                continue
             sock.sendto(answer(data), peer)
         except Exception:
             pass
 
-threading.Thread(target=serve, daemon=True).start()
+if dns_mode != "none":
+    threading.Thread(target=serve, daemon=True).start()
 
 received = []
 if cfg.get("sink"):
@@ -99,9 +106,11 @@ def available() -> str | None:
 
 
 def run_in_netns(records: dict, runs: list[dict], sink_ip: str | None = None,
-                 expect_messages: int = 0, timeout: float = 120) -> dict:
+                 expect_messages: int = 0, timeout: float = 120, dns: str = "answer") -> dict:
     """records: {name: [("A", "127.0.0.2"), ("MX", "10 mx.example.test")]}.
-    runs: [{"argv": [...], "input": "..."}]. Returns {"results", "queries", "received"}."""
+    runs: [{"argv": [...], "input": "..."}]. Returns {"results", "queries", "received"}.
+    dns: "answer" serves `records`; "silent" reads every query and never
+    answers (a dead resolver: lookups time out); "none" has nothing on port 53."""
     with tempfile.TemporaryDirectory(prefix="exim-netns-") as tmp:
         resolv = os.path.join(tmp, "resolv.conf")
         with open(resolv, "w") as f:
@@ -116,6 +125,7 @@ def run_in_netns(records: dict, runs: list[dict], sink_ip: str | None = None,
                     "sink": sink_ip,
                     "expect_messages": expect_messages,
                     "wait_for_messages_s": 10 if expect_messages else 0,
+                    "dns": dns,
                 },
                 f,
             )
