@@ -1,4 +1,6 @@
-"""Background jobs for the slow checks (DNS of many domains, diagnostics).
+"""Background jobs for the slow checks (DNS of many domains, diagnostics,
+the relay test), all on the "checks" queue: its own worker serves it, so an
+apply (queue "default") never waits behind them.
 
 Started with jobs.start_job(JobKind.DNS_CHECK | JobKind.DIAGNOSE, actor, domain,
 "mailadmin.tasks_dns.<task>", ...). Progress lines go to ApplyJob.log as they
@@ -10,7 +12,8 @@ import logging
 from django.tasks import task
 
 from .models import MailDomain
-from .services import dns_checks, jobs
+from .services import dns_checks, jobs, relay_test as relay_test_service
+from .services.user_checks import QUEUE
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +48,16 @@ def run_diagnose_job(job_id: int, what: str = "server", domain_id: int | None = 
     _run_job(job_id, work)
 
 
-@task()
+@task(queue_name=QUEUE)
 def dns_check(job_id: int, domain_ids: list[int] | None = None) -> None:
     run_dns_check_job(job_id, domain_ids)
 
 
-@task()
+@task(queue_name=QUEUE)
 def diagnose(job_id: int, what: str = "server", domain_id: int | None = None, connect: bool = False) -> None:
     run_diagnose_job(job_id, what, domain_id, connect)
+
+
+@task(queue_name=QUEUE)
+def relay_test(job_id: int) -> None:
+    relay_test_service.run_relay_test_job(job_id)

@@ -46,9 +46,17 @@ urlpatterns = [
     path("domains/<int:domain_id>/relay/", relay.domain_relay_save, name="domain_relay_save"),
     path("domains/<int:domain_id>/relay/remove/", relay.domain_relay_remove, name="domain_relay_remove"),
     path("domains/<int:domain_id>/relay/test/", relay.domain_relay_test, name="domain_relay_test"),
+    path(
+        "domains/<int:domain_id>/relay/test/<int:job_id>/",
+        relay.domain_relay_test_result,
+        name="domain_relay_test_result",
+    ),
     path("settings/server/relay/", relay.global_relay_save, name="global_relay_save"),
     path("settings/server/relay/remove/", relay.global_relay_remove, name="global_relay_remove"),
     path("settings/server/relay/test/", relay.global_relay_test, name="global_relay_test"),
+    path(
+        "settings/server/relay/test/<int:job_id>/", relay.global_relay_test_result, name="global_relay_test_result"
+    ),
     path("settings/server/panel-smtp/", server_mail.panel_smtp_save, name="panel_smtp_save"),
     path("settings/server/panel-smtp/test/", server_mail.panel_smtp_test, name="panel_smtp_test"),
     path("settings/server/dqs/", server_mail.dqs_save, name="dqs_save"),
@@ -64,6 +72,11 @@ urlpatterns = [
     path("settings/server/sieve/", sieve.sieve_save, name="sieve_save"),
     path("domains/<int:domain_id>/dns/", dns.domain_dns, name="domain_dns"),
     path("domains/<int:domain_id>/dns/check/", dns.domain_dns_check, name="domain_dns_check"),
+    path(
+        "domains/<int:domain_id>/dns/check/<int:job_id>/",
+        dns.domain_dns_check_status,
+        name="domain_dns_check_status",
+    ),
     path("domains/<int:domain_id>/dns/zone/", dns.domain_dns_zone, name="domain_dns_zone"),
     path("diagnostics/", diagnostics.diagnostics, name="diagnostics"),
     path("diagnostics/run/", diagnostics.diagnostics_run, name="diagnostics_run"),

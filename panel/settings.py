@@ -165,7 +165,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TASKS = {
     "default": {
         "BACKEND": os.environ.get("MAILPANEL_TASK_BACKEND", "django_tasks_db.DatabaseBackend"),
-        "QUEUES": ["default"],
+        # "default": applies and installs; "checks": network checks people start
+        # (relay test, DNS check, diagnostics). Separate workers serve them, so
+        # an apply never waits behind a queue of checks (deploy/systemd).
+        "QUEUES": ["default", "checks"],
     }
 }
 
@@ -250,6 +253,20 @@ AXES_RESET_ON_SUCCESS = True
 AXES_DISABLE_ACCESS_LOG = True
 AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "password", "csrfmiddlewaretoken"]
 MAILPANEL_DOMAINS_PER_PAGE = 50
+# Network checks a customer starts (relay test, DNS check, diagnostics): at most
+# this many in a sliding window of this many seconds (admins are not limited).
+MAILPANEL_USER_CHECKS_LIMIT = env_int("MAILPANEL_USER_CHECKS_LIMIT", 20)
+MAILPANEL_USER_CHECKS_WINDOW = env_int("MAILPANEL_USER_CHECKS_WINDOW", 600)
+# Tests may only use 127.0.0.0/8 and ::1: this lets a customer's relay test reach
+# loopback (and nothing else that is refused), so tests can run the customer's
+# own path. Deliberately not read from the environment.
+MAILPANEL_CUSTOMER_TARGETS_ALLOW_LOOPBACK = False
+# Housekeeping (the daily `manage.py housekeeping`): rows older than this many
+# days are deleted. The latest DNS result of each domain and unfinished jobs stay.
+MAILPANEL_KEEP_LOGIN_FAILURES_DAYS = env_int("MAILPANEL_KEEP_LOGIN_FAILURES_DAYS", 30)
+MAILPANEL_KEEP_RESET_REQUESTS_DAYS = env_int("MAILPANEL_KEEP_RESET_REQUESTS_DAYS", 30)
+MAILPANEL_KEEP_DNS_RESULTS_DAYS = env_int("MAILPANEL_KEEP_DNS_RESULTS_DAYS", 90)
+MAILPANEL_KEEP_JOBS_DAYS = env_int("MAILPANEL_KEEP_JOBS_DAYS", 90)
 
 # Panel mail: the backend reads the admin's panel-SMTP settings at send time.
 EMAIL_BACKEND = "mailadmin.services.panel_smtp.PanelEmailBackend"

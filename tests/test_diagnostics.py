@@ -280,7 +280,9 @@ def test_customer_cannot_run_or_see_server_diagnostics(alice_client, domains, ad
 
 
 def test_diagnostics_start_enqueues_the_task(admin_client_, live_dns, settings, django_capture_on_commit_callbacks):
-    settings.TASKS = {"default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"}}
+    settings.TASKS = {
+        "default": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend", "QUEUES": ["default", "checks"]}
+    }
     settings.MAILPANEL_PORT25_TARGET = "127.0.0.1:1"
     with django_capture_on_commit_callbacks(execute=True):
         admin_client_.post(reverse("mailadmin:diagnostics_run"), {"action": "server"})

@@ -5,7 +5,8 @@ import dns.zone
 import pytest
 from django.urls import reverse
 
-from mailadmin.models import DnsCheckResult, MailDomain, ServerSettings
+from mailadmin.models import ApplyJob, DnsCheckResult, JobKind, MailDomain, ServerSettings
+from tests import taskqueue
 from tests.dnsserver import SERVER_HOSTNAME, SERVER_V4, SERVER_V6, dns_world  # noqa: F401
 
 
@@ -47,13 +48,32 @@ def test_domain_page_has_the_dns_section(alice_client, good):
     assert reverse("mailadmin:domain_dns_check", args=[good.pk]) in page
 
 
-def test_check_now_htmx_shows_verdicts_and_stores_them(alice_client, good):
-    response = alice_client.post(
-        reverse("mailadmin:domain_dns_check", args=[good.pk]), HTTP_HX_REQUEST="true"
-    )
+@pytest.fixture
+def check_now(django_capture_on_commit_callbacks):
+    """Press "Check now": the request starts a job on the checks queue and
+    answers at once; the checks worker runs it; then the page's poll (htmx)
+    or the status page (no JS). Returns (first answer, answer after the check)."""
+
+    def press(client, domain, htmx=True):
+        headers = {"HX-Request": "true"} if htmx else {}
+        with django_capture_on_commit_callbacks(execute=True):
+            started = client.post(reverse("mailadmin:domain_dns_check", args=[domain.pk]), headers=headers)
+        job = ApplyJob.objects.filter(kind=JobKind.DNS_CHECK).latest("id")
+        assert not DnsCheckResult.objects.filter(checked_at__gt=job.created_at).exists()  # not checked yet
+        assert taskqueue.run_queue("checks") == ["mailadmin.tasks_dns.dns_check"]
+        status = reverse("mailadmin:domain_dns_check_status", args=[domain.pk, job.pk])
+        return started, client.get(status, headers=headers)
+
+    return press
+
+
+def test_check_now_htmx_shows_verdicts_and_stores_them(alice_client, good, check_now):
+    started, response = check_now(alice_client, good)
+    assert started.status_code == 200 and 'id="dns-checking"' in started.content.decode()
+    assert "every 1s" in started.content.decode()
     body = response.content.decode()
     assert response.status_code == 200
-    assert body.lstrip().startswith('<section class="card" id="dns-records">')
+    assert body.lstrip().startswith('<section class="card" id="dns-records">')  # no more polling
     assert body.count("status status-ok") == 8
     result = DnsCheckResult.objects.get(domain=good)
     assert result.summary == "ok" and len(result.results) == 8
@@ -61,29 +81,37 @@ def test_check_now_htmx_shows_verdicts_and_stores_them(alice_client, good):
     assert good.dns_status == "ok" and good.dns_checked_at == result.checked_at
 
 
-def test_check_now_without_javascript_redirects_back_to_the_domain_page(alice_client, good):
-    response = alice_client.post(
-        reverse("mailadmin:domain_dns_check", args=[good.pk]), {"return_to": "domain"}
-    )
-    assert response.status_code == 302
-    assert response["Location"] == reverse("mailadmin:domain_detail", args=[good.pk]) + "#dns-records"
+def test_check_now_without_javascript_redirects_to_the_checks_page(alice_client, good, check_now):
+    started, response = check_now(alice_client, good, htmx=False)
+    job = ApplyJob.objects.get(kind=JobKind.DNS_CHECK)
+    assert started.status_code == 302
+    assert started["Location"] == reverse("mailadmin:domain_dns_check_status", args=[good.pk, job.pk])
+    assert "<html" in response.content.decode() and "Last checked" in response.content.decode()
     page = alice_client.get(reverse("mailadmin:domain_detail", args=[good.pk])).content.decode()
     assert "Last checked" in page
 
 
-def test_check_shows_what_dns_returned_for_a_wrong_record(admin_client_, bobs):
-    body = admin_client_.post(
-        reverse("mailadmin:domain_dns_check", args=[bobs.pk]), HTTP_HX_REQUEST="true"
-    ).content.decode()
+def test_customer_cannot_follow_another_customers_check(alice_client, good, bob, client, check_now):
+    check_now(alice_client, good)
+    job = ApplyJob.objects.get(kind=JobKind.DNS_CHECK)
+    client.force_login(bob)
+    bobs = MailDomain.objects.create(name="bobs.test", owner=bob)
+    for domain in (good, bobs):
+        url = reverse("mailadmin:domain_dns_check_status", args=[domain.pk, job.pk])
+        assert client.get(url, headers={"HX-Request": "true"}).status_code == 404
+
+
+def test_check_shows_what_dns_returned_for_a_wrong_record(admin_client_, bobs, check_now):
+    body = check_now(admin_client_, bobs)[1].content.decode()
     assert "status status-different" in body
     assert "198.51.100.7" in body  # what mail.different.test really points at
     assert "Change the A record at mail.different.test" in body
 
 
-def test_domain_list_shows_the_stored_status(alice_client, good, alice):
+def test_domain_list_shows_the_stored_status(alice_client, good, alice, check_now):
     other = MailDomain.objects.create(name="missing.test", owner=alice)
-    alice_client.post(reverse("mailadmin:domain_dns_check", args=[good.pk]))
-    alice_client.post(reverse("mailadmin:domain_dns_check", args=[other.pk]))
+    check_now(alice_client, good)
+    check_now(alice_client, other)
     page = alice_client.get(reverse("mailadmin:domain_list")).content.decode()
     assert 'class="status status-ok"' in page
     assert 'class="status status-missing"' in page

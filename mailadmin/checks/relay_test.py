@@ -33,6 +33,7 @@ TLS_FAILED = "tls_failed"
 HOST_NOT_FOUND = "host_not_found"
 UNREACHABLE = "unreachable"
 REJECTED = "rejected"  # the server answered with an error we did not expect
+TARGET_REFUSED = "target_refused"  # a customer named a non-public host (checks.targets)
 
 MAX_REPLY_BYTES = 64 * 1024
 
@@ -84,8 +85,9 @@ class _Stop(Exception):
 
 
 class _Conversation:
-    def __init__(self, relay: Relay, deadline: float, secrets: tuple[str, ...]):
+    def __init__(self, relay: Relay, deadline: float, secrets: tuple[str, ...], addresses=None):
         self.relay = relay
+        self.addresses = addresses
         self.deadline = deadline
         self.secrets = tuple(s for s in secrets if s)
         self.sock: socket.socket | None = None
@@ -170,16 +172,15 @@ class _Conversation:
 
     def connect(self, host: str, port: int) -> socket.socket:
         """create_connection, with the name lookup inside the deadline too
-        (getaddrinfo itself has no timeout)."""
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        try:
-            future = pool.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
-            try:
-                addresses = future.result(timeout=self.remaining())
-            except concurrent.futures.TimeoutError:
-                raise socket.timeout("name lookup") from None
-        finally:
-            pool.shutdown(wait=False)
+        (getaddrinfo itself has no timeout). Given addresses (already checked
+        by checks.targets), only those are tried: the name is not looked up again."""
+        if self.addresses is not None:
+            addresses = [
+                (socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM, 0, "", (ip, port))
+                for ip in self.addresses
+            ]
+        else:
+            addresses = self._getaddrinfo(host, port)
         error: OSError | None = None
         for family, kind, proto, _name, address in addresses:
             sock = socket.socket(family, kind, proto)
@@ -196,6 +197,17 @@ class _Conversation:
                     raise
                 error = exc
         raise error or OSError("no address")
+
+    def _getaddrinfo(self, host: str, port: int) -> list:
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        try:
+            future = pool.submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+            try:
+                return future.result(timeout=self.remaining())
+            except concurrent.futures.TimeoutError:
+                raise socket.timeout("name lookup") from None
+        finally:
+            pool.shutdown(wait=False)
 
     # -- the conversation ------------------------------------------------
     def run(self, helo: str, cafile: str | None) -> tuple[str, str, tuple[str, ...], str]:
@@ -337,10 +349,14 @@ def _secret_forms(relay: Relay) -> tuple[str, ...]:
     )
 
 
-def check_relay(relay: Relay, *, timeout: float, cafile: str | None = None, helo: str = "localhost") -> RelayTestResult:
-    """Run the conversation; never raises for network trouble."""
+def check_relay(
+    relay: Relay, *, timeout: float, cafile: str | None = None, helo: str = "localhost", addresses=None
+) -> RelayTestResult:
+    """Run the conversation; never raises for network trouble. `addresses`
+    (checked by checks.targets) replaces the name lookup; TLS still verifies
+    the certificate against relay.host."""
     started = time.monotonic()
-    conv = _Conversation(relay, started + timeout, _secret_forms(relay))
+    conv = _Conversation(relay, started + timeout, _secret_forms(relay), addresses)
     offered: tuple[str, ...] = ()
     suggested = ""
     try:

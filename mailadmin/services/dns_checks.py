@@ -20,6 +20,7 @@ from django.utils import timezone
 from .. import dkim
 from ..checks import diagnostics as diag
 from ..checks import dns as dnscheck
+from ..checks import targets
 from ..checks.smtp import check_port25
 from ..dnsrecords import build_records
 from ..models import DnsCheckResult, MailDomain, ServerSettings
@@ -117,6 +118,16 @@ def _drain(lines, on_progress):
             break
     if batch and on_progress:
         on_progress(batch)
+
+
+def resolve_target(host: str, allow_loopback: bool = False) -> targets.Resolution:
+    """A customer's target host through the panel's DNS client (checks.targets)."""
+
+    async def run(report):
+        with closing(new_lookups()) as lookups:
+            return await targets.resolve_public(lookups, host, allow_loopback)
+
+    return run_async(run)
 
 
 # --- DNS record checks (§1.4) -----------------------------------------------------

@@ -41,10 +41,14 @@ def request_apply(actor=None, domain=None, *, domain_name=None, whole_server=Fal
     return job
 
 
-def start_job(kind: str, actor=None, domain=None, task_path: str = "", **task_kwargs) -> ApplyJob:
-    """A one-off background job (installs, slow checks): never coalesced."""
+def start_job(kind: str, actor=None, domain=None, task_path: str = "", *, result=None, **task_kwargs) -> ApplyJob:
+    """A one-off background job (installs, slow checks): never coalesced.
+    `result` is what the job holds until the worker replaces it with the outcome."""
     job = ApplyJob.objects.create(
-        kind=kind, requested_by=actor if getattr(actor, "pk", None) else None, domain=domain
+        kind=kind,
+        requested_by=actor if getattr(actor, "pk", None) else None,
+        domain=domain,
+        result=result or {},
     )
     _enqueue_on_commit(task_path, job.pk, **task_kwargs)
     return job

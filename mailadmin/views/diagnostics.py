@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from ..models import ApplyJob, JobKind, JobState, MailDomain, is_admin
-from ..services import jobs
+from ..services import user_checks
 from .common import get_domain_for_user, require_admin
 
 PAGE = "mailadmin/diagnostics.html"
@@ -33,7 +33,9 @@ def _context(request, job=None, selected=None) -> dict:
     latest_server = None
     if is_admin(request.user):
         latest_server = (
-            ApplyJob.objects.filter(kind=JobKind.DIAGNOSE, domain__isnull=True, state=JobState.DONE)
+            ApplyJob.objects.filter(
+                kind=JobKind.DIAGNOSE, domain__isnull=True, state=JobState.DONE, result__what="server"
+            )
             .order_by("-id")
             .first()
         )
@@ -62,31 +64,41 @@ def diagnostics(request):
 @require_POST
 def diagnostics_run(request):
     action = request.POST.get("action")
+    try:
+        job = _start(request, action)
+    except user_checks.TooManyChecks as exc:
+        ctx = {**_context(request), "diag_error": str(exc)}
+        if request.htmx:  # htmx swaps only 2xx answers
+            return render(request, PAGE + "#diag-job", ctx)
+        return render(request, PAGE, ctx, status=429)
+    if request.htmx:
+        return render(request, PAGE + "#diag-job", _context(request, job, job.domain))
+    return redirect(reverse("mailadmin:diagnostics") + f"?job={job.pk}")
+
+
+def _start(request, action) -> ApplyJob:
+    """Every start goes through user_checks: the customer's limit, the checks queue."""
     if action == "domain":
         domain_id = request.POST.get("domain", "")
         if not domain_id.isdigit():
             raise Http404
         domain = get_domain_for_user(request, int(domain_id))
-        job = jobs.start_job(
-            JobKind.DIAGNOSE,
+        return user_checks.start_check(
             request.user,
+            JobKind.DIAGNOSE,
             domain,
             DIAGNOSE_TASK,
             what="domain",
             domain_id=domain.pk,
             connect=request.POST.get("connect") == "on" and is_admin(request.user),
         )
-    elif action == "server":
+    if action == "server":
         require_admin(request)
-        job = jobs.start_job(JobKind.DIAGNOSE, request.user, None, DIAGNOSE_TASK, what="server")
-    elif action == "dns_all":
+        return user_checks.start_check(request.user, JobKind.DIAGNOSE, None, DIAGNOSE_TASK, what="server")
+    if action == "dns_all":
         require_admin(request)
-        job = jobs.start_job(JobKind.DNS_CHECK, request.user, None, DNS_CHECK_TASK)
-    else:
-        raise Http404
-    if request.htmx:
-        return render(request, PAGE + "#diag-job", _context(request, job, job.domain))
-    return redirect(reverse("mailadmin:diagnostics") + f"?job={job.pk}")
+        return user_checks.start_check(request.user, JobKind.DNS_CHECK, None, DNS_CHECK_TASK)
+    raise Http404
 
 
 @require_GET

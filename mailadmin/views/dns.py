@@ -3,19 +3,19 @@ BIND download. Every URL takes the domain through get_domain_for_user (404
 for outsiders)."""
 
 from django.http import HttpResponse
-from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from ..models import ServerSettings
-from ..services import dns_checks
+from ..models import ApplyJob, JobKind, ServerSettings
+from ..services import dns_checks, user_checks
 from ..zonefile import render_zone
 from .common import get_domain_for_user
 
 PAGE = "mailadmin/dns/records.html"
+DNS_CHECK_TASK = "mailadmin.tasks_dns.dns_check"
 
 
-def dns_context(request, domain, result=None) -> dict:
+def dns_context(request, domain, result=None, job=None, error="") -> dict:
     identity = dns_checks.server_identity(ServerSettings.load_public())
     records = dns_checks.domain_records(domain, identity)
     if result is None:
@@ -30,6 +30,8 @@ def dns_context(request, domain, result=None) -> dict:
         "dns_result": result,
         "dns_server_incomplete": not (identity.ipv4 or identity.ipv6),
         "dns_cloudflare": any(row["verdict"] and row["verdict"].get("cloudflare") for row in rows),
+        "dns_job": job,
+        "dns_error": error,
     }
 
 
@@ -46,13 +48,32 @@ def domain_dns(request, domain_id):
 
 @require_POST
 def domain_dns_check(request, domain_id):
+    """Starts the check on the checks queue; the section polls it."""
     domain = get_domain_for_user(request, domain_id)
-    result = dns_checks.check_domain(domain)
+    try:
+        job = user_checks.start_check(
+            request.user, JobKind.DNS_CHECK, domain, DNS_CHECK_TASK, domain_ids=[domain.pk]
+        )
+    except user_checks.TooManyChecks as exc:
+        ctx = dns_context(request, domain, error=str(exc))
+        if request.htmx:  # htmx swaps only 2xx answers
+            return render(request, PAGE + "#dns-records", ctx)
+        return render(request, PAGE, ctx, status=429)
     if request.htmx:
-        return render(request, PAGE + "#dns-records", dns_context(request, domain, result))
-    if request.POST.get("return_to") == "domain":
-        return redirect(reverse("mailadmin:domain_detail", args=[domain.pk]) + "#dns-records")
-    return redirect("mailadmin:domain_dns", domain.pk)
+        return render(request, PAGE + "#dns-records", dns_context(request, domain, job=job))
+    return redirect("mailadmin:domain_dns_check_status", domain.pk, job.pk)
+
+
+@require_GET
+def domain_dns_check_status(request, domain_id, job_id):
+    """The records with the check's verdicts once it is done; polled by htmx
+    meanwhile. Only the requester's own check of this domain (404 otherwise)."""
+    domain = get_domain_for_user(request, domain_id)
+    job = get_object_or_404(
+        ApplyJob, pk=job_id, kind=JobKind.DNS_CHECK, domain=domain, requested_by=request.user
+    )
+    template = PAGE + "#dns-records" if request.htmx else PAGE
+    return render(request, template, dns_context(request, domain, job=job))
 
 
 @require_GET

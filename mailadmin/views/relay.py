@@ -8,16 +8,17 @@ errors, a test transcript). Every domain URL goes through get_domain_for_user.
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
-from ..checks.relay_test import check_relay
 from ..forms import ServerIdentityForm
 from ..forms_relay import RelayForm
-from ..models import ApplyJob, ServerSettings
+from ..models import ApplyJob, JobKind, ServerSettings
 from ..services import relay as relay_service
+from ..services import relay_test
+from ..services.user_checks import TooManyChecks
 from .common import get_domain_for_user, require_admin
 from .sections import settings_sections_context
 
@@ -46,12 +47,23 @@ def relay_context(request, domain, *, form=None, **extra) -> dict:
         "relay_form": form if form is not None else RelayForm.from_relay(row),
         "relay_urls": _urls(domain),
         "relay_test": None,
+        "relay_test_job": None,
         "relay_notice": "",
         "relay_job": None,
         "relay_retype_password": False,
     }
     ctx.update(extra)
+    job = ctx["relay_test_job"]
+    if job is not None:
+        ctx["relay_test"] = relay_test.result_of(job)
+        ctx["relay_test_url"] = _test_result_url(domain, job)
     return ctx
+
+
+def _test_result_url(domain, job) -> str:
+    if domain is None:
+        return reverse("mailadmin:global_relay_test_result", args=[job.pk])
+    return reverse("mailadmin:domain_relay_test_result", args=[domain.pk, job.pk])
 
 
 def domain_section(request, domain) -> dict:
@@ -129,14 +141,35 @@ def _test(request, domain):
     if not form.is_valid():
         return _render(request, domain, status=400, form=form)
     relay = relay_service.relay_for_test(domain, form.cleaned_data)
-    result = check_relay(relay, **relay_service.check_options())
+    try:
+        # The worker talks to the relay; this page polls the job.
+        job = relay_test.start_relay_test(request.user, domain, relay)
+    except TooManyChecks as exc:
+        form.add_error(None, str(exc))
+        return _render(request, domain, status=429, form=form)
     return _render(
         request,
         domain,
         form=form,
-        relay_test=result,
+        relay_test_job=job,
         relay_retype_password=bool(form.cleaned_data.get("password")),
     )
+
+
+def _test_result(request, domain, job_id):
+    """The test's progress and transcript; polled by htmx until it is finished.
+    Only the requester's own test of this relay (404 otherwise)."""
+    job = get_object_or_404(
+        ApplyJob,
+        pk=job_id,
+        kind=JobKind.DIAGNOSE,
+        result__what=relay_test.WHAT,
+        requested_by=request.user,
+        domain=domain,
+    )
+    if request.htmx:
+        return render(request, SECTION + "#relay-test", relay_context(request, domain, relay_test_job=job))
+    return _render(request, domain, relay_test_job=job)
 
 
 @require_POST
@@ -152,6 +185,11 @@ def domain_relay_remove(request, domain_id):
 @require_POST
 def domain_relay_test(request, domain_id):
     return _test(request, get_domain_for_user(request, domain_id))
+
+
+@require_GET
+def domain_relay_test_result(request, domain_id, job_id):
+    return _test_result(request, get_domain_for_user(request, domain_id), job_id)
 
 
 @require_POST
@@ -170,3 +208,9 @@ def global_relay_remove(request):
 def global_relay_test(request):
     require_admin(request)
     return _test(request, None)
+
+
+@require_GET
+def global_relay_test_result(request, job_id):
+    require_admin(request)
+    return _test_result(request, None, job_id)

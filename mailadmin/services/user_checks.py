@@ -1,0 +1,71 @@
+"""Network checks that people start from the panel (relay test, DNS "Check
+now", a domain's diagnostics): a per-user rate limit, then a job on the
+"checks" task queue, which its own worker serves (an apply never waits behind
+a customer's checks).
+
+The limit counts the jobs the user started in the last
+MAILPANEL_USER_CHECKS_WINDOW seconds: a sliding window over rows every check
+writes anyway, shared by all gunicorn workers, with the user's row locked
+while counting so parallel requests cannot all slip under it. django-ratelimit
+was the candidate library, but it needs a shared cache with atomic increment
+(memcached, Redis); its own system check refuses the caches this one-box
+server has (LocMemCache: per process; DatabaseCache: increment not atomic).
+Admins are not limited: they run the server.
+"""
+
+import math
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from ..models import ApplyJob, JobKind, is_admin
+from . import jobs
+
+QUEUE = "checks"
+CHECK_KINDS = (JobKind.DIAGNOSE, JobKind.DNS_CHECK)
+
+
+class TooManyChecks(Exception):
+    def __init__(self, retry_after: int):
+        self.retry_after = retry_after
+        minutes = max(1, round(settings.MAILPANEL_USER_CHECKS_WINDOW / 60))
+        super().__init__(
+            ngettext(
+                "You started %(count)s checks in the last %(minutes)s minute.",
+                "You started %(count)s checks in the last %(minutes)s minutes.",
+                minutes,
+            )
+            % {"count": settings.MAILPANEL_USER_CHECKS_LIMIT, "minutes": minutes}
+            + " "
+            + _("Wait %(seconds)s seconds and try again.") % {"seconds": retry_after}
+        )
+
+
+def start_check(actor, kind: str, domain, task_path: str, *, result=None, **task_kwargs) -> ApplyJob:
+    """jobs.start_job for a check, refused with TooManyChecks over the limit."""
+    with transaction.atomic():
+        if not is_admin(actor):
+            _check_limit(actor)
+        return jobs.start_job(kind, actor, domain, task_path, result=result, **task_kwargs)
+
+
+def _check_limit(actor) -> None:
+    # Serialises this user's starts (PostgreSQL row lock; SQLite writers are
+    # serialised already): the count below cannot go stale before the insert.
+    list(get_user_model().objects.select_for_update().filter(pk=actor.pk).values_list("pk"))
+    window = timedelta(seconds=settings.MAILPANEL_USER_CHECKS_WINDOW)
+    now = timezone.now()
+    recent = ApplyJob.objects.filter(
+        requested_by=actor, kind__in=CHECK_KINDS, created_at__gt=now - window
+    ).order_by("-created_at")
+    limit = settings.MAILPANEL_USER_CHECKS_LIMIT
+    times = list(recent.values_list("created_at", flat=True)[:limit])
+    if len(times) >= limit:
+        # the oldest of the last `limit` checks leaves the window first
+        retry_after = math.ceil((times[-1] + window - now).total_seconds())
+        raise TooManyChecks(max(1, retry_after))
