@@ -6,7 +6,15 @@ from django.core.validators import ProhibitNullCharactersValidator
 from django.utils.translation import gettext_lazy as _
 
 from .models import RelayAuth, RelayTls
-from .services.relay import PRESETS, check_credentials, normalize_region, preset_values
+from .secret_endpoint import retype_problem
+from .services.relay import (
+    PRESETS,
+    check_credentials,
+    normalize_region,
+    preset_values,
+    relay_endpoint,
+    stored_endpoint,
+)
 from .validation import normalize_hostname, validate_config_value
 
 
@@ -41,8 +49,9 @@ class RelayForm(forms.Form):
         strip=False,
         help_text=_("Leave empty for a relay that needs no authentication."),
     )
-    # Never rendered back: blank keeps the stored password. Not stripped: leading
-    # and trailing blanks are part of a password.
+    # Never rendered back: blank keeps the stored password (for the same endpoint
+    # only, see secret_endpoint). Not stripped: leading and trailing blanks are
+    # part of a password.
     password = forms.CharField(
         label=_("Password"),
         required=False,
@@ -53,11 +62,14 @@ class RelayForm(forms.Form):
         label=_("Authentication"), choices=RelayAuth.choices, initial=RelayAuth.LOGIN
     )
 
-    def __init__(self, *args, has_password: bool = False, **kwargs):
+    def __init__(self, *args, stored=None, **kwargs):
+        """stored: the RelaySettings row being edited (or None)."""
         # Unique ids: the relay form shares its page with other forms.
         kwargs.setdefault("auto_id", "relay-%s")
         super().__init__(*args, **kwargs)
-        self.has_password = has_password
+        self.stored = stored
+        self.stored_endpoint = stored_endpoint(stored)
+        has_password = self.stored_endpoint is not None
         for name in ("username", "password"):
             # One message for NUL, line breaks and control characters alike
             # (validate_config_value), not Django's separate NUL message.
@@ -67,7 +79,8 @@ class RelayForm(forms.Form):
             ]
         if has_password:
             self.fields["password"].help_text = _(
-                "A password is stored. Leave empty to keep it."
+                "A password is stored. Leave empty to keep it; another host, port, "
+                "encryption, authentication or user name needs it typed again."
             )
 
     @classmethod
@@ -83,7 +96,7 @@ class RelayForm(forms.Form):
             "auth": row.auth,
             "confirm_no_tls": row.tls == RelayTls.NONE,
         }
-        return cls(initial=initial, has_password=bool(row.password), **kwargs)
+        return cls(initial=initial, stored=row, **kwargs)
 
     def clean_region(self):
         region = self.cleaned_data.get("region", "").strip()
@@ -136,8 +149,13 @@ class RelayForm(forms.Form):
                 "tls",
                 _("Port 465 uses implicit TLS: choose “implicit TLS”, or port 587 for STARTTLS."),
             )
-        if data.get("username") and not data.get("password") and not self.has_password:
-            self.add_error("password", _("Enter the password for the relay user."))
+        if data.get("username") and not data.get("password"):
+            if self.stored_endpoint is None:
+                self.add_error("password", _("Enter the password for the relay user."))
+            elif not set(self.errors) & {"host", "port", "tls", "auth", "username"}:
+                problem = retype_problem(relay_endpoint(data), self.stored_endpoint)
+                if problem:
+                    self.add_error("password", problem)
         if data.get("username") and data.get("auth") and "password" not in self.errors:
             try:
                 check_credentials(data["username"], data.get("password", ""), data["auth"])
@@ -167,9 +185,7 @@ class RelayForm(forms.Form):
         }
         initial["confirm_no_tls"] = bool(self.data.get(self.add_prefix("confirm_no_tls")))
         initial.update(overrides)
-        form = RelayForm(
-            initial=initial, has_password=self.has_password, prefix=self.prefix, auto_id=self.auto_id
-        )
+        form = RelayForm(initial=initial, stored=self.stored, prefix=self.prefix, auto_id=self.auto_id)
         form.preset_error = ""
         return form
 

@@ -19,7 +19,7 @@ class PanelSmtpForm(forms.Form):
         label=_("Security"), choices=PanelSmtpSecurity.choices, initial=PanelSmtpSecurity.STARTTLS
     )
     username = forms.CharField(label=_("User name"), max_length=255, required=False)
-    # Never rendered back: blank = keep the stored password.
+    # Never rendered back: blank = keep the stored password (same endpoint only).
     password = forms.CharField(
         label=_("Password"),
         required=False,
@@ -43,9 +43,12 @@ class PanelSmtpForm(forms.Form):
             )
         super().__init__(*args, **kwargs)
         self.server = server
-        self.password_stored = bool(server.panel_smtp_password)
-        if self.password_stored:
-            self.fields["password"].help_text = _("A password is stored. Leave blank to keep it.")
+        self.stored_endpoint = panel_smtp.stored_endpoint(server)
+        if self.stored_endpoint is not None:
+            self.fields["password"].help_text = _(
+                "A password is stored. Leave blank to keep it; another host, port, "
+                "security or user name needs it typed again."
+            )
 
     def clean(self):
         data = super().clean()
@@ -60,8 +63,7 @@ class PanelSmtpForm(forms.Form):
                     username=data.get("username"),
                     password=data.get("password"),
                     from_email=data.get("from_email"),
-                    password_stored=self.password_stored
-                    and (data.get("username") or "").strip() == self.server.panel_smtp_username,
+                    stored=self.stored_endpoint,
                 )
             )
         except ValidationError as exc:

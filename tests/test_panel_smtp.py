@@ -224,15 +224,23 @@ def test_admin_saves_panel_smtp_and_the_password_is_never_shown(admin_client_):
     assert "panel_smtp_password" in entry.fields and PASSWORD not in str(entry.fields)
 
 
-def test_blank_password_keeps_the_stored_one(admin_client_):
+def test_blank_password_keeps_the_stored_one_for_the_same_endpoint(admin_client_):
     configure(2525)
     admin_client_.post(
+        reverse("mailadmin:panel_smtp_save"),
+        {"enabled": "on", "host": "127.0.0.1", "port": "2525", "security": "none",
+         "username": USER, "password": "", "from_email": "other@example.net"},
+    )
+    server = ServerSettings.load()
+    assert server.panel_smtp_from == "other@example.net" and server.panel_smtp_password == PASSWORD
+    # Another port is another endpoint: the password must be typed again (test_secret_endpoint.py).
+    response = admin_client_.post(
         reverse("mailadmin:panel_smtp_save"),
         {"enabled": "on", "host": "127.0.0.1", "port": "2526", "security": "none",
          "username": USER, "password": "", "from_email": "noreply@example.net"},
     )
-    server = ServerSettings.load()
-    assert server.panel_smtp_port == 2526 and server.panel_smtp_password == PASSWORD
+    assert "Type the password again: the server changed." in response.content.decode()
+    assert ServerSettings.load().panel_smtp_port == 2525
 
 
 def test_invalid_input_gets_clear_errors_and_keeps_what_was_typed(admin_client_):

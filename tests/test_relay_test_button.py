@@ -301,8 +301,11 @@ def test_test_button_without_js_renders_the_page_with_the_result(
 def test_test_button_with_blank_password_uses_the_stored_one(
     panel_settings, alice_client, alice_domain, smtp_sinks, press_test
 ):
-    RelaySettings.objects.create(domain=alice_domain, host="127.0.0.1", username=USER, password=PASSWORD)
     sink = smtp_sinks(credentials=creds(), starttls=True)
+    # The stored password is used for the endpoint it was stored for only (test_secret_endpoint.py).
+    RelaySettings.objects.create(
+        domain=alice_domain, host="127.0.0.1", port=sink.port, username=USER, password=PASSWORD
+    )
     url = reverse("mailadmin:domain_relay_test", args=[alice_domain.pk])
     html = press_test(alice_client, url, button_data(sink, password=""))
     assert 'data-outcome="ok"' in html
@@ -337,7 +340,8 @@ def test_cli_relay_test(panel_settings, alice_domain, smtp_sinks):
     assert "ok: The relay accepted the user name and password." in text
     assert PASSWORD not in text and PASSWORD.strip() not in text
 
-    mail("relay", "set", "--domain", "alice.example", "--auth", "login")
+    # another mechanism is another endpoint: the password is typed again
+    mail("relay", "set", "--domain", "alice.example", "--auth", "login", "--password-stdin", stdin=PASSWORD + "\n")
     out = io.StringIO()
     with pytest.raises(CommandError, match="mechanism_not_offered"):
         old, sys.stdin = sys.stdin, io.StringIO("")

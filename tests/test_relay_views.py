@@ -100,15 +100,20 @@ def test_password_field_is_never_filled_in(alice_client, alice_domain):
     assert not html_contains_secret(page)
 
 
-def test_blank_password_keeps_the_stored_one(alice_client, alice_domain):
+def test_blank_password_keeps_the_stored_one_for_the_same_endpoint(alice_client, alice_domain):
     RelaySettings.objects.create(
-        domain=alice_domain, host="old.relay.example", username="u", password=SECRET
+        domain=alice_domain, host="smtp.relay.example", username="u", password=SECRET
     )
-    response = alice_client.post(save_url(alice_domain), form_data(host="new.relay.example", username="u", password=""))
+    response = alice_client.post(save_url(alice_domain), form_data(preset="brevo", username="u", password=""))
     assert response.status_code == 302
     row = RelaySettings.objects.get(domain=alice_domain)
-    assert row.host == "new.relay.example" and row.password == SECRET
-    assert AuditEntry.objects.get(action="relay.set").fields == ["host", "preset"]
+    assert row.preset == "brevo" and row.password == SECRET
+    assert AuditEntry.objects.get(action="relay.set").fields == ["preset"]
+    # Another host needs the password again (tests/test_secret_endpoint.py has every case).
+    response = alice_client.post(save_url(alice_domain), form_data(host="new.relay.example", username="u", password=""))
+    assert response.status_code == 400
+    assert "Type the password again: the server changed." in response.content.decode()
+    assert RelaySettings.objects.get(domain=alice_domain).host == "smtp.relay.example"
 
 
 def test_new_user_without_any_password_is_an_error(alice_client, alice_domain):
@@ -321,7 +326,12 @@ def test_cli_sets_a_domain_relay_from_a_preset_and_keeps_the_password(alice_doma
          "--user", "ocid1.user", "--password-stdin", stdin="pw one\n")
     row = RelaySettings.objects.get(domain=alice_domain)
     assert (row.host, row.auth, row.preset) == ("smtp.email.us-ashburn-1.oci.oraclecloud.com", "plain", "oracle")
-    mail("relay", "set", "--domain", "alice.example", "--port", "2587")
+    mail("relay", "set", "--domain", "alice.example", "--preset", "custom")
+    row.refresh_from_db()
+    assert row.preset == "custom" and row.password == "pw one" and row.auth == "plain"
+    with pytest.raises(CommandError, match="password: Type the password again: the server changed."):
+        mail("relay", "set", "--domain", "alice.example", "--port", "2587")
+    mail("relay", "set", "--domain", "alice.example", "--port", "2587", "--password-stdin", stdin="pw one\n")
     row.refresh_from_db()
     assert row.port == 2587 and row.password == "pw one" and row.auth == "plain"
 
@@ -409,7 +419,11 @@ def test_plain_with_a_password_starting_with_caret_is_a_form_error(alice_client,
 
 def test_switching_a_stored_caret_password_to_plain_is_refused(alice_client, alice_domain):
     RelaySettings.objects.create(domain=alice_domain, host="r.example", username="u", password="^pw", auth="login")
-    response = alice_client.post(save_url(alice_domain), form_data(username="u", password="", auth="plain"))
+    # Another mechanism needs the password typed again, and then ^ is refused with PLAIN.
+    response = alice_client.post(save_url(alice_domain), form_data(host="r.example", username="u", password="", auth="plain"))
+    assert response.status_code == 400
+    assert "Type the password again: the server changed." in response.content.decode()
+    response = alice_client.post(save_url(alice_domain), form_data(host="r.example", username="u", password="^pw", auth="plain"))
     assert response.status_code == 400
     assert "starts with ^" in response.content.decode()
     assert RelaySettings.objects.get().auth == "login"

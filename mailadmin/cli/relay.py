@@ -91,7 +91,7 @@ def relay_set(command, options):
     }
     if not data["host"]:
         raise CommandError("relay set: give --host (or --preset)")
-    form = RelayForm(data, has_password=bool(row and row.password))
+    form = RelayForm(data, stored=row)
     if not form.is_valid():
         raise CommandError(_form_errors(form))
     row = relay_service.set_relay(system_actor(), domain, **form.service_values())

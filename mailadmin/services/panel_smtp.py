@@ -34,6 +34,7 @@ from django.utils.functional import cached_property
 from django.utils.translation import gettext as _
 
 from ..models import PanelSmtpSecurity, ServerSettings
+from ..secret_endpoint import Endpoint, retype_problem
 from ..validation import normalize_address, normalize_hostname, validate_config_value, validate_port
 from . import audit
 
@@ -306,11 +307,23 @@ def send_test_mail(to: str, target: SmtpTarget | None = None) -> TestMailResult:
 # --- saving -------------------------------------------------------------------
 
 
+def stored_endpoint(server: ServerSettings) -> Endpoint | None:
+    """Where the stored password may be sent (None: no password stored).
+    smtplib picks the mechanism itself, so the endpoint has none."""
+    if not server.panel_smtp_password:
+        return None
+    return Endpoint.of(
+        server.panel_smtp_host, server.panel_smtp_port, server.panel_smtp_security, "", server.panel_smtp_username
+    )
+
+
 def validate_settings(
-    *, host, port, security, username, password, from_email, password_stored=False
+    *, host, port, security, username, password, from_email, stored: Endpoint | None = None
 ) -> dict:
     """The CLI and the form share this. Returns clean values; raises ValidationError
-    with one message per field ({field: [messages]})."""
+    with one message per field ({field: [messages]}). A blank password keeps the
+    stored one only for the endpoint it was stored for (`stored`, see
+    secret_endpoint); elsewhere it must be typed again."""
     errors, clean = {}, {}
 
     def check(name, func, *args):
@@ -327,8 +340,13 @@ def validate_settings(
         clean["security"] = security
     check("username", validate_config_value, (username or "").strip(), _("The user name"))
     check("password", validate_config_value, password or "", _("The password"))
-    if username and not password and not password_stored:
-        errors.setdefault("password", []).append(_("Enter the password for this user name."))
+    if username and not password:
+        if stored is None:
+            errors.setdefault("password", []).append(_("Enter the password for this user name."))
+        elif not set(errors) & {"host", "port", "security", "username"}:
+            typed = Endpoint.of(clean["host"], clean["port"], clean["security"], "", clean["username"])
+            if problem := retype_problem(typed, stored):
+                errors.setdefault("password", []).append(problem)
     if not from_email:
         errors["from_email"] = [_("Enter the address the panel's mail comes from.")]
     else:
@@ -340,7 +358,8 @@ def validate_settings(
 
 def save_settings(actor, *, host, port, security, username, password, from_email) -> ServerSettings:
     """Turn panel SMTP on with these values. An empty password keeps the stored one
-    (the form never shows it back); a cleared user name drops the password too."""
+    for the same endpoint (the form never shows it back); a cleared user name
+    drops the password too."""
     server = ServerSettings.load()
     clean = validate_settings(
         host=host,
@@ -349,8 +368,7 @@ def save_settings(actor, *, host, port, security, username, password, from_email
         username=username,
         password=password,
         from_email=from_email,
-        password_stored=bool(server.panel_smtp_password)
-        and (username or "").strip() == server.panel_smtp_username,
+        stored=stored_endpoint(server),
     )
     new = {
         "panel_smtp_enabled": True,

@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy
 from mailconf import snapshot as snap
 from ..models import MailDomain, RelayAuth, RelaySettings, RelayTls, ServerSettings
 from mailconf.render.exim import relay_credentials_problem
+from ..secret_endpoint import Endpoint, retype_problem
 from ..validation import normalize_hostname, validate_config_value, validate_port
 from . import audit, jobs
 
@@ -103,6 +104,17 @@ def get_relay(domain: MailDomain | None) -> RelaySettings | None:
     return RelaySettings.objects.filter(domain=domain).first()
 
 
+def relay_endpoint(values) -> Endpoint:
+    """The endpoint of a RelaySettings row or of typed values (a dict)."""
+    get = values.get if isinstance(values, dict) else lambda name: getattr(values, name)
+    return Endpoint.of(get("host"), get("port"), get("tls"), get("auth"), get("username"))
+
+
+def stored_endpoint(row: RelaySettings | None) -> Endpoint | None:
+    """What the stored password may be sent to: None when none is stored."""
+    return relay_endpoint(row) if row is not None and row.password else None
+
+
 def _clean(host, port, tls, username, password, auth) -> dict:
     """The same rules as the form, for callers that skip it (CLI, scripts)."""
     values = {
@@ -150,7 +162,8 @@ def set_relay(
 ) -> RelaySettings:
     """Create or change the relay of a domain (None = the global relay).
 
-    password=None keeps the stored password; an empty user name makes the relay
+    password=None keeps the stored password, but only for the endpoint it was
+    stored for (secret_endpoint); an empty user name makes the relay
     unauthenticated and forgets the password."""
     values = _clean(host, port, tls, username, password, auth)
     row = (
@@ -163,12 +176,16 @@ def set_relay(
         row = RelaySettings(domain=domain)
     if not values["username"]:
         values["password"] = ""
-    elif password is not None:
+    elif password:
         values["password"] = password
-    elif not row.password:
-        raise ValidationError(_("Enter the password for the relay user."))
+    elif created or not row.password:
+        raise ValidationError({"password": _("Enter the password for the relay user.")})
+    elif problem := retype_problem(relay_endpoint(values), stored_endpoint(row)):
+        raise ValidationError({"password": problem})
+    else:
+        values["password"] = row.password
     values["preset"] = preset if preset in PRESETS else "custom"
-    check_credentials(values["username"], values.get("password", row.password), values["auth"])
+    check_credentials(values["username"], values["password"], values["auth"])
 
     changed = [name for name, value in values.items() if created or getattr(row, name) != value]
     if not changed:
@@ -195,8 +212,9 @@ def clear_relay(actor, domain: MailDomain | None) -> bool:
 
 
 def relay_for_test(domain: MailDomain | None, values: dict | None = None) -> snap.Relay | None:
-    """What "Test relay" talks to: the typed values (blank password = the
-    stored one), or the stored relay when values is None."""
+    """What "Test relay" talks to: the typed values, or the stored relay when
+    values is None. A blank password means the stored one, and only for the
+    endpoint it was stored for: ValidationError({"password": …}) otherwise."""
     row = get_relay(domain)
     if values is None:
         if row is None:
@@ -209,14 +227,18 @@ def relay_for_test(domain: MailDomain | None, values: dict | None = None) -> sna
             "password": None,
             "auth": row.auth,
         }
-    password = values.get("password")
-    if password is None or password == "":
-        password = row.password if row is not None else ""
+    password = values.get("password") or ""
+    if not values.get("username"):
+        password = ""
+    elif not password and row is not None and row.password:
+        if problem := retype_problem(relay_endpoint(values), stored_endpoint(row)):
+            raise ValidationError({"password": problem})
+        password = row.password
     return snap.Relay(
         host=values["host"],
         port=values["port"],
         username=values.get("username") or "",
-        password=password if values.get("username") else "",
+        password=password,
         auth=values["auth"],
         tls=values["tls"],
     )

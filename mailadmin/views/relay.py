@@ -105,7 +105,7 @@ def _done(request, domain, notice: str):
 
 def _bound_form(request, domain) -> RelayForm:
     row = relay_service.get_relay(domain)
-    return RelayForm(request.POST, has_password=bool(row and row.password))
+    return RelayForm(request.POST, stored=row)
 
 
 def _save(request, domain):
@@ -140,7 +140,11 @@ def _test(request, domain):
     form = _bound_form(request, domain)
     if not form.is_valid():
         return _render(request, domain, status=400, form=form)
-    relay = relay_service.relay_for_test(domain, form.cleaned_data)
+    try:
+        relay = relay_service.relay_for_test(domain, form.cleaned_data)
+    except ValidationError as exc:  # the relay changed since the form read it
+        form.add_error(None, exc)
+        return _render(request, domain, status=400, form=form)
     try:
         # The worker talks to the relay; this page polls the job.
         job = relay_test.start_relay_test(request.user, domain, relay)
