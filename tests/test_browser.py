@@ -25,11 +25,12 @@ pytestmark = [
 @pytest.fixture
 def task_worker():
     """The django_tasks_db worker loop in a thread of this process, so it sees the
-    test database (SQLite in memory is per process)."""
+    test database (SQLite in memory is per process); it serves both queues
+    (applies and checks)."""
     from django_tasks_db.management.commands.db_worker import Worker
 
     worker = Worker(
-        queue_names=["default"], interval=0.1, batch=False, backend_name="default",
+        queue_names=["default", "checks"], interval=0.1, batch=False, backend_name="default",
         startup_delay=False, max_tasks=None, worker_id="browser-test", excluded_queue_names=[],
     )
     thread = threading.Thread(target=worker.run, daemon=True)
@@ -92,13 +93,14 @@ def test_customer_adds_a_domain_watches_the_job_finish_and_switches_to_chinese(
 
 
 def test_relay_form_saves_and_tests_inline_with_htmx_and_never_shows_the_password(
-    live_server, browser_page, alice, smtp_sinks
+    live_server, browser_page, alice, smtp_sinks, task_worker, settings
 ):
     """The relay form is htmx: saving, a form error and "Test relay" all swap the
     section in place (no page load), against a real SMTP server on 127.0.0.1."""
     from mailadmin.models import MailDomain, RelaySettings
 
     password = 'p^ss:w$rd "x" \\ 密码'
+    settings.MAILPANEL_CUSTOMER_TARGETS_ALLOW_LOOPBACK = True  # the sink is on 127.0.0.1
     sink = smtp_sinks(credentials={(b"relay-user", password.encode())})
     domain = MailDomain.objects.create(name="shop.example", owner=alice)
     page = browser_page
@@ -132,7 +134,7 @@ def test_relay_form_saves_and_tests_inline_with_htmx_and_never_shows_the_passwor
 
 
 def test_dns_check_now_fills_in_verdicts_inline_from_a_real_dns_server(
-    live_server, browser_page, alice, dns_world, settings
+    live_server, browser_page, alice, dns_world, settings, task_worker
 ):
     """On the domain page, "Check now" asks the test DNS server on 127.0.0.1 and
     swaps the records table in place: every row gets a verdict."""

@@ -12,10 +12,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
 SUDOERS = DEPLOY / "sudoers.d" / "mailpanel"
-PANEL_UNITS = [
+SUDO_UNITS = [  # run the helper through sudo
     DEPLOY / "systemd" / "mailpanel-gunicorn.service",
     DEPLOY / "systemd" / "mailpanel-worker.service",
 ]
+CHECKS_WORKER = DEPLOY / "systemd" / "mailpanel-checks-worker.service"
+PANEL_UNITS = [*SUDO_UNITS, CHECKS_WORKER]
 FIREWALL_UNIT = DEPLOY / "systemd" / "mailpanel-firewall.service"
 UNITS = [*PANEL_UNITS, FIREWALL_UNIT]
 
@@ -113,14 +115,40 @@ def test_units_run_as_mailpanel_from_opt_with_its_env(unit):
     assert "\nWorkingDirectory=/opt/mailpanel\n" in text
     assert "\nEnvironmentFile=/etc/mailpanel/env\n" in text
     assert re.search(r"(?m)^ExecStart=/opt/mailpanel/\.venv/bin/", text)
+
+
+@pytest.mark.parametrize("unit", SUDO_UNITS, ids=lambda u: u.name)
+def test_units_that_run_the_helper_keep_sudo_working(unit):
     # sudo (setuid) must keep working for the helper
-    assert "NoNewPrivileges=true" not in text
+    assert "NoNewPrivileges=true" not in unit.read_text()
 
 
-def test_worker_unit_runs_db_worker():
-    text = UNITS[1].read_text()
+def test_checks_worker_cannot_gain_privileges():
+    """It runs network checks that customers start and never the helper."""
+    assert "\nNoNewPrivileges=true\n" in CHECKS_WORKER.read_text()
 
-    assert re.search(r"(?m)^ExecStart=\S+/python manage\.py db_worker$", text)
+
+def worker_queues(unit: Path) -> list[str]:
+    match = re.search(r"(?m)^ExecStart=\S+/python manage\.py db_worker --queue-name (\S+)$", unit.read_text())
+    assert match, unit.name
+    return match.group(1).split(",")
+
+
+def test_applies_and_checks_have_a_worker_each():
+    """An apply never waits behind a customer's checks: the two queues are
+    served by two workers, and every queue the settings name has a worker."""
+    from django.conf import settings
+
+    default = worker_queues(DEPLOY / "systemd" / "mailpanel-worker.service")
+    checks = worker_queues(CHECKS_WORKER)
+    assert default == ["default"] and checks == ["checks"]
+    assert sorted(default + checks) == sorted(settings.TASKS["default"]["QUEUES"])
+
+
+def test_development_server_runs_a_worker_per_queue():
+    script = (REPO / "scripts" / "run-dev.sh").read_text()
+    assert re.search(r"db_worker [^\n]*--queue-name default", script)
+    assert re.search(r"db_worker [^\n]*--queue-name checks", script)
 
 
 def test_firewall_unit_loads_the_rendered_nft_file_at_boot():
