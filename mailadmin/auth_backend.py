@@ -1,4 +1,6 @@
-"""Password login that finds the account the way throttling counts it."""
+"""Password login that finds the account the way throttling counts it, and
+refuses suspended users (UserProfile.suspended), at login and on every later
+request of a session they already had."""
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
@@ -24,3 +26,16 @@ class UsernameBackend(ModelBackend):
         if user.check_password(password) and self.user_can_authenticate(user):
             return user
         return None
+
+    def user_can_authenticate(self, user):
+        profile = getattr(user, "mail_profile", None)  # none stored: not suspended
+        return super().user_can_authenticate(user) and not (profile is not None and profile.suspended)
+
+    def get_user(self, user_id):
+        """The session's user with the profile in the same query (no extra
+        query per request for the suspension check)."""
+        try:
+            user = get_user_model()._default_manager.select_related("mail_profile").get(pk=user_id)
+        except get_user_model().DoesNotExist:
+            return None
+        return user if self.user_can_authenticate(user) else None

@@ -26,6 +26,7 @@ DKIM_SELECTOR = "mail"
 MX_PREFERENCE = 10
 DMARC_VALUE = "v=DMARC1; p=quarantine; sp=quarantine; adkim=s; aspf=s;"
 DOMAINKEYS_POLICY = "t=y; o=~;"
+VERIFY_LABEL = "_mailpanel-verify"
 
 
 @dataclass(frozen=True)
@@ -66,19 +67,36 @@ def dkim_value(public_key_b64: str) -> str:
     return f"v=DKIM1; k=rsa; p={public_key_b64}"
 
 
+def ownership_record(domain: str, token: str) -> Record:
+    """The TXT record that proves a customer holds the domain's DNS."""
+    return Record(
+        f"{VERIFY_LABEL}.{domain.lower().rstrip('.')}",
+        "TXT",
+        f"mailpanel-verify={token}",
+        "ownership",
+        REQUIRED,
+        _(
+            "Proves that you control this domain. Until it is found the domain is pending: "
+            "this server neither receives nor signs mail for it. You may remove it once verified."
+        ),
+    )
+
+
 def build_records(
     domain: str,
     server: ServerIdentity,
     dkim_public_key: str = "",
     *,
     receives_mail: bool = True,
+    verify_token: str = "",
 ) -> list[Record]:
     """The records for `domain` (IDNA). `dkim_public_key` is the base64 p= value
     ("" when DKIM is off). A send-only domain (receives_mail=False, mail hosted
-    elsewhere) keeps SPF/DKIM/DMARC but must not point MX here."""
+    elsewhere) keeps SPF/DKIM/DMARC but must not point MX here. `verify_token`
+    (a pending domain's) adds the ownership record first."""
     domain = domain.lower().rstrip(".")
     mail_host = f"mail.{domain}"
-    records = []
+    records = [ownership_record(domain, verify_token)] if verify_token else []
     if server.ipv4:
         records.append(
             Record(

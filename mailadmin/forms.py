@@ -70,3 +70,13 @@ class UserAddForm(forms.Form):
         if get_user_model().objects.filter(username__iexact=username).exists():
             raise ValidationError(_("This user name is taken."))
         return username
+
+
+class UserLimitsForm(forms.Form):
+    """What a customer may add; empty = no limit. Admins are never limited."""
+
+    max_domains = forms.IntegerField(label=_("Mail domains"), min_value=0, max_value=1_000_000, required=False)
+    max_mailboxes = forms.IntegerField(label=_("Mailboxes"), min_value=0, max_value=1_000_000, required=False)
+    max_quota_mb = forms.IntegerField(
+        label=_("Mailbox space in total (MB)"), min_value=0, max_value=1024 * 1024 * 1024, required=False
+    )

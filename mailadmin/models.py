@@ -23,6 +23,11 @@ def is_admin(user) -> bool:
     return bool(user.is_authenticated and (user.is_staff or user.is_superuser))
 
 
+def acts_as_admin(actor) -> bool:
+    """For services: None (a background task) and the CLI act with an admin's powers."""
+    return actor is None or is_admin(actor)
+
+
 class MailDomainQuerySet(models.QuerySet):
     def visible_to(self, user):
         """Every view that takes a domain goes through this: outsiders get 404."""
@@ -30,6 +35,11 @@ class MailDomainQuerySet(models.QuerySet):
             return self.all()
         return self.filter(owner=user)
 
+    def live(self):
+        """What the mail server serves: verified, and the owner not suspended.
+        Pending and suspended domains are left out of the rendered config
+        entirely (not local, no mailboxes, no DKIM, no relay)."""
+        return self.filter(pending=False).exclude(owner__mail_profile__suspended=True)
 
 
 class MailDomain(models.Model):
@@ -42,6 +52,10 @@ class MailDomain(models.Model):
     # A regenerated key waits here until the owner confirms the new DNS record is live.
     dkim_pending_private_key = EncryptedTextField(blank=True)
     suspended = models.BooleanField(_("suspended"), default=False)
+    # A customer's new domain waits here until a TXT record proves they hold
+    # its DNS (see services.ownership); an admin's is verified at once.
+    pending = models.BooleanField(_("ownership not yet verified"), default=False)
+    verify_token = models.CharField(max_length=64, blank=True)
     hosted_elsewhere = models.BooleanField(_("mail hosted elsewhere (send-only)"), default=False)
     catchall = models.CharField(_("catch-all address"), max_length=254, blank=True)
     dns_status = models.CharField(max_length=16, blank=True)  # summary of the last DNS check
@@ -64,6 +78,29 @@ class MailDomain(models.Model):
     @cached_property
     def unicode_name(self) -> str:
         return display_domain(self.name)
+
+
+class UserProfile(models.Model):
+    """What an admin sets per user: limits (None = no limit) and suspension.
+    Suspension is a flag of its own, not a copy onto each domain: lifting it
+    restores exactly the domains that were not suspended on their own."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mail_profile"
+    )
+    max_domains = models.PositiveIntegerField(_("most mail domains"), null=True, blank=True)
+    max_mailboxes = models.PositiveIntegerField(_("most mailboxes"), null=True, blank=True)
+    max_quota_mb = models.PositiveIntegerField(_("most quota in total (MB)"), null=True, blank=True)
+    suspended = models.BooleanField(_("suspended"), default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"profile of user {self.user_id}"
+
+    @classmethod
+    def for_user(cls, user) -> "UserProfile":
+        """The stored profile, or an unsaved one with no limits."""
+        return cls.objects.filter(user=user).first() or cls(user=user)
 
 
 class MailAccount(models.Model):
@@ -179,6 +216,7 @@ class ServerSettings(models.Model):
         _("NAT IPv4 (if behind NAT)"), protocol="IPv4", null=True, blank=True
     )
     internal_lookup = models.BooleanField(_("internal lookup"), default=True)
+    customers_add_domains = models.BooleanField(_("customers may add mail domains"), default=True)
     dqs_key = EncryptedTextField(_("Spamhaus DQS key"), blank=True)
     dnsbl_zones = models.TextField(_("DNSBL zones"), default=DEFAULT_DNSBL_ZONES, blank=True)
 

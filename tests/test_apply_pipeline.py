@@ -35,7 +35,7 @@ def run_pending_job():
 
 
 def test_adding_a_domain_writes_its_files_and_a_valid_exim_config(live_root, alice):
-    domain = domains.add_domain(alice, alice, "example.org")
+    domain = domains.add_domain(None, alice, "example.org")
     job = run_pending_job()
     assert job.state == "done", job.log
     assert "/etc/exim4/exim4.conf" in job.changed_files
@@ -50,7 +50,7 @@ def test_adding_a_domain_writes_its_files_and_a_valid_exim_config(live_root, ali
 
 
 def test_second_apply_with_no_change_writes_nothing(live_root, alice):
-    domains.add_domain(alice, alice, "example.org")
+    domains.add_domain(None, alice, "example.org")
     run_pending_job()
     request_apply(alice)
     job = run_pending_job()
@@ -60,7 +60,7 @@ def test_second_apply_with_no_change_writes_nothing(live_root, alice):
 
 def test_one_domain_relay_change_writes_only_that_domains_file(live_root, alice):
     for name in ["a.example", "b.example", "c.example"]:
-        domains.add_domain(alice, alice, name)
+        domains.add_domain(None, alice, name)
     run_pending_job()
     RelaySettings.objects.create(
         domain=MailDomain.objects.get(name="b.example"), host="smtp.example.net", username="u", password="p"
@@ -72,10 +72,10 @@ def test_one_domain_relay_change_writes_only_that_domains_file(live_root, alice)
 
 
 def test_domain_changes_coalesce_into_one_job_scoped_to_those_domains(live_root, alice):
-    domains.add_domain(alice, alice, "a.example")
+    domains.add_domain(None, alice, "a.example")
     run_pending_job()
-    domains.add_domain(alice, alice, "b.example")
-    domains.add_domain(alice, alice, "c.example")
+    domains.add_domain(None, alice, "b.example")
+    domains.add_domain(None, alice, "c.example")
     job = ApplyJob.objects.get(state="pending")
     assert job.scope == ["b.example", "c.example"]
     request_apply(alice)  # a server-wide change widens the pending job to everything
@@ -87,7 +87,7 @@ def test_domain_changes_coalesce_into_one_job_scoped_to_those_domains(live_root,
 
 
 def test_deleting_a_domain_removes_its_folder(live_root, alice):
-    domain = domains.add_domain(alice, alice, "example.org")
+    domain = domains.add_domain(None, alice, "example.org")
     run_pending_job()
     domains.delete_domain(alice, domain)
     job = run_pending_job()
@@ -96,7 +96,7 @@ def test_deleting_a_domain_removes_its_folder(live_root, alice):
 
 
 def test_failed_reload_marks_the_job_failed_and_keeps_the_last_good_files(live_root, alice, settings, tmp_path):
-    domains.add_domain(alice, alice, "example.org")
+    domains.add_domain(None, alice, "example.org")
     run_pending_job()
     before = (live_root / "etc/exim4/exim4.conf").read_bytes()
     failing = tmp_path / "failing-service"
@@ -106,7 +106,7 @@ def test_failed_reload_marks_the_job_failed_and_keeps_the_last_good_files(live_r
     server = ServerSettings.load()
     server.hostname = "mx2.example.org"  # lands in exim4.conf: exim4 must reload
     server.save()
-    domains.add_domain(alice, alice, "second.example")
+    domains.add_domain(None, alice, "second.example")
     request_apply(alice)  # the identity form asks for a whole-server apply
     job = run_pending_job()
     assert job.state == "failed"
@@ -116,13 +116,13 @@ def test_failed_reload_marks_the_job_failed_and_keeps_the_last_good_files(live_r
 
 
 def test_worker_killed_mid_apply_converges_on_the_next_job(live_root, alice):
-    domains.add_domain(alice, alice, "first.example")
+    domains.add_domain(None, alice, "first.example")
     run_pending_job()  # the server-wide files are live from here on
-    domains.add_domain(alice, alice, "example.org")
+    domains.add_domain(None, alice, "example.org")
     stuck = ApplyJob.objects.get(state="pending")
     # The worker died after claiming the job: it stays "running" and is never picked again.
     ApplyJob.objects.filter(pk=stuck.pk).update(state="running")
-    domains.add_domain(alice, alice, "second.example")
+    domains.add_domain(None, alice, "second.example")
     job = run_pending_job()
     assert job.pk != stuck.pk and job.state == "done"
     # Scoped to second.example, but a dead job before it: it applied everything.
@@ -136,7 +136,7 @@ def test_worker_killed_mid_apply_converges_on_the_next_job(live_root, alice):
 def test_config_render_cli_writes_a_tree_exim_accepts_in_place(alice, tmp_path):
     from django.core.management import call_command
 
-    domains.add_domain(alice, alice, "example.org")
+    domains.add_domain(None, alice, "example.org")
     call_command("mail", "config", "render", "--out", str(tmp_path / "out"))
     conf = tmp_path / "out/etc/exim4/exim4.conf"
     assert str(tmp_path / "out") in conf.read_text()

@@ -26,18 +26,27 @@ def test_customer_adds_idn_domain_stored_as_punycode_shown_in_unicode(alice_clie
     assert "bücher.example" in listing
 
 
-def test_adding_a_domain_enqueues_an_apply_job_and_audits_field_names(alice_client, alice):
-    add(alice_client, "example.org")
+def test_admin_adding_a_domain_enqueues_an_apply_job_and_audits_field_names(admin_client_, admin_user, alice):
+    add(admin_client_, "example.org", owner="alice")
+    assert not MailDomain.objects.get().pending
     job = ApplyJob.objects.get()
-    assert job.state == "pending" and job.requested_by == alice
+    assert job.state == "pending" and job.requested_by == admin_user
     entry = AuditEntry.objects.get(action="domain.add")
-    assert entry.actor == alice and entry.target == "example.org"
+    assert entry.actor == admin_user and entry.target == "example.org"
     assert entry.fields == ["dkim_enabled", "name", "owner"]
 
 
-def test_quick_successive_edits_coalesce_into_one_pending_apply(alice_client):
+def test_a_customers_new_domain_is_pending_and_applies_nothing(alice_client, alice):
+    add(alice_client, "example.org")
+    domain = MailDomain.objects.get()
+    assert domain.pending and len(domain.verify_token) == 32
+    assert not ApplyJob.objects.exists()  # nothing of it is rendered until verified
+    assert AuditEntry.objects.get(action="domain.add").actor == alice
+
+
+def test_quick_successive_edits_coalesce_into_one_pending_apply(admin_client_):
     for name in ["a.example", "b.example", "c.example"]:
-        add(alice_client, name)
+        add(admin_client_, name)
     assert MailDomain.objects.count() == 3
     assert ApplyJob.objects.filter(state="pending").count() == 1
 

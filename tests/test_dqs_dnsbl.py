@@ -190,7 +190,7 @@ def test_real_exim_rejects_a_listed_ip_without_the_key_in_the_reply(admin_client
     require_root()
     if reason := exim_netns.available():
         pytest.skip(reason)
-    domain = domain_service.add_domain(alice, alice, "hosted.test", dkim_enabled=False)
+    domain = domain_service.add_domain(None, alice, "hosted.test", dkim_enabled=False)
     MailAccount.objects.create(domain=domain, local_part="alice", password_hash=hash_password("secret-password"))
     set_key_through_the_view(admin_client_)
     admin_client_.post(reverse("mailadmin:dnsbl_save"), {"action": "add", "zone": "bl.example.test"})

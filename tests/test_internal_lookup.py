@@ -38,7 +38,7 @@ def _needs_exim_netns():
 def hosted(alice):
     """Two domains hosted here, each with a mailbox; their MX records point away."""
     for name in ("hosted.test", "elsewhere.test"):
-        domain = domain_service.add_domain(alice, alice, name)
+        domain = domain_service.add_domain(None, alice, name)
         MailAccount.objects.create(domain=domain, local_part="alice", password_hash=hash_password("secret-password"))
     return MailDomain.objects.get(name="hosted.test"), MailDomain.objects.get(name="elsewhere.test")
 

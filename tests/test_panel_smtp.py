@@ -320,7 +320,7 @@ def test_panel_smtp_off_test_mail_is_accepted_by_the_real_local_exim(settings, a
     from tests.mailstack import exim_daemon, render_tree, require_root
 
     require_root()
-    domain = domain_service.add_domain(alice, alice, "hosted.test", dkim_enabled=False)
+    domain = domain_service.add_domain(None, alice, "hosted.test", dkim_enabled=False)
     MailAccount.objects.create(domain=domain, local_part="alice", password_hash=hash_password("secret-password"))
     layout = render_tree(apply.build_snapshot(), tmp_path)
     with exim_daemon(layout) as exim:

@@ -38,8 +38,8 @@ def _root(settings):
 @pytest.fixture
 def domains(alice, bob):
     """alice.example (will get its own relay) and bob.example (none)."""
-    alice_domain = domain_service.add_domain(alice, alice, "alice.example")
-    bob_domain = domain_service.add_domain(bob, bob, "bob.example")
+    alice_domain = domain_service.add_domain(None, alice, "alice.example")
+    bob_domain = domain_service.add_domain(None, bob, "bob.example")
     return alice_domain, bob_domain
 
 

@@ -82,7 +82,7 @@ def live(tmp_path, settings):
 
 @pytest.fixture
 def objects(admin_user, alice):
-    domain = domain_service.add_domain(alice, alice, "alice.example")
+    domain = domain_service.add_domain(None, alice, "alice.example")
     account = MailAccount.objects.create(domain=domain, local_part="info", password_hash=hash_password("secret-password"))
     alias = MailAlias.objects.create(domain=domain, local_part="sales", target="info@alice.example")
     forward = MailForward.objects.create(account=account, target="elsewhere@example.net")

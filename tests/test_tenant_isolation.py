@@ -113,3 +113,58 @@ def test_customer_gets_404_on_every_admin_url(client, bob, method):
         assert response.status_code in (404, 405), f"{method.upper()} {url} gave {response.status_code}"
         checked += 1
     assert checked >= 4
+
+
+# --- the tenant-boundary URLs, role by role --------------------------------------
+
+BOUNDARY_URLS = {
+    # name: (the object whose id fills the URL, the methods the view takes)
+    "domain_verify": ("domain_id", {"post"}),
+    "user_detail": ("user_id", {"get"}),
+    "user_limits": ("user_id", {"post"}),
+    "user_suspend": ("user_id", {"post"}),
+    "customer_domains_save": (None, {"post"}),
+}
+
+
+def expected_status(role, name, method, allowed):
+    """Anonymous: the login page. A method the view does not take: 405 for
+    anyone. Otherwise the action (a redirect, or 200 with the htmx partial)
+    for the admin and for alice on her own domain; 404 for everyone else."""
+    if role == "anonymous":
+        return {302}
+    if method not in allowed:
+        return {405}
+    may_act = role == "admin" or (role == "alice" and name == "domain_verify")
+    return {200, 302} if may_act else {404}
+
+
+@pytest.mark.parametrize("role", ["alice", "bob", "admin", "anonymous"])
+@pytest.mark.parametrize("method", ["get", "post"])
+@pytest.mark.parametrize("htmx", [False, True])
+def test_boundary_urls_for_every_role(client, alice, bob, admin_user, alices_objects, role, method, htmx):
+    from mailadmin.models import ServerSettings, UserProfile
+
+    MailDomain.objects.filter(pk=alices_objects["domain_id"]).update(pending=True, verify_token="t" * 32)
+    users = {"alice": alice, "bob": bob, "admin": admin_user}
+    if role in users:
+        client.force_login(users[role])
+    headers = {"HX-Request": "true"} if htmx else {}
+    for name, (param, allowed) in BOUNDARY_URLS.items():
+        kwargs = {param: alices_objects[param]} if param else {}
+        url = reverse(f"mailadmin:{name}", kwargs=kwargs)
+        data = {"action": "approve", "suspended": "1", "max_domains": "0"} if method == "post" else None
+        response = getattr(client, method)(url, data, headers=headers)
+        want = expected_status(role, name, method, allowed)
+        assert response.status_code in want, f"{role} {method.upper()} {url} htmx={htmx}: {response.status_code}"
+        if role == "anonymous":
+            assert response.url.startswith(reverse("login"))
+    # What changed is exactly what the role may change.
+    domain = MailDomain.objects.get(pk=alices_objects["domain_id"])
+    profile = UserProfile.objects.filter(user=alice).first()
+    server = ServerSettings.objects.filter(pk=1).first()
+    admin_posted = role == "admin" and method == "post"
+    assert domain.pending is not admin_posted  # only an admin approves without DNS
+    assert bool(profile and profile.suspended) is admin_posted
+    assert bool(profile and profile.max_domains == 0) is admin_posted
+    assert (server is not None and not server.customers_add_domains) is admin_posted

@@ -11,6 +11,7 @@ def system_actor():
     class CliActor:
         pk = None
         username = "cli"
+        is_authenticated = True
         is_staff = True
 
     return CliActor()

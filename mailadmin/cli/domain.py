@@ -1,7 +1,9 @@
+from django.core.management.base import CommandError
 from django.db.models import Count
 
 from ..models import MailDomain
 from ..services import domains as domain_service
+from ..services import ownership
 from .common import add_json_flag, get_domain, get_user, system_actor
 
 
@@ -26,6 +28,13 @@ def register(nouns):
     set_.add_argument("--suspended", choices=["yes", "no"])
     set_.add_argument("--mail-hosted-elsewhere", choices=["yes", "no"])
     set_.set_defaults(handler=domain_set)
+    verify = verbs.add_parser("verify", help="look a pending domain's ownership TXT record up now")
+    verify.add_argument("domain")
+    verify.add_argument("--skip-dns", action="store_true", help="verify without the record (the admin vouches)")
+    verify.set_defaults(handler=domain_verify)
+    pending = verbs.add_parser("verify-pending", help="verify every pending domain whose record is published (periodic)")
+    add_json_flag(pending)
+    pending.set_defaults(handler=domain_verify_pending)
 
     dkim = nouns.add_parser("dkim", help="DKIM keys")
     dkim_verbs = dkim.add_subparsers(dest="verb", required=True)
@@ -44,8 +53,29 @@ def domain_add(command, options):
 
 def domain_delete(command, options):
     domain = get_domain(options["domain"])
-    domain_service.delete_domain(system_actor(), domain)
+    outcome = domain_service.delete_domain(system_actor(), domain)
     command.stdout.write(f"deleted {domain.name}")
+    if outcome.error:
+        raise CommandError(f"the mail of {domain.name} was not moved away: {outcome.error}")
+    if outcome.moved_to:
+        command.stdout.write(f"its mail was moved to {outcome.moved_to}")
+
+
+def domain_verify(command, options):
+    domain = get_domain(options["domain"])
+    outcome = ownership.verify_domain(system_actor(), domain, skip_dns=options["skip_dns"])
+    if not outcome.verified:
+        raise CommandError(f"{domain.name} is not verified: {outcome.problem}")
+    command.stdout.write(f"{domain.name} is verified")
+
+
+def domain_verify_pending(command, options):
+    counts = ownership.verify_pending(system_actor())
+    if not options["json"]:
+        command.stdout.write(
+            f"pending {counts['pending']}, verified {counts['verified']}, refused {counts['refused']}"
+        )
+    return counts
 
 
 def domain_list(command, options):
@@ -59,6 +89,7 @@ def domain_list(command, options):
             "owner": d.owner.username,
             "dkim": d.dkim_enabled,
             "suspended": d.suspended,
+            "pending": d.pending,
             "hosted_elsewhere": d.hosted_elsewhere,
             "accounts": d.accounts_count,
         }

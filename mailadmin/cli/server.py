@@ -2,7 +2,7 @@ from django.core.exceptions import ValidationError
 
 from ..forms import ServerIdentityForm
 from ..models import ServerSettings
-from ..services import audit, jobs
+from ..services import audit, customers, jobs
 from .common import system_actor
 
 
@@ -15,6 +15,14 @@ def register(nouns):
     set_.add_argument("--ipv6", default="")
     set_.add_argument("--nat-ipv4", default="")
     set_.set_defaults(handler=server_set)
+    switch = verbs.add_parser("customer-domains", help="may customers add mail domains?")
+    switch.add_argument("state", choices=["on", "off"])
+    switch.set_defaults(handler=server_customer_domains)
+
+
+def server_customer_domains(command, options):
+    customers.set_customers_add_domains(system_actor(), options["state"] == "on")
+    command.stdout.write(f"customers may add mail domains: {options['state']}")
 
 
 def server_set(command, options):

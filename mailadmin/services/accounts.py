@@ -24,7 +24,7 @@ from django.utils.translation import gettext as _
 from .. import passwords
 from ..models import MailAccount, MailAlias, MailDomain, MailForward
 from ..validation import normalize_address, normalize_domain, validate_local_part
-from . import audit, jobs
+from . import audit, customers, jobs
 
 MAX_QUOTA_MB = 1024 * 1024  # 1 TiB: beyond any disk this panel runs on
 
@@ -275,6 +275,7 @@ def add_account(actor, domain: MailDomain, local_part: str, password: str, quota
         raise ValidationError(errors)
     try:
         with transaction.atomic():
+            customers.check_mailbox_room(actor, domain.owner, quota)
             account = MailAccount.objects.create(
                 domain=domain, local_part=local, password_hash=password_hash, quota_mb=quota
             )
@@ -316,6 +317,8 @@ def update_account(actor, account: MailAccount, password: str = "", quota_mb=Non
     if not changed:
         return account
     with transaction.atomic():
+        if "quota_mb" in changed:
+            customers.check_mailbox_room(actor, account.domain.owner, quota, account=account)
         account.save(update_fields=[*changed, "updated_at"])
         _changed(actor, "account.update", address_of(account), changed, account.domain)
     return account

@@ -98,7 +98,7 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
     in Python, not by the database: collations differ between engines and the
     rendered bytes must not."""
     server = ServerSettings.load()
-    domains = MailDomain.objects.values(
+    domains = MailDomain.objects.live().values(
         "id", "name", "dkim_enabled", "dkim_private_key", "suspended", "hosted_elsewhere", "catchall"
     )
     relays = RelaySettings.objects.filter(domain__isnull=False).values(*RELAY_VALUES)

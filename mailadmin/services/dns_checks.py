@@ -82,7 +82,13 @@ def domain_records(domain: MailDomain, identity: ServerIdentity):
     key = ""
     if domain.dkim_enabled and domain.dkim_private_key:
         key = dkim.public_key_b64(domain.dkim_private_key)
-    return build_records(domain.name, identity, key, receives_mail=not domain.hosted_elsewhere)
+    return build_records(
+        domain.name,
+        identity,
+        key,
+        receives_mail=not domain.hosted_elsewhere,
+        verify_token=domain.verify_token if domain.pending else "",
+    )
 
 
 def run_async(make_coro, on_progress=None, interval: float = 0.5):

@@ -13,7 +13,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from .. import dkim
 from ..forms import DomainAddForm, DomainSettingsForm
-from ..models import ApplyJob, MailDomain, display_domain, is_admin
+from ..dnsrecords import ownership_record
+from ..models import ApplyJob, MailDomain, ServerSettings, display_domain, is_admin
 from ..services import domains as domain_service
 from .common import get_domain_for_user
 from .sections import domain_sections_context
@@ -21,8 +22,17 @@ from .sections import domain_sections_context
 
 LIST_FIELDS = (
     "pk", "name", "owner__username", "dkim_enabled", "suspended", "hosted_elsewhere",
-    "dns_status", "dns_checked_at", "created_at",
+    "dns_status", "dns_checked_at", "created_at", "pending", "owner__mail_profile__suspended",
 )
+
+
+def may_add_domains(user) -> bool:
+    """One column, and no settings row created by a GET (before the first save
+    the model's default holds)."""
+    if is_admin(user):
+        return True
+    allowed = ServerSettings.objects.filter(pk=1).values_list("customers_add_domains", flat=True).first()
+    return ServerSettings().customers_add_domains if allowed is None else allowed
 
 
 @require_GET
@@ -37,6 +47,7 @@ def domain_list(request):
             "rows": domain_rows_html(page, show_owner=request.user.is_staff),
             "query": query,
             "form": DomainAddForm(user=request.user),
+            "may_add": may_add_domains(request.user),
         },
     )
 
@@ -61,6 +72,8 @@ def domain_rows_html(page, show_owner: bool):
     tz = timezone.get_current_timezone()
     detail_prefix = reverse("mailadmin:domain_detail", args=[0]).removesuffix("0/")
     suspended = format_html(' <span class="badge warn">{}</span>', _("suspended"))
+    owner_suspended = format_html(' <span class="badge warn">{}</span>', _("owner suspended"))
+    pending = format_html(' <span class="badge warn">{}</span>', _("pending verification"))
     send_only = format_html(' <span class="badge">{}</span>', _("send-only"))
     on, off = escape(_("on")), escape(_("off"))
     not_checked = format_html('<span class="muted">{}</span>', _("not checked"))
@@ -71,8 +84,12 @@ def domain_rows_html(page, show_owner: bool):
         badges = ""
         if name != d["name"]:
             badges += f' <small class="muted">{escape(d["name"])}</small>'
+        if d["pending"]:
+            badges += pending
         if d["suspended"]:
             badges += suspended
+        if d["owner__mail_profile__suspended"]:
+            badges += owner_suspended
         if d["hosted_elsewhere"]:
             badges += send_only
         status = d["dns_status"]
@@ -105,13 +122,26 @@ def domain_add(request):
         except ValidationError as exc:
             form.add_error("name", exc)
         else:
-            messages.success(request, _("Mail domain %(name)s added.") % {"name": domain.unicode_name})
+            if domain.pending:
+                messages.info(
+                    request,
+                    _("Mail domain %(name)s added. Publish the TXT record below to verify it: until then it receives no mail.")
+                    % {"name": domain.unicode_name},
+                )
+            else:
+                messages.success(request, _("Mail domain %(name)s added.") % {"name": domain.unicode_name})
             return redirect(domain)
     page = domain_page(request.user, "", 1)
     return render(
         request,
         "mailadmin/domain_list.html",
-        {"page": page, "rows": domain_rows_html(page, request.user.is_staff), "form": form, "query": ""},
+        {
+            "page": page,
+            "rows": domain_rows_html(page, request.user.is_staff),
+            "form": form,
+            "query": "",
+            "may_add": may_add_domains(request.user),
+        },
         status=400,
     )
 
@@ -135,6 +165,7 @@ def domain_context(request, domain, **extra):
         ),
         "settings_form": DomainSettingsForm(instance=domain),
         "job": latest_job,
+        "ownership_record": ownership_record(domain.name, domain.verify_token) if domain.pending else None,
     }
     ctx.update(domain_sections_context(request, domain))
     ctx.update(extra)
@@ -186,12 +217,30 @@ def domain_dkim(request, domain_id):
 @require_http_methods(["GET", "POST"])
 def domain_delete(request, domain_id):
     domain = get_domain_for_user(request, domain_id)
+    ctx = {"domain": domain, "held": domain.suspended and not is_admin(request.user)}
     if request.method == "POST":
         if request.POST.get("confirm_name", "").strip().lower() not in (domain.name, domain.unicode_name.lower()):
             messages.error(request, _("Type the domain name to confirm the deletion."))
-            return render(request, "mailadmin/domain_delete.html", {"domain": domain}, status=400)
+            return render(request, "mailadmin/domain_delete.html", ctx, status=400)
         name = domain.unicode_name
-        domain_service.delete_domain(request.user, domain)
+        try:
+            outcome = domain_service.delete_domain(request.user, domain)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return render(request, "mailadmin/domain_delete.html", ctx, status=400)
         messages.success(request, _("Mail domain %(name)s deleted.") % {"name": name})
+        if outcome.error:
+            messages.error(request, mail_not_moved_message(request.user, name, outcome.error))
         return redirect("mailadmin:domain_list")
-    return render(request, "mailadmin/domain_delete.html", {"domain": domain})
+    return render(request, "mailadmin/domain_delete.html", ctx)
+
+
+def mail_not_moved_message(user, name: str, error: str) -> str:
+    """The helper's words are for admins; a customer learns what it means."""
+    message = _(
+        "The mail stored for %(name)s could not be moved away, so it is still on the server. "
+        "An administrator must move it before this name is added again."
+    ) % {"name": name}
+    if is_admin(user):
+        message += " " + _("Helper: %(error)s") % {"error": error}
+    return message

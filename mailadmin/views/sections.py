@@ -13,6 +13,7 @@ DOMAIN_SECTIONS: list[tuple[str, str]] = [
 ]
 
 SETTINGS_SECTIONS: list[tuple[str, str]] = [
+    ("mailadmin/users/customer_domains.html", "mailadmin.views.admin.customer_domains_section"),
     ("mailadmin/relay/section.html", "mailadmin.views.relay.global_section"),
     ("mailadmin/server_mail/panel_smtp.html", "mailadmin.views.server_mail.panel_smtp_section"),
     ("mailadmin/server_mail/dqs.html", "mailadmin.views.server_mail.dqs_section"),
