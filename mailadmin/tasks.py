@@ -3,7 +3,7 @@ the slow DNS checks live in tasks_dns.py."""
 
 from django.tasks import task
 
-from .services import apply, snappymail
+from .services import apply, password_reset, snappymail
 
 
 @task()
@@ -14,3 +14,8 @@ def apply_config(job_id: int) -> None:
 @task()
 def install_snappymail(job_id: int, source: str = "", sha256: str = "") -> None:
     snappymail.run_install_job(job_id, source, sha256)
+
+
+@task()
+def send_password_reset(email: str, language: str) -> None:
+    password_reset.send_reset_mail(email, language)
