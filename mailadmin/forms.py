@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from .models import MailDomain, ServerSettings
-from .validation import normalize_domain, normalize_hostname
+from .validation import normalize_domain, normalize_hostname, normalize_ip
 
 
 class DomainAddForm(forms.Form):
@@ -47,10 +47,25 @@ class DomainSettingsForm(forms.ModelForm):
         fields = ["dkim_enabled", "hosted_elsewhere"]
 
 
+class PlainIPAddressField(forms.GenericIPAddressField):
+    """Django's field drops an IPv6 zone index (fe80::1%eth0 → fe80::1) and
+    strips line breaks; here both are an error the admin sees."""
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return ""
+        return normalize_ip(value)
+
+
 class ServerIdentityForm(forms.ModelForm):
     class Meta:
         model = ServerSettings
         fields = ["hostname", "ipv4", "ipv6", "nat_ipv4"]
+        field_classes = {"ipv4": PlainIPAddressField, "ipv6": PlainIPAddressField, "nat_ipv4": PlainIPAddressField}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["hostname"].strip = False  # normalize_hostname trims blanks, refuses the rest
 
     def clean_hostname(self):
         return normalize_hostname(self.cleaned_data["hostname"])

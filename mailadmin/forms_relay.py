@@ -120,7 +120,8 @@ class RelayForm(forms.Form):
         data = super().clean()
         preset = data.get("preset") or "custom"
         data["preset"] = preset
-        host = (self.data.get(self.add_prefix("host")) or "").strip()
+        # Only blanks are trimmed: a line break or tab is refused by the validator.
+        host = (self.data.get(self.add_prefix("host")) or "").strip(" ")
         # A preset fills what the user left empty (without JavaScript the
         # "Fill in" button does the same visibly).
         if preset != "custom" and not host and "region" not in self.errors:

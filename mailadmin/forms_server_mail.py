@@ -13,7 +13,8 @@ from .validation import normalize_address
 
 class PanelSmtpForm(forms.Form):
     enabled = forms.BooleanField(label=_("Send the panel's mail through this SMTP server"), required=False)
-    host = forms.CharField(label=_("SMTP host"), max_length=253, required=False)
+    # Not stripped: the validator trims blanks and refuses line breaks and tabs.
+    host = forms.CharField(label=_("SMTP host"), max_length=253, required=False, strip=False)
     port = forms.IntegerField(label=_("Port"), initial=587, required=False)
     security = forms.ChoiceField(
         label=_("Security"), choices=PanelSmtpSecurity.choices, initial=PanelSmtpSecurity.STARTTLS
@@ -94,7 +95,7 @@ class DqsKeyForm(forms.Form):
 
 
 class DnsblZoneForm(forms.Form):
-    zone = forms.CharField(label=_("DNSBL zone"), max_length=253)
+    zone = forms.CharField(label=_("DNSBL zone"), max_length=253, strip=False)
 
     def clean_zone(self):
         return server_mail.normalize_zone(self.cleaned_data["zone"])
