@@ -1,4 +1,5 @@
-"""A person in real headless Chromium: log in, add a domain, watch the apply job
+"""A person in real headless Chromium: log in, add a domain, verify it with
+its TXT record (a real DNS server), watch the apply job
 reach "done" live (htmx polling, a real task worker and the real helper), then
 switch to 中文 and see the page translated; the htmx relay form against a real
 SMTP server; "Check now" against a real DNS server."""
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dnsserver import dns_world  # noqa: F401  (a fixture)
+from tests.dnsserver import DnsServer, dns_world, txt  # noqa: F401  (dns_world: a fixture)
 
 CHROMIUM = "/usr/bin/chromium"
 HELPER = Path(__file__).resolve().parent.parent / "deploy" / "mailpanel_helper.py"
@@ -75,10 +76,28 @@ def test_customer_adds_a_domain_watches_the_job_finish_and_switches_to_chinese(
     page = browser_page
     log_in(page, live_server, "alice", "alice-pass-123")
 
+    dns = DnsServer().start()
+    settings.MAILPANEL_RESOLVERS = [dns.address]
+    settings.MAILPANEL_CHECK_TIMEOUT = 2.0
+
     page.fill("#id_name", "bücher.example")
     page.click("#domain-add-form button[type=submit]")
     page.wait_for_selector("h1:has-text('bücher.example')")
     assert "xn--bcher-kva.example" in page.inner_text("h1")
+
+    # Pending until its DNS proves it is hers: Verify swaps the section in place.
+    record = page.inner_text("#ownership-value")
+    assert record.startswith("mailpanel-verify=")
+    page.click("#ownership button[value=verify]")
+    page.wait_for_selector("#ownership-notice")
+    assert "not verified yet" in page.inner_text("#ownership-notice")
+    assert not (root / "etc/exim4/domains/xn--bcher-kva.example").exists()
+    dns.add([f"_mailpanel-verify.xn--bcher-kva.example. 300 IN TXT {txt(record)}"])
+    page.click("#ownership button[value=verify]")
+    page.wait_for_selector(".messages >> text=is verified")  # the page loaded again
+    page.wait_for_load_state()
+    assert page.locator("#ownership").count() == 0
+    dns.stop()
 
     # The job box polls itself (htmx) until the worker and helper are done.
     page.wait_for_selector(".job[data-state=done]", timeout=30000)

@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from mailadmin import dkim
 from mailadmin.models import ApplyJob, AuditEntry, MailDomain
+from tests.test_apply_pipeline import live_root  # noqa: F401 (a fixture: the helper works on a tmp tree)
 
 pytestmark = pytest.mark.django_db
 
@@ -115,7 +116,7 @@ def test_typed_domain_is_kept_in_the_form_after_an_error(alice_client):
     assert 'value="exa mple.com"' in response.content.decode()
 
 
-def test_delete_asks_for_confirmation_then_deletes(alice_client):
+def test_delete_asks_for_confirmation_then_deletes(alice_client, live_root):
     add(alice_client, "example.org")
     domain = MailDomain.objects.get()
     url = reverse("mailadmin:domain_delete", args=[domain.pk])
