@@ -53,6 +53,9 @@ class Domain:
     aliases: tuple[Alias, ...] = ()
     forwards: tuple[Forward, ...] = ()
     catchall: str = ""  # full address, or "" for none
+    # Unix users (web apps on this host) an admin allowed to send as this
+    # domain: only their local submissions get its relay and DKIM key.
+    local_senders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,10 @@ class Layout:
     # Dovecot process runs as (also the mail owner); no chroot, no extra
     # groups, sockets 0666. Empty = normal root-started Dovecot.
     dovecot_run_as: str = ""
+    # Which configuration dialect dovecot.conf is written in: "2.3" (Debian 12)
+    # or "2.4" (Debian 13). Detected where the Layout is made (install.sh writes
+    # it to /etc/mailpanel/layout.json for the helper), never by a renderer.
+    dovecot_version: str = "2.3"
 
     def path(self, production_path: str) -> str:
         """The path as it appears inside rendered files."""

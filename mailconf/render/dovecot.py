@@ -18,15 +18,33 @@ Pure: code parameters + layout in, {production path: FileSpec} out.
   group as an extra group. With ``layout.dovecot_run_as`` (development) every
   process runs as that one user, login processes are not chrooted and sockets
   are 0666.
+
+Two dialects, chosen by ``layout.dovecot_version`` (what the machine runs:
+Debian 12 ships 2.3, Debian 13 ships 2.4, whose configuration format is not
+compatible): the same behaviour written in each one's words. 2.4 differences
+that matter here: ``dovecot_config_version``/``dovecot_storage_version`` must
+come first; ``%{user | domain}`` replaces ``%d``; passdb/userdb are named
+filters with ``passwd_file_path``; the per-user quota is the
+``quota_storage_size`` setting (the shared passwd file keeps 2.3's
+``userdb_quota_rule=*:storage=<N>M`` field, which 2.4 ignores as a setting but
+still hands to ``userdb_fields`` as ``%{passwd_file:quota_rule}``); ssl and
+sieve settings are renamed; Exim's authenticator needs the ``auth-legacy``
+listener type (Exim does not speak 2.4's auth protocol).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from .. import validate as v
 from ..params import CodeParams
 from ..snapshot import FileSpec, Layout
 
 DOVECOT_CONF = "/etc/dovecot/dovecot.conf"
+DOVECOT_VERSIONS = ("2.3", "2.4")
+# The oldest 2.4 whose defaults and storage format we write for: any 2.4.x
+# reads it (Debian 13 ships 2.4.1).
+DOVECOT_24_CONFIG_VERSION = "2.4.0"
 DOMAINS_DIR = "/etc/exim4/domains"
 
 # Dovecot's default plus the RFC 5322 atext characters our local parts may
@@ -49,7 +67,46 @@ def render_dovecot(params: CodeParams, layout: Layout) -> dict[str, FileSpec]:
     }
 
 
+@dataclass(frozen=True)
+class _Values:
+    """Everything both dialects write, validated once."""
+
+    hostname: str
+    protocols: str
+    listen: str
+    base_dir: str
+    state_dir: str
+    log_path: str
+    internal_user: str
+    internal_group: str
+    login_user: str
+    cert: str  # "" = no TLS
+    key: str
+    sieve: bool
+    imap_port: int
+    imaps_port: int
+    sieve_port: int
+    mail_root: str
+    domains_dir: str
+    mail_user: str
+    mail_group: str
+    exim_group: str
+    rootless: bool
+    auth_listener: str
+    lmtp_listener: str
+
+
 def _dovecot_conf(params: CodeParams, layout: Layout) -> str:
+    if layout.dovecot_version not in DOVECOT_VERSIONS:
+        raise ValueError(
+            f"Dovecot version {layout.dovecot_version!r} is not one of {', '.join(DOVECOT_VERSIONS)}"
+        )
+    values = _values(params, layout)
+    lines = _conf_24(values) if layout.dovecot_version == "2.4" else _conf_23(values)
+    return "\n".join(line.rstrip("\n") for line in lines) + "\n"
+
+
+def _values(params: CodeParams, layout: Layout) -> _Values:
     def p(production_path: str, what: str = "path") -> str:
         return v.path(layout.path(v.path(production_path, what)), what)
 
@@ -62,140 +119,186 @@ def _dovecot_conf(params: CodeParams, layout: Layout) -> str:
             return production_path[len(base):]
         return p(production_path)
 
-    hostname = v.hostname(params.hostname, "server host name")
     run_as, _, run_group = layout.dovecot_run_as.partition(":")
     if run_as:
         run_as = v.name(run_as, "Dovecot user")
         run_group = v.name(run_group or run_as, "Dovecot group")
     mail_user = run_as or v.name(layout.mail_user, "mail user")
-    mail_group = run_group or mail_user
-    exim_group = v.name(layout.exim_group, "exim group")
-    listen = ", ".join(sorted({v.ip(x) for x in layout.dovecot_listen})) or "*, ::"
     tls = bool(layout.tls_certificate)
     sieve = params.sieve_enabled
-    imap_port = v.port(layout.imap_port, "IMAP port")
-    imaps_port = v.port(layout.imaps_port, "IMAPS port") if tls else 0
-    sieve_port = v.port(layout.sieve_port, "ManageSieve port") if sieve else 0
-    mail_home = f"{p(layout.mail_root, 'mail root')}/%d/%n"
+    return _Values(
+        hostname=v.hostname(params.hostname, "server host name"),
+        protocols="imap lmtp sieve" if sieve else "imap lmtp",
+        listen=", ".join(sorted({v.ip(x) for x in layout.dovecot_listen})) or "*, ::",
+        base_dir=p(layout.dovecot_base_dir, "Dovecot base dir"),
+        state_dir=p(layout.dovecot_state_dir, "Dovecot state dir"),
+        log_path=p(layout.dovecot_log_path, "Dovecot log") if layout.dovecot_log_path else "",
+        internal_user=run_as or "dovecot",
+        internal_group=run_group,
+        login_user=run_as or "dovenull",
+        cert=p(layout.tls_certificate, "TLS certificate") if tls else "",
+        key=p(layout.tls_privatekey or layout.tls_certificate, "TLS key") if tls else "",
+        sieve=sieve,
+        imap_port=v.port(layout.imap_port, "IMAP port"),
+        imaps_port=v.port(layout.imaps_port, "IMAPS port") if tls else 0,
+        sieve_port=v.port(layout.sieve_port, "ManageSieve port") if sieve else 0,
+        mail_root=p(layout.mail_root, "mail root"),
+        domains_dir=p(DOMAINS_DIR),
+        mail_user=mail_user,
+        mail_group=run_group or mail_user,
+        exim_group=v.name(layout.exim_group, "exim group"),
+        rootless=bool(run_as),
+        auth_listener=listener(layout.dovecot_auth_socket),
+        lmtp_listener=listener(layout.dovecot_lmtp_socket),
+    )
 
-    if run_as:
+
+SPECIAL_MAILBOXES = (("Drafts", "\\Drafts"), ("Junk", "\\Junk"), ("Sent", "\\Sent"), ("Trash", "\\Trash"))
+
+
+def _head(c: _Values) -> list[str]:
+    w = [f"protocols = {c.protocols}", f"listen = {c.listen}", f"hostname = {c.hostname}",
+         f"base_dir = {c.base_dir}", f"state_dir = {c.state_dir}"]
+    if c.log_path:
+        w.append(f"log_path = {c.log_path}")
+    w.append(f"default_internal_user = {c.internal_user}")
+    if c.internal_group:
+        # the default stats/dict/hibernate listeners are chowned to this group
+        w.append(f"default_internal_group = {c.internal_group}")
+    w.append(f"default_login_user = {c.login_user}")
+    w.append("")
+    return w
+
+
+def _namespace(c: _Values) -> list[str]:
+    w = ["namespace inbox {", "  inbox = yes", "  separator = /"]
+    for box, use in SPECIAL_MAILBOXES:
+        w += [f"  mailbox {box} {{", "    auto = subscribe", f"    special_use = {use}", "  }"]
+    return w + ["}", ""]
+
+
+def _services(c: _Values, auth_listener_type: str = "") -> list[str]:
+    chroot = "  chroot =\n" if c.rootless else ""
+    if c.rootless:
         socket_perms = "    mode = 0666\n"
-        chroot = "  chroot =\n"
         auth_groups = ""
     else:
-        socket_perms = f"    mode = 0660\n    group = {exim_group}\n"
-        chroot = ""
-        auth_groups = f"  extra_groups = {exim_group}\n"
-
-    protocols = "imap lmtp sieve" if sieve else "imap lmtp"
-    w: list[str] = []
-    a = w.append
-    a("# Generated by mailpanel (mailadmin/render/dovecot.py). Do not edit: the")
-    a("# next apply overwrites it.")
-    a("")
-    a(f"protocols = {protocols}")
-    a(f"listen = {listen}")
-    a(f"hostname = {hostname}")
-    a(f"base_dir = {p(layout.dovecot_base_dir, 'Dovecot base dir')}")
-    a(f"state_dir = {p(layout.dovecot_state_dir, 'Dovecot state dir')}")
-    if layout.dovecot_log_path:
-        a(f"log_path = {p(layout.dovecot_log_path, 'Dovecot log')}")
-    a(f"default_internal_user = {run_as or 'dovecot'}")
-    if run_group:
-        # the default stats/dict/hibernate listeners are chowned to this group
-        a(f"default_internal_group = {run_group}")
-    a(f"default_login_user = {run_as or 'dovenull'}")
-    a("")
-    if tls:
-        a("ssl = yes")
-        a(f"ssl_cert = <{p(layout.tls_certificate, 'TLS certificate')}")
-        a(f"ssl_key = <{p(layout.tls_privatekey or layout.tls_certificate, 'TLS key')}")
-        a("ssl_min_protocol = TLSv1.2")
-        # Plaintext AUTH only over TLS or from this host (webmail).
-        a("disable_plaintext_auth = yes")
-    else:
-        a("ssl = no")
-        a("disable_plaintext_auth = no")
-    a("")
-    a("auth_mechanisms = plain login")
-    a("auth_username_format = %Lu")
-    a(f"auth_username_chars = {USERNAME_CHARS}")
-    a("passdb {")
-    a("  driver = passwd-file")
-    a(f"  args = username_format=%n {p(DOMAINS_DIR)}/%d/passwd")
-    a("}")
-    a("userdb {")
-    a("  driver = passwd-file")
-    a(f"  args = username_format=%n {p(DOMAINS_DIR)}/%d/passwd")
-    a(f"  default_fields = uid={mail_user} gid={mail_group} home={mail_home}")
-    a("}")
-    a("")
-    a(f"mail_uid = {mail_user}")
-    a(f"mail_gid = {mail_group}")
-    # Pure renderer: the mail user's uid is unknown here; anything but root.
-    a("first_valid_uid = 1")
-    a(f"mail_home = {mail_home}")
-    a("mail_location = maildir:~/Maildir")
-    a("mail_plugins = $mail_plugins quota")
-    a("namespace inbox {")
-    a("  inbox = yes")
-    a("  separator = /")
-    for box, use in (("Drafts", "\\Drafts"), ("Junk", "\\Junk"), ("Sent", "\\Sent"), ("Trash", "\\Trash")):
-        a(f"  mailbox {box} {{")
-        a("    auto = subscribe")
-        a(f"    special_use = {use}")
-        a("  }")
-    a("}")
-    a("")
-    a("plugin {")
-    a("  quota = maildir:User quota")
-    if sieve:
-        a("  sieve = file:~/sieve;active=~/.dovecot.sieve")
-    a("}")
-    a("")
-    a("service imap-login {")
-    a(chroot + "  inet_listener imap {")
-    a(f"    port = {imap_port}")
-    a("  }")
-    a("  inet_listener imaps {")
-    a(f"    port = {imaps_port}")
-    a("    ssl = yes")
-    a("  }")
-    a("}")
-    if sieve:
-        a("service managesieve-login {")
-        a(chroot + "  inet_listener sieve {")
-        a(f"    port = {sieve_port}")
-        a("  }")
-        a("}")
-        # Upstream's name (Debian patches in "(Debian)"): clients and the FAQ
-        # expect "IMPLEMENTATION" "Dovecot Pigeonhole", and the distribution
-        # is nobody's business on an open port.
-        a("protocol sieve {")
-        a("  managesieve_implementation_string = Dovecot Pigeonhole")
-        a("}")
+        socket_perms = f"    mode = 0660\n    group = {c.exim_group}\n"
+        auth_groups = f"  extra_groups = {c.exim_group}\n"
+    w = ["service imap-login {", chroot + "  inet_listener imap {", f"    port = {c.imap_port}", "  }",
+         "  inet_listener imaps {", f"    port = {c.imaps_port}", "    ssl = yes", "  }", "}"]
+    if c.sieve:
+        w += ["service managesieve-login {", chroot + "  inet_listener sieve {",
+              f"    port = {c.sieve_port}", "  }", "}",
+              # Upstream's name (Debian patches in "(Debian)"): clients and the FAQ
+              # expect "IMPLEMENTATION" "Dovecot Pigeonhole", and the distribution
+              # is nobody's business on an open port.
+              "protocol sieve {", "  managesieve_implementation_string = Dovecot Pigeonhole", "}"]
     if chroot:
-        a("service anvil {")
-        a(chroot.rstrip("\n"))
-        a("}")
-    a("service auth {")
-    a(auth_groups + f"  unix_listener {listener(layout.dovecot_auth_socket)} {{")
-    a(socket_perms + "  }")
-    a("}")
-    a("service lmtp {")
-    a(f"  unix_listener {listener(layout.dovecot_lmtp_socket)} {{")
-    a(socket_perms + "  }")
-    a("}")
-    a("")
-    a("protocol imap {")
-    a("  mail_plugins = $mail_plugins imap_quota")
-    a("}")
-    a("protocol lmtp {")
-    a(f"  mail_plugins = $mail_plugins{' sieve' if sieve else ''}")
-    a(f"  postmaster_address = postmaster@{hostname}")
-    a("}")
-    a("lmtp_rcpt_check_quota = yes")
-    # An LDA/LMTP setting, not a plugin one: inside plugin {} Dovecot ignores it
-    # and answers 552 (Exim bounces) instead of 452 (Exim keeps it queued).
-    a("quota_full_tempfail = yes")
-    return "\n".join(line.rstrip("\n") for line in w) + "\n"
+        w += ["service anvil {", chroot.rstrip("\n"), "}"]
+    listener_type = f"    type = {auth_listener_type}\n" if auth_listener_type else ""
+    w += ["service auth {", auth_groups + f"  unix_listener {c.auth_listener} {{",
+          listener_type + socket_perms + "  }", "}",
+          "service lmtp {", f"  unix_listener {c.lmtp_listener} {{", socket_perms + "  }", "}", ""]
+    return w
+
+
+def _conf_23(c: _Values) -> list[str]:
+    mail_home = f"{c.mail_root}/%d/%n"
+    w = ["# Generated by mailpanel (mailadmin/render/dovecot.py). Do not edit: the",
+         "# next apply overwrites it.", ""]
+    w += _head(c)
+    if c.cert:
+        w += ["ssl = yes", f"ssl_cert = <{c.cert}", f"ssl_key = <{c.key}", "ssl_min_protocol = TLSv1.2",
+              # Plaintext AUTH only over TLS or from this host (webmail).
+              "disable_plaintext_auth = yes"]
+    else:
+        w += ["ssl = no", "disable_plaintext_auth = no"]
+    w += ["", "auth_mechanisms = plain login", "auth_username_format = %Lu",
+          f"auth_username_chars = {USERNAME_CHARS}",
+          "passdb {", "  driver = passwd-file", f"  args = username_format=%n {c.domains_dir}/%d/passwd", "}",
+          "userdb {", "  driver = passwd-file", f"  args = username_format=%n {c.domains_dir}/%d/passwd",
+          f"  default_fields = uid={c.mail_user} gid={c.mail_group} home={mail_home}", "}", "",
+          f"mail_uid = {c.mail_user}", f"mail_gid = {c.mail_group}",
+          # Pure renderer: the mail user's uid is unknown here; anything but root.
+          "first_valid_uid = 1", f"mail_home = {mail_home}", "mail_location = maildir:~/Maildir",
+          "mail_plugins = $mail_plugins quota"]
+    w += _namespace(c)
+    w += ["plugin {", "  quota = maildir:User quota"]
+    if c.sieve:
+        w.append("  sieve = file:~/sieve;active=~/.dovecot.sieve")
+    w += ["}", ""]
+    w += _services(c)
+    w += ["protocol imap {", "  mail_plugins = $mail_plugins imap_quota", "}",
+          "protocol lmtp {", f"  mail_plugins = $mail_plugins{' sieve' if c.sieve else ''}",
+          f"  postmaster_address = postmaster@{c.hostname}", "}",
+          "lmtp_rcpt_check_quota = yes",
+          # An LDA/LMTP setting, not a plugin one: inside plugin {} Dovecot ignores it
+          # and answers 552 (Exim bounces) instead of 452 (Exim keeps it queued).
+          "quota_full_tempfail = yes"]
+    return w
+
+
+# The passwd files' quota field (render/exim.py, shared with Exim) is 2.3's
+# "quota_rule=*:storage=<N>M"; 2.4 wants "<N>M" in quota_storage_size. The
+# prefix is 10 characters; no field = 0 = unlimited.
+QUOTA_RULE_PREFIX = "*:storage="
+QUOTA_FROM_PASSWD_FILE = (
+    f"%{{passwd_file:quota_rule | default('{QUOTA_RULE_PREFIX}0') | substr({len(QUOTA_RULE_PREFIX)})}}"
+)
+# 2.3's quota_grace was 10% of the limit (a delivery may overshoot that much
+# once); 2.4's quota_storage_grace is a fixed 10M by default, which would let
+# a 1.5 MB message into a 1 MB mailbox. 10% of N MiB is N * 102 KiB.
+QUOTA_GRACE_FROM_PASSWD_FILE = (
+    f"%{{passwd_file:quota_rule | default('{QUOTA_RULE_PREFIX}0M') | substr({len(QUOTA_RULE_PREFIX)}, -1) * 102}}k"
+)
+
+
+def _conf_24(c: _Values) -> list[str]:
+    domain, local = "%{user | domain}", "%{user | username}"
+    mail_home = f"{c.mail_root}/{domain}/{local}"
+    passwd_file = f"{c.domains_dir}/{domain}/passwd"
+    w = [f"dovecot_config_version = {DOVECOT_24_CONFIG_VERSION}",
+         "# Generated by mailpanel (mailadmin/render/dovecot.py), Dovecot 2.4. Do",
+         "# not edit: the next apply overwrites it.",
+         f"dovecot_storage_version = {DOVECOT_24_CONFIG_VERSION}", ""]
+    w += _head(c)
+    if c.cert:
+        w += ["ssl = yes", f"ssl_server_cert_file = {c.cert}", f"ssl_server_key_file = {c.key}",
+              "ssl_min_protocol = TLSv1.2",
+              # Plaintext AUTH only over TLS or from this host (webmail).
+              "auth_allow_cleartext = no"]
+    else:
+        w += ["ssl = no", "auth_allow_cleartext = yes"]
+    w += ["", "auth_mechanisms = plain login", "auth_username_format = %{user | lower}",
+          f"auth_username_chars = {USERNAME_CHARS}",
+          # The passwd file is per domain and keyed by the local part.
+          "passdb passwd-file {", f"  passwd_file_path = {passwd_file}",
+          "  auth_username_format = %{user | lower | username}", "}",
+          "userdb passwd-file {", f"  passwd_file_path = {passwd_file}",
+          "  auth_username_format = %{user | lower | username}",
+          "  fields {", f"    uid:default = {c.mail_user}", f"    gid:default = {c.mail_group}",
+          f"    home:default = {mail_home}",
+          f"    quota_storage_size = {QUOTA_FROM_PASSWD_FILE}",
+          f"    quota_storage_grace = {QUOTA_GRACE_FROM_PASSWD_FILE}", "  }", "}", "",
+          f"mail_uid = {c.mail_user}", f"mail_gid = {c.mail_group}",
+          # Pure renderer: the mail user's uid is unknown here; anything but root.
+          "first_valid_uid = 1", f"mail_home = {mail_home}",
+          "mail_driver = maildir", "mail_path = ~/Maildir",
+          "mail_plugins {", "  quota = yes", "}"]
+    w += _namespace(c)
+    w += ['quota "User quota" {', "  driver = maildir", "}"]
+    if c.sieve:
+        w += ["sieve_script personal {", "  driver = file", "  path = ~/sieve",
+              "  active_path = ~/.dovecot.sieve", "}"]
+    w.append("")
+    w += _services(c, auth_listener_type="auth-legacy")
+    w += ["protocol imap {", "  mail_plugins {", "    imap_quota = yes", "  }", "}",
+          "protocol lmtp {"]
+    if c.sieve:
+        w += ["  mail_plugins {", "    sieve = yes", "  }"]
+    w += [f"  postmaster_address = postmaster@{c.hostname}", "}",
+          "lmtp_rcpt_check_quota = yes",
+          # Over quota: 452 (Exim keeps the message queued), not 552 (bounce).
+          "quota_full_tempfail = yes"]
+    return w
