@@ -3,7 +3,7 @@ the slow DNS checks live in tasks_dns.py."""
 
 from django.tasks import task
 
-from .services import apply, password_reset, snappymail
+from .services import apply, housekeeping as housekeeping_service, password_reset, snappymail
 
 
 @task()
@@ -19,3 +19,9 @@ def install_snappymail(job_id: int, source: str = "", sha256: str = "") -> None:
 @task()
 def send_password_reset(email: str, language: str) -> None:
     password_reset.send_reset_mail(email, language)
+
+
+@task()
+def housekeeping() -> dict:
+    """Daily (mailpanel-housekeeping.timer runs `manage.py housekeeping`)."""
+    return housekeeping_service.prune()
