@@ -229,6 +229,9 @@ MAILPANEL_PORT25_TARGET = os.environ.get("MAILPANEL_PORT25_TARGET", "ASPMX.L.GOO
 MAILPANEL_CHECK_TIMEOUT = env_float("MAILPANEL_CHECK_TIMEOUT", 5.0)
 MAILPANEL_SNAPPYMAIL_URL = os.environ.get("MAILPANEL_SNAPPYMAIL_URL", "")
 MAILPANEL_SNAPPYMAIL_SHA256 = os.environ.get("MAILPANEL_SNAPPYMAIL_SHA256", "")
+# Where the SnappyMail admin panel is reached (https://webmail.example.net/); the
+# admin key is added as its query. Empty: https://<server hostname>/.
+MAILPANEL_SNAPPYMAIL_ADMIN_URL = os.environ.get("MAILPANEL_SNAPPYMAIL_ADMIN_URL", "")
 # Panel mail with panel SMTP off goes to the local MTA over SMTP.
 MAILPANEL_LOCAL_SMTP = os.environ.get("MAILPANEL_LOCAL_SMTP", "127.0.0.1:25")
 MAILPANEL_SMTP_CA_FILE = os.environ.get("MAILPANEL_SMTP_CA_FILE", "")  # empty = system store

@@ -458,6 +458,7 @@ def test_admin_sees_the_credentials_until_the_file_is_deleted(
     install(admin_user, django_capture_on_commit_callbacks)
     creds = read_credentials_file(live_root)
     MailDomain.objects.create(name="example.org", owner=admin_user)
+    set_hostname("mail.server.test")
 
     settings_page = admin_client_.get(reverse("mailadmin:server_settings"))
     assert settings_page.status_code == 200
@@ -469,7 +470,7 @@ def test_admin_sees_the_credentials_until_the_file_is_deleted(
     assert page.status_code == 200
     assert "no-store" in page["Cache-Control"]
     assert creds["Username"] in html and creds["Password"] in html and creds["Secret key"] in html
-    assert f"https://webmail.example.org/?{creds['Secret key']}" in html
+    assert f'<code id="snappymail-admin-url">https://mail.server.test/?{creds["Secret key"]}</code>' in html
 
     response = admin_client_.post(reverse("mailadmin:snappymail_credentials_delete"))
     assert response.status_code == 302
@@ -505,6 +506,82 @@ def test_install_button_answers_htmx_with_the_section(
     assert response.status_code == 200
     assert html.strip().startswith('<section class="card" id="snappymail">')
     assert "being installed" in html
+
+
+# --- the admin URL: never on a customer's domain (issue #12) ---------------------------
+
+KEY = "AdminKey0123456789abcdef"
+
+
+@pytest.fixture
+def tenants(alice, bob, admin_user):
+    """Customers' domains sorted before and after the server's own name."""
+    for name, owner in [("aaa-alice.example", alice), ("alice.example", alice), ("zzz-bob.example", bob),
+                        ("server.test", admin_user)]:
+        MailDomain.objects.create(name=name, owner=owner)
+    set_hostname("mail.server.test")
+    return [name for name in MailDomain.objects.exclude(owner=admin_user).values_list("name", flat=True)]
+
+
+def set_hostname(name: str) -> None:
+    server = ServerSettings.load()
+    server.hostname = name
+    server.save(update_fields=["hostname"])
+
+
+def assert_no_customer_domain(url: str, tenants):
+    host = url.split("/")[2] if url else ""
+    for name in tenants:
+        assert name not in url
+        assert host != name and not host.endswith("." + name)
+
+
+def test_admin_url_is_on_the_server_hostname_whatever_the_customers_domains(tenants):
+    url = snappymail.admin_url(KEY)
+    assert url == f"https://mail.server.test/?{KEY}"
+    assert_no_customer_domain(url, tenants)
+
+
+def test_admin_url_comes_from_the_configured_url_when_set(tenants, settings):
+    settings.MAILPANEL_SNAPPYMAIL_ADMIN_URL = "https://webmail.server.test/snappymail/"
+    url = snappymail.admin_url(KEY)
+    assert url == f"https://webmail.server.test/snappymail/?{KEY}"
+    assert_no_customer_domain(url, tenants)
+
+
+@pytest.mark.parametrize("hostname", ["alice.example", "mx.alice.example"])
+def test_no_admin_url_when_the_server_hostname_lies_in_a_customers_domain(tenants, hostname, settings):
+    """The customer runs that name's DNS: the key would go to their server."""
+    set_hostname(hostname)
+    assert snappymail.admin_url(KEY) == ""
+    settings.MAILPANEL_SNAPPYMAIL_ADMIN_URL = "https://webmail.server.test/"
+    assert snappymail.admin_url(KEY) == f"https://webmail.server.test/?{KEY}"
+
+
+@pytest.mark.parametrize(
+    "bad", ["webmail.server.test", "javascript:alert(1)", "ftp://webmail.server.test/",
+            "https://webmail.server.test/?x=1", "https://user@webmail.server.test/", "https:///path",
+            "https://webmail.server.test/#frag", "https://web mail.test/"],
+)
+def test_a_malformed_configured_url_is_refused(db, settings, bad):
+    from django.core.exceptions import ImproperlyConfigured
+
+    settings.MAILPANEL_SNAPPYMAIL_ADMIN_URL = bad
+    with pytest.raises(ImproperlyConfigured, match="MAILPANEL_SNAPPYMAIL_ADMIN_URL"):
+        snappymail.admin_url(KEY)
+
+
+def test_credentials_page_says_how_to_get_an_admin_url_when_the_hostname_is_a_customers(
+    live_root, release_tarball, admin_user, admin_client_, alice, django_capture_on_commit_callbacks
+):
+    install(admin_user, django_capture_on_commit_callbacks)
+    creds = read_credentials_file(live_root)
+    MailDomain.objects.create(name="alice.example", owner=alice)
+    set_hostname("mail.alice.example")
+    html = admin_client_.get(reverse("mailadmin:snappymail_credentials")).content.decode()
+    assert creds["Secret key"] in html  # the key itself, for the admin
+    assert "alice.example/?" not in html and 'id="snappymail-admin-url"' not in html
+    assert "MAILPANEL_SNAPPYMAIL_ADMIN_URL" in html
 
 
 @pytest.mark.parametrize(

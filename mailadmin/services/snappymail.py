@@ -9,14 +9,16 @@ Nothing secret goes into the job log, the audit log or the Python log.
 
 import base64
 import logging
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.utils.translation import gettext as _
 
 from .. import snappymail_release as release
 from ..helper_client import HelperError, call_helper
 from ..models import ApplyJob, JobKind, MailDomain, ServerSettings
+from ..validation import normalize_hostname
 from . import apply, audit, jobs
 
 logger = logging.getLogger(__name__)
@@ -159,16 +161,42 @@ def delete_credentials(actor) -> bool:
     return CREDENTIALS_FILE in answer.get("removed", [])
 
 
-def webmail_host() -> str:
-    """The host the admin URL is shown with: webmail.<first local domain>,
-    or the server's host name when there is no domain yet."""
-    domain = (
-        MailDomain.objects.filter(hosted_elsewhere=False).order_by("name").values_list("name", flat=True).first()
+def admin_url(key: str) -> str:
+    """The SnappyMail admin panel's address with its key: on the configured
+    MAILPANEL_SNAPPYMAIL_ADMIN_URL, else on the server's host name. Never on a
+    customer's domain — whoever runs its DNS would receive the key — so ""
+    when the host name lies in a customer's domain and no URL is configured."""
+    configured = settings.MAILPANEL_SNAPPYMAIL_ADMIN_URL
+    if configured:
+        return urlunsplit(_admin_base(configured)._replace(query=key))
+    hostname = ServerSettings.load_public().hostname
+    if _in_customer_domain(hostname):
+        return ""
+    return urlunsplit(("https", hostname, "/", key, ""))
+
+
+def _admin_base(url: str) -> SplitResult:
+    """The configured URL, refused unless it is a plain http(s)://host[:port]/path."""
+    parts = urlsplit(url.strip())
+    try:
+        normalize_hostname(parts.hostname or "")
+        parts.port  # noqa: B018 (raises ValueError when it is not a number)
+    except (ValidationError, ValueError):
+        parts = None
+    if parts is None or parts.scheme not in ("https", "http") or parts.username is not None:
+        raise ImproperlyConfigured(f"MAILPANEL_SNAPPYMAIL_ADMIN_URL is not an https:// URL: {url!r}")
+    if "?" in url or "#" in url:
+        raise ImproperlyConfigured("MAILPANEL_SNAPPYMAIL_ADMIN_URL must not have a query or fragment: the key goes there")
+    return parts._replace(path=parts.path or "/")
+
+
+def _in_customer_domain(hostname: str) -> bool:
+    """Is the host name a customer's domain or a name under one?"""
+    labels = hostname.lower().rstrip(".").split(".")
+    names = [".".join(labels[i:]) for i in range(len(labels))]
+    return (
+        MailDomain.objects.filter(name__in=names)
+        .exclude(owner__is_staff=True)
+        .exclude(owner__is_superuser=True)
+        .exists()
     )
-    if domain:
-        return f"webmail.{domain}"
-    return ServerSettings.load().hostname
-
-
-def admin_url(key: str, host: str | None = None) -> str:
-    return f"https://{host or webmail_host()}/?{key}"
