@@ -10,15 +10,14 @@ import logging
 from contextlib import closing
 
 import pytest
-from django.urls import reverse
 
 from mailadmin import tasks_dns
 from mailadmin.checks import dns as dnscheck
 from mailadmin.dnsrecords import Record, build_records
 from mailadmin.models import ApplyJob, DnsCheckResult, JobKind, JobState, MailDomain, ServerSettings
-from mailadmin.services import dns_checks
 from mailconf.snapshot import ServerIdentity
 from tests.dnsserver import SERVER_HOSTNAME, SERVER_V4, SERVER_V6, dns_world, txt  # noqa: F401
+from tests.test_dns_views import check_now  # noqa: F401 (fixture: Check now, then the checks queue)
 
 SERVER = ServerIdentity(hostname=SERVER_HOSTNAME, ipv4=SERVER_V4, ipv6=SERVER_V6)
 TIMEOUT = 2.0
@@ -118,7 +117,7 @@ def test_ten_kilobyte_spf_record_gets_a_verdict(live_dns):
     assert verdict.found == [big]
 
 
-def test_control_characters_in_dns_answers_are_stored_and_shown_escaped(live_dns, alice, alice_client):
+def test_control_characters_in_dns_answers_are_stored_and_shown_escaped(live_dns, alice, alice_client, check_now):
     """A TXT with NUL and a line break: PostgreSQL's jsonb refuses \\u0000, and
     nothing from DNS may reach a page or a log raw."""
     from dnslib import QTYPE, RR, TXT
@@ -128,9 +127,7 @@ def test_control_characters_in_dns_answers_are_stored_and_shown_escaped(live_dns
         RR("nul.hostile.test.", QTYPE.TXT, rdata=TXT([b"v=spf1 a:x\x00y.test\n -all"]), ttl=300)
     )
     domain = MailDomain.objects.create(name="nul.hostile.test", owner=alice)
-    response = alice_client.post(
-        reverse("mailadmin:domain_dns_check", args=[domain.pk]), HTTP_HX_REQUEST="true"
-    )
+    _started, response = check_now(alice_client, domain)
     assert response.status_code == 200
     body = response.content.decode()
     assert "\x00" not in body and "y.test\n" not in body
@@ -149,12 +146,12 @@ def two_customers(alice, bob, live_dns):
     return hostile, good
 
 
-def test_check_now_with_the_issue_record_shows_permerror_to_its_owner(alice_client, two_customers):
+@pytest.mark.parametrize("htmx", [True, False], ids=["htmx", "plain"])
+def test_check_now_with_the_issue_record_shows_permerror_to_its_owner(alice_client, two_customers, check_now, htmx):
     hostile, _good = two_customers
-    for headers in ({"HX-Request": "true"}, {}):
-        response = alice_client.post(reverse("mailadmin:domain_dns_check", args=[hostile.pk]), headers=headers)
-        assert response.status_code == (200 if headers else 302)
-    page = alice_client.get(reverse("mailadmin:domain_dns", args=[hostile.pk])).content.decode()
+    started, response = check_now(alice_client, hostile, htmx=htmx)
+    assert started.status_code == (200 if htmx else 302) and response.status_code == 200
+    page = response.content.decode()
     assert "permerror: malformed term a:host/99" in page
     assert "The SPF record is broken" in page
     assert "Traceback" not in page
