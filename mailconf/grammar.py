@@ -179,6 +179,17 @@ def domain_list(content: bytes) -> None:
         _unique(name, seen, number)
 
 
+def local_senders(content: bytes) -> None:
+    seen: set[str] = set()
+    for number, line in enumerate(_lines(content), 1):
+        name = line[:-1] if line.endswith(":") else ""
+        try:
+            v.name(name, "Unix user")
+        except ValueError:
+            raise ValueError(f"line {number}: not 'unixuser:'") from None
+        _unique(name, seen, number)
+
+
 def dkim_key(content: bytes) -> None:
     """One PEM RSA private key (PKCS#1 or PKCS#8), nothing before or after."""
     lines = _lines(content)
@@ -301,6 +312,7 @@ GRAMMARS = {
     "relay": relay,
     "dnsbl": dnsbl,
     "domain_list": domain_list,
+    "local_senders": local_senders,
     "dkim_key": dkim_key,
     "snappymail_domain": snappymail_domain,
     "snappymail_credentials": snappymail_credentials,

@@ -55,6 +55,7 @@ MANAGED_FILES = (
     (DOMAINS_DIR + "/{domain}/passwd", "root", "Debian-exim", 0o640, DATA, "passwd", None),
     (DOMAINS_DIR + "/{domain}/aliases", "root", "Debian-exim", 0o640, DATA, "aliases", None),
     (DOMAINS_DIR + "/{domain}/forwards", "root", "Debian-exim", 0o640, DATA, "forwards", None),
+    (DOMAINS_DIR + "/{domain}/local_senders", "root", "Debian-exim", 0o640, DATA, "local_senders", None),
     (SNAPPYMAIL_DATA + "/domains/default.json", "www-data", "www-data", 0o640, DATA, "snappymail_domain", None),
     ("/root/.snappymail", "root", "root", 0o600, DATA, "snappymail_credentials", None),
 )

@@ -31,6 +31,8 @@ from mailconf.snapshot import (
 )
 from tests.mailstack import (
     LOOPBACK,
+    _exim,
+    exim_queue_run,
     dkim_public_key_der,
     dkim_verify,
     dovecot_daemon,
@@ -64,6 +66,9 @@ def dkim_pem() -> str:
 def hosted(name="hosted.example", **kw) -> Domain:
     kw.setdefault("dkim_enabled", False)
     kw.setdefault("mailboxes", (Mailbox("alice", "{PLAIN}alice-pw"),))
+    # the tests submit as root from the command line, like a web app whose
+    # Unix user an admin mapped to the domain
+    kw.setdefault("local_senders", ("root",))
     return Domain(name, **kw)
 
 
@@ -134,9 +139,11 @@ def test_rendered_files_owners_modes_and_services(dkim_pem):
             assert spec.service == "", path
     assert sorted(p for p in files if "/domains/" in p) == [
         "/etc/exim4/domains/a-sendonly.example/dkim.pem",
+        "/etc/exim4/domains/a-sendonly.example/local_senders",
         "/etc/exim4/domains/b-hosted.example/aliases",
         "/etc/exim4/domains/b-hosted.example/dkim.pem",
         "/etc/exim4/domains/b-hosted.example/forwards",
+        "/etc/exim4/domains/b-hosted.example/local_senders",
         "/etc/exim4/domains/b-hosted.example/passwd",
         "/etc/exim4/domains/b-hosted.example/smtp_relay.conf",
     ]  # suspended: nothing; send-only: signing only
@@ -541,13 +548,17 @@ def test_relay_passwords_authenticate_byte_exact(mailstack_tree, smtp_sinks):
     layout = mailstack_tree(snapshot(*(
         hosted(f"pw{i:02d}.example", relay=relay) for i, relay in enumerate(relays)
     )))
-    with exim_daemon(layout) as exim:
-        exim.send_many(
-            (f"web@pw{i:02d}.example", ["x@foreign.example"],
-             make_message(f"web@pw{i:02d}.example", "x@foreign.example"))
-            for i in range(len(relays))
-        )
-        msgs = sink.wait_for_messages(len(relays), timeout=30)
+    # One local SMTP session (exim -bs, as a web app on this host whose Unix
+    # user is mapped to the domains), then one queue run.
+    dialogue = [b"EHLO app.example"]
+    for i in range(len(relays)):
+        sender = f"web@pw{i:02d}.example"
+        dialogue += [f"MAIL FROM:<{sender}>".encode(), b"RCPT TO:<x@foreign.example>", b"DATA",
+                     make_message(sender, "x@foreign.example").replace(b"\n", b"\r\n") + b".", b"RSET"]
+    proc = _exim(layout, "-odq", "-bs", input=b"\r\n".join(dialogue + [b"QUIT"]) + b"\r\n")
+    assert proc.returncode == 0, proc.stderr
+    exim_queue_run(layout)
+    msgs = sink.wait_for_messages(len(relays), timeout=30)
     seen = {m.sender: m.auth for m in msgs}
     for i, relay in enumerate(relays):
         auth = seen[f"web@pw{i:02d}.example"]
@@ -698,3 +709,68 @@ def test_dovecot_runs_rootless_for_development(mailstack_tree):
             imap.login("alice@hosted.example", "alice-pw")
             assert imap.select("INBOX") == ("OK", [b"1"])
     assert dovecot.maildir("alice@hosted.example").stat().st_uid == pwd.getpwnam("nobody").pw_uid
+
+
+# -- sending identity: whose relay and DKIM key a message gets ------------------------
+
+
+def smtp_session(layout, *extra_args, sender, rcpt, subject):
+    """One message through ``exim -bs`` (queued, then a queue run)."""
+    message = make_message(sender, rcpt, subject=subject).replace(b"\n", b"\r\n") + b"."
+    lines = [b"EHLO client.example", f"MAIL FROM:<{sender}>".encode(), f"RCPT TO:<{rcpt}>".encode(),
+             b"DATA", message, b"QUIT"]
+    proc = _exim(layout, "-odq", *extra_args, "-bs", input=b"\r\n".join(lines) + b"\r\n")
+    assert b"250 OK id=" in proc.stdout, proc.stdout + proc.stderr
+    exim_queue_run(layout)
+
+
+@pytest.fixture
+def identity_tree(mailstack_tree, smtp_sinks, dkim_pem):
+    """hosted.example with its own relay and key, mapped to the Unix user
+    www-data only; a global relay to catch everything else."""
+    own, server_wide = smtp_sinks(), smtp_sinks()
+    snap = snapshot(
+        hosted(dkim_enabled=True, dkim_private_pem=dkim_pem, local_senders=("www-data",),
+               relay=Relay("127.0.0.1", own.port, tls="none"),
+               aliases=(Alias("fwd", ("out@foreign.example",)),)),
+        global_relay=Relay("127.0.0.1", server_wide.port, tls="none"),
+    )
+    return mailstack_tree(snap), own, server_wide
+
+
+def test_a_local_user_not_mapped_to_the_domain_gets_neither_its_relay_nor_its_key(identity_tree):
+    layout, own, server_wide = identity_tree
+    # root runs this like any other tenant's PHP app: not www-data
+    assert "router = smtp_relay_global" in exim_bt(layout, "x@foreign.example", "web@hosted.example")
+    send_via(layout, "web@hosted.example")
+    (msg,) = server_wide.wait_for_messages(1)
+    assert b"DKIM-Signature" not in msg.data
+    assert own.messages == []
+
+
+def test_a_local_user_mapped_to_the_domain_gets_its_relay_and_key(identity_tree, dkim_pem):
+    layout, own, server_wide = identity_tree
+    # -oMt: root, a trusted caller, speaks for www-data (what exim sets for www-data itself)
+    smtp_session(layout, "-oMt", "www-data", sender="web@hosted.example", rcpt="x@foreign.example",
+                 subject="mapped")
+    (msg,) = own.wait_for_messages(1)
+    assert dkim_verify(msg.data, dkim_public_key_der(dkim_pem))["d"] == "hosted.example"
+    assert server_wide.messages == []
+
+
+def test_smtp_auth_by_a_mailbox_of_the_domain_gets_its_relay_and_key(identity_tree, dkim_pem):
+    layout, own, server_wide = identity_tree
+    smtp_session(layout, "-oMa", "192.0.2.50", "-oMaa", "dovecot_plain", "-oMai", "alice@hosted.example",
+                 sender="alice@hosted.example", rcpt="x@foreign.example", subject="authenticated")
+    (msg,) = own.wait_for_messages(1)
+    assert dkim_verify(msg.data, dkim_public_key_der(dkim_pem))["d"] == "hosted.example"
+
+
+def test_mail_from_outside_forwarded_on_keeps_the_domains_relay_and_key_out(identity_tree):
+    layout, own, server_wide = identity_tree
+    # anyone on the Internet may claim a hosted sender; an alias forwards it out
+    smtp_session(layout, "-oMa", "192.0.2.50", sender="ceo@hosted.example", rcpt="fwd@hosted.example",
+                 subject="spoofed")
+    (msg,) = server_wide.wait_for_messages(1)
+    assert b"DKIM-Signature" not in msg.data
+    assert own.messages == []

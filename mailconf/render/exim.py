@@ -35,6 +35,9 @@ the rest are read at run time by lookups — SPEC §5.5):
                     ``user`` is absent for an unauthenticated relay. With
                     PLAIN, neither may start with ``^`` (see
                     ``relay_credentials_problem``).
+``local_senders``   lsearch, one ``unixuser:`` per line: the Unix users whose
+                    local submissions (web apps, cron) may use this domain's
+                    relay and DKIM key; absent = none (see MP_SENDER_DIR).
 ``/etc/exim4/smtp_relay.conf``  the global relay, same format; always
     rendered (empty when there is none) so no lookup ever hits a missing file.
 ``/etc/exim4/send_only_domains``  lsearch, one ``domain:`` per line (§1.7).
@@ -116,9 +119,12 @@ def render_exim_data(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
             files[f"{folder}/dkim.pem"] = v.pem(domain.dkim_private_pem).encode()
         if domain.relay is not None:
             files[f"{folder}/smtp_relay.conf"] = _relay_file(domain.relay)
+        if domain.local_senders:
+            users = sorted({v.name(u, "local sender (Unix user)") for u in domain.local_senders})
+            files[f"{folder}/local_senders"] = "".join(f"{u}:\n" for u in users).encode()
         if domain.hosted_elsewhere:
             send_only.append(name)
-            if f"{folder}/dkim.pem" not in files and f"{folder}/smtp_relay.conf" not in files:
+            if not any(path.startswith(folder + "/") for path in files):
                 # dsearch needs the folder to exist only for signing/relay; an
                 # empty folder would be dropped by most file stores, so keep a
                 # marker-free domain out of the tree entirely.
@@ -271,8 +277,23 @@ def _exim_conf(params: CodeParams, layout: Layout) -> str:
     # server: the helper creates the folder with its first file), hence the
     # exists guards here and in local_domains.
     w(
-        "MP_SENDER_DIR = ${if exists{MP_DOMAINS_DIR}{${lookup{${tr{$sender_address_domain}"
+        "MP_SENDER_FOLDER = ${if exists{MP_DOMAINS_DIR}{${lookup{${tr{$sender_address_domain}"
         f"{{{_UPPER}}}{{{_LOWER}}}}}}}dsearch,filter=subdir{{MP_DOMAINS_DIR}}}}}}}}"
+    )
+    # The sending identity (whose relay and DKIM key the mail gets): the
+    # sender's domain folder only when the sender proved to be that domain's —
+    # over the network by SMTP AUTH (the ACLs hold the envelope and From: to
+    # the authenticated domain), locally when the calling Unix user
+    # ($sender_ident; only trusted callers can set it) is in the domain's
+    # local_senders. Anything else (a web app naming another tenant's address,
+    # mail from outside forwarded on) goes the server-wide way, unsigned.
+    w(
+        "MP_SENDER_DIR = ${if or{"
+        "{and{{def:sender_host_address}{def:authenticated_id}}}"
+        "{and{{!def:sender_host_address}{def:sender_ident}"
+        "{exists{MP_DOMAINS_DIR/MP_SENDER_FOLDER/local_senders}}"
+        "{!eq{${lookup{$sender_ident}lsearch{MP_DOMAINS_DIR/MP_SENDER_FOLDER/local_senders}{y}}}{}}}}"
+        "}{MP_SENDER_FOLDER}{}}"
     )
     w("MP_SENDER_DKIM = MP_DOMAINS_DIR/MP_SENDER_DIR/dkim.pem")
     w("MP_SENDER_RELAY = MP_DOMAINS_DIR/MP_SENDER_DIR/smtp_relay.conf")
