@@ -293,7 +293,7 @@ def test_verify_button_htmx_missing_then_published(alice_client, alice, dns):
     assert response.status_code == 200 and response["HX-Redirect"] == domain.get_absolute_url()
     domain.refresh_from_db()
     assert not domain.pending
-    assert ApplyJob.objects.get(state="pending").scope == ["alice.test"]
+    assert [job.scope for job in ApplyJob.objects.filter(state="pending")] == [["alice.test"]]
     assert AuditEntry.objects.filter(action="domain.verify", target="alice.test").exists()
     assert "is verified" in alice_client.get(domain.get_absolute_url()).content.decode()
 
@@ -405,7 +405,7 @@ def test_admin_suspends_a_user_and_lifting_it_restores_exactly_the_domains(clien
     response = client.post(url, {"suspended": "1"}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200 and "is suspended" in response.content.decode()
     assert live_names() == {}
-    assert ApplyJob.objects.get(state="pending").scope is None
+    assert any(job.scope is None for job in ApplyJob.objects.filter(state="pending"))  # the whole server
     assert AuditEntry.objects.filter(action="user.suspend", target="alice").exists()
     listing = client.get(reverse("mailadmin:domain_list")).content.decode()
     assert "owner suspended" in listing
