@@ -78,7 +78,7 @@ def test_domain_changes_coalesce_into_one_job_scoped_to_those_domains(live_root,
     domains.add_domain(None, alice, "c.example")
     job = ApplyJob.objects.get(state="pending")
     assert job.scope == ["b.example", "c.example"]
-    request_apply(alice)  # a server-wide change widens the pending job to everything
+    request_apply(None)  # a server-wide change by the same requester widens the job to everything
     job.refresh_from_db()
     assert job.scope is None
     job = run_pending_job()
@@ -107,7 +107,7 @@ def test_failed_reload_marks_the_job_failed_and_keeps_the_last_good_files(live_r
     server.hostname = "mx2.example.org"  # lands in exim4.conf: exim4 must reload
     server.save()
     domains.add_domain(None, alice, "second.example")
-    request_apply(alice)  # the identity form asks for a whole-server apply
+    request_apply(None)  # the identity form asks for a whole-server apply (same requester: one job)
     job = run_pending_job()
     assert job.state == "failed"
     assert "reload refused" in job.log

@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
 from .. import passwords
-from ..models import MailAccount, MailAlias, MailDomain, MailForward
+from ..models import MailAccount, MailAlias, MailDomain, MailForward, acts_as_admin
 from ..validation import normalize_address, normalize_domain, validate_local_part
 from . import audit, customers, jobs
 
@@ -202,12 +202,29 @@ def _find_loop(domain: MailDomain) -> list[str] | None:
     return None
 
 
-def _check_no_loop(domain: MailDomain, field: str) -> None:
+def _check_no_loop(actor, domain: MailDomain, field: str) -> None:
     loop = _find_loop(domain)
     if loop:
         raise ValidationError(
-            {field: _("This would make mail go round in a loop: %(loop)s.") % {"loop": " → ".join(loop)}}
+            {field: _("This would make mail go round in a loop: %(loop)s.") % {"loop": _loop_as_seen_by(actor, loop)}}
         )
+
+
+def _loop_as_seen_by(actor, loop: list[str]) -> str:
+    """The loop, naming only addresses in the actor's own domains: another
+    customer's addresses are theirs to know (admins and the CLI see all)."""
+    if acts_as_admin(actor):
+        return " → ".join(display_address(address) for address in loop)
+    domains = {address.rpartition("@")[2] for address in loop}
+    own = set(MailDomain.objects.filter(owner=actor, name__in=domains).values_list("name", flat=True))
+    foreign = _("an address outside your domains")
+    shown: list[str] = []
+    for address in loop:
+        if address.rpartition("@")[2] in own:
+            shown.append(display_address(address))
+        elif not shown or shown[-1] != foreign:  # one mention for a run of them
+            shown.append(foreign)
+    return " → ".join(shown)
 
 
 def _check_local_target_exists(domain: MailDomain, target: str, field: str) -> None:
@@ -279,7 +296,7 @@ def add_account(actor, domain: MailDomain, local_part: str, password: str, quota
             account = MailAccount.objects.create(
                 domain=domain, local_part=local, password_hash=password_hash, quota_mb=quota
             )
-            _check_no_loop(domain, "local_part")  # a new account can end a catch-all chain
+            _check_no_loop(actor, domain, "local_part")  # a new account can end a catch-all chain
             _changed(actor, "account.add", address_of(account), ["local_part", "password_hash", "quota_mb"], domain)
     except IntegrityError:
         raise ValidationError({"local_part": _("The account %(address)s already exists.") % {"address": f"{local}@{domain.unicode_name}"}})
@@ -342,7 +359,7 @@ def delete_account(actor, account: MailAccount) -> None:
             account.delete()
             if _drop_dangling_catchall(domain):
                 fields.append("catchall")
-            _check_no_loop(domain, "local_part")
+            _check_no_loop(actor, domain, "local_part")
             _changed(actor, "account.delete", address, fields, domain)
     except ValidationError:
         domain.refresh_from_db(fields=["catchall"])
@@ -383,7 +400,7 @@ def add_alias(actor, domain: MailDomain, local_part: str, target: str) -> MailAl
     try:
         with transaction.atomic():
             alias = MailAlias.objects.create(domain=domain, local_part=local, target=target_address)
-            _check_no_loop(domain, "target")
+            _check_no_loop(actor, domain, "target")
             _changed(actor, "alias.add", f"{local}@{domain.name}", ["local_part", "target"], domain)
     except IntegrityError:
         raise ValidationError({"target": _("This alias exists already.")})
@@ -398,7 +415,7 @@ def delete_alias(actor, alias: MailAlias) -> None:
         alias.delete()
         if _drop_dangling_catchall(domain):
             fields.append("catchall")
-        _check_no_loop(domain, "target")
+        _check_no_loop(actor, domain, "target")
         _changed(actor, "alias.delete", address, fields, domain)
 
 
@@ -435,7 +452,7 @@ def add_forward(actor, account: MailAccount, target: str, forward_only=None) -> 
                 account.forward_only = bool(forward_only)
                 account.save(update_fields=["forward_only", "updated_at"])
                 fields.append("forward_only")
-            _check_no_loop(domain, "target")
+            _check_no_loop(actor, domain, "target")
             _changed(actor, "forward.add", address_of(account), fields, domain)
     except IntegrityError:
         account.refresh_from_db(fields=["forward_only"])
@@ -488,7 +505,7 @@ def set_catchall(actor, domain: MailDomain, target: str) -> MailDomain:
         with transaction.atomic():
             domain.catchall = target_address
             domain.save(update_fields=["catchall", "updated_at"])
-            _check_no_loop(domain, "catchall")
+            _check_no_loop(actor, domain, "catchall")
             action = "catchall.set" if target_address else "catchall.clear"
             _changed(actor, action, domain.name, ["catchall"], domain)
     except Exception:

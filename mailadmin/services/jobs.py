@@ -1,13 +1,21 @@
-"""Enqueue background jobs. Quick successive edits coalesce into one apply:
-while an apply job is still pending, later edits reuse it (the worker renders
-whatever the database holds when the job starts)."""
+"""Enqueue background jobs. Quick successive edits of one person coalesce into
+one apply: while their apply job is still pending, their later edits reuse it
+(the worker renders whatever the database holds when the job starts).
+
+Each job shows its requester only their own changes: edits of different people
+never share a job (a customer could not see a job started by someone else, and
+would see the other's file paths in a shared one), and what a customer's job
+log and changed files say about other customers' domains is not shown to them
+(a job that applies everything writes whatever differs, theirs included)."""
 
 import logging
+import re
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import ngettext
 
-from ..models import ApplyJob, JobKind, JobState
+from ..models import ApplyJob, JobKind, JobState, MailDomain, is_admin
 
 logger = logging.getLogger(__name__)
 
@@ -18,10 +26,11 @@ def request_apply(actor=None, domain=None, *, domain_name=None, whole_server=Fal
     (a flag that lands in a server-wide file), applies everything."""
     name = domain_name or (domain.name if domain is not None else None)
     scope = None if whole_server or name is None else [name]
+    requester = actor if getattr(actor, "pk", None) else None  # None: the CLI, a task
     with transaction.atomic():
         job = (
             ApplyJob.objects.select_for_update()
-            .filter(kind=JobKind.APPLY, state=JobState.PENDING)
+            .filter(kind=JobKind.APPLY, state=JobState.PENDING, requested_by=requester)
             .order_by("id")
             .first()
         )
@@ -32,13 +41,44 @@ def request_apply(actor=None, domain=None, *, domain_name=None, whole_server=Fal
                 job.save(update_fields=["scope"])
             return job
         job = ApplyJob.objects.create(
-            kind=JobKind.APPLY,
-            requested_by=actor if getattr(actor, "pk", None) else None,
-            domain=domain,
-            scope=scope,
+            kind=JobKind.APPLY, requested_by=requester, domain=domain, scope=scope
         )
     _enqueue_on_commit("mailadmin.tasks.apply_config", job.pk)
     return job
+
+
+# A managed path inside one domain's folder: /etc/exim4/domains/<d>/…, <mail root>/<d>/…
+_DOMAIN_PATH = re.compile(r"/(?:domains|vhosts)/([a-z0-9][a-z0-9.-]*)")
+
+
+def shown_to(job: ApplyJob, user) -> tuple[str, list[str]]:
+    """The job's log and changed files as `user` may see them: everything for
+    admins; for the customer who asked, without the lines and files that name
+    another domain's folder (theirs are the job's scope and the domains they
+    own). Ends with how many lines were left out."""
+    if is_admin(user):
+        return job.log, list(job.changed_files)
+    lines, files = job.log.splitlines(), list(job.changed_files)
+    named = {name for text in (*lines, *files) for name in _DOMAIN_PATH.findall(text)}
+    own = set(job.scope or ())
+    if named - own:  # a query only when a line names a domain outside the scope
+        own |= set(MailDomain.objects.filter(owner=user, name__in=named - own).values_list("name", flat=True))
+
+    def theirs(text):
+        return set(_DOMAIN_PATH.findall(text)) <= own
+
+    shown = [line for line in lines if theirs(line)]
+    hidden = len(lines) - len(shown)
+    if hidden:
+        shown.append(
+            ngettext(
+                "(%(count)d line about other customers' domains is not shown)",
+                "(%(count)d lines about other customers' domains are not shown)",
+                hidden,
+            )
+            % {"count": hidden}
+        )
+    return "\n".join(shown), [path for path in files if theirs(path)]
 
 
 def start_job(kind: str, actor=None, domain=None, task_path: str = "", *, result=None, **task_kwargs) -> ApplyJob:
