@@ -56,6 +56,10 @@ class Domain:
     # Unix users (web apps on this host) an admin allowed to send as this
     # domain: only their local submissions get its relay and DKIM key.
     local_senders: tuple[str, ...] = ()
+    # postmaster@ and abuse@ go here unless a mailbox or alias has that name
+    # (RFC 5321 §4.5.1, RFC 2142); "" = nowhere (they bounce).
+    role_address: str = ""
+    subaddressing: bool = True  # user+tag@ delivers to user, the tag kept for Sieve
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from mailadmin.models import MailAccount, MailDomain, RelaySettings
 from mailadmin.services import accounts as svc
@@ -358,3 +359,52 @@ def test_mailbox_usage_shown_to_the_owner_comes_from_dovecot_through_the_helper(
     assert "<td>1</td>" in row  # one message
     # bob's domain is not alice's to look at
     assert client.get(f"/domains/{hosted['bobs'].pk}/accounts/usage/").status_code == 404
+
+
+# -- what every hosted domain owes the Internet (issue 17) --------------------------
+
+
+def test_postmaster_and_abuse_reach_the_owners_address_and_a_catchall_does_not_take_them(
+    alice, bob, hosted, stack
+):
+    alice.email = "box@bob.example"  # the owner's address: any mailbox will do
+    alice.save()
+    svc.set_catchall(alice, hosted["example"], "other@example.org")
+    s = stack.start()
+    for role in ("postmaster", "abuse"):
+        s.exim.send("blocklist@remote.example", [f"{role}@example.org"],
+                    mailstack.make_message("blocklist@remote.example", f"{role}@example.org", role))
+    box = s.dovecot.wait_for_messages("box@bob.example", 2)
+    assert sorted(m.split(b"Subject: ")[1].split(b"\n")[0] for m in box) == [b"abuse", b"postmaster"]
+    # bob.example's owner has no address: unroutable, refused at RCPT, not caught
+    with s.exim.smtp() as smtp:
+        smtp.ehlo("client.example")
+        smtp.mail("someone@remote.example")
+        assert smtp.rcpt("postmaster@bob.example")[0] == 550
+    # an explicit alias of that name wins
+    svc.add_alias(alice, hosted["example"], "abuse", "info@example.org")
+    s.rerender()
+    s.exim.send("x@remote.example", ["abuse@example.org"],
+                mailstack.make_message("x@remote.example", "abuse@example.org", "to the alias"))
+    assert b"to the alias" in s.dovecot.wait_for_messages("info@example.org", 1)[0]
+    time.sleep(0.2)
+    assert s.dovecot.messages("other@example.org") == []  # the catch-all took nothing
+
+
+def test_user_plus_tag_lands_in_users_inbox_and_an_alias_with_a_plus_still_wins(alice, hosted, stack):
+    svc.add_alias(alice, hosted["example"], "info+sales", "other@example.org")
+    with pytest.raises(ValidationError, match="cannot contain"):
+        svc.add_account(alice, hosted["example"], "a+b", PW)
+    s = stack.start()
+    s.exim.send("x@remote.example", ["info+newsletters@example.org"],
+                mailstack.make_message("x@remote.example", "info+newsletters@example.org", "tagged"))
+    (message,) = s.dovecot.wait_for_messages("info@example.org", 1)
+    assert b"tagged" in message
+    s.exim.wait_for_log(r"=> info\+newsletters <info\+newsletters@example\.org> R=local_mailbox_subaddress")
+    s.exim.send("x@remote.example", ["info+sales@example.org"],
+                mailstack.make_message("x@remote.example", "info+sales@example.org", "plus in the name"))
+    assert b"plus in the name" in s.dovecot.wait_for_messages("other@example.org", 1)[0]
+    with s.exim.smtp() as smtp:
+        smtp.ehlo("client.example")
+        smtp.mail("someone@remote.example")
+        assert smtp.rcpt("nobody+tag@example.org")[0] == 550

@@ -273,7 +273,13 @@ def add_account(actor, domain: MailDomain, local_part: str, password: str, quota
     except ValidationError as exc:
         errors.update(exc.message_dict)
         local = ""
-    if local:
+    if "+" in local:
+        # user+tag@ is sub-addressing: Dovecot finds the mailbox without the
+        # tag, so a mailbox named with a "+" could never receive (an alias can).
+        errors["local_part"] = [
+            _("A mailbox name cannot contain “+”: user+tag@ delivers to user. Use an alias for that address.")
+        ]
+    elif local:
         if MailAccount.objects.filter(domain=domain, local_part=local).exists():
             errors["local_part"] = [_("The account %(address)s already exists.") % {"address": f"{local}@{domain.unicode_name}"}]
         elif MailAlias.objects.filter(domain=domain, local_part=local).exists():

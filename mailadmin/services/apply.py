@@ -16,6 +16,7 @@ from django.db.models import Value
 from django.db.models.functions import Concat
 
 from mailconf import snapshot as snap
+from mailconf import validate as v
 from mailconf.managed import CODE_FILES
 from mailconf.params import CodeParams, code_params
 from ..helper_client import HelperError, call_helper
@@ -86,6 +87,15 @@ def _relay_from_values(row: dict | None) -> snap.Relay | None:
     )
 
 
+def _role_address(email: str) -> str:
+    """Where postmaster@ and abuse@ go: the owner's email address, when it is
+    one Exim can route to; without one they bounce."""
+    try:
+        return v.address(email) if email else ""
+    except ValueError:
+        return ""
+
+
 RELAY_VALUES = ("domain_id", "host", "port", "username", "password", "auth", "tls")
 
 
@@ -99,7 +109,8 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
     rendered bytes must not."""
     server = ServerSettings.load()
     domains = MailDomain.objects.live().values(
-        "id", "name", "dkim_enabled", "dkim_private_key", "suspended", "hosted_elsewhere", "catchall"
+        "id", "name", "dkim_enabled", "dkim_private_key", "suspended", "hosted_elsewhere", "catchall",
+        "owner__email",
     )
     relays = RelaySettings.objects.filter(domain__isnull=False).values(*RELAY_VALUES)
     accounts = MailAccount.objects.values(
@@ -156,6 +167,7 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
                     if forwards_by_account.get(a["id"])
                 ),
                 catchall=domain["catchall"],
+                role_address=_role_address(domain["owner__email"]),
             )
         )
     global_relay = RelaySettings.objects.filter(domain__isnull=True).values(*RELAY_VALUES).first()

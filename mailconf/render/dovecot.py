@@ -233,6 +233,9 @@ def _conf_23(c: _Values) -> list[str]:
           "protocol lmtp {", f"  mail_plugins = $mail_plugins{' sieve' if c.sieve else ''}",
           f"  postmaster_address = postmaster@{c.hostname}", "}",
           "lmtp_rcpt_check_quota = yes",
+          # user+tag@: Exim hands the tag on (rcpt_include_affixes); Dovecot
+          # finds the user without it and keeps it for Sieve's :detail.
+          "recipient_delimiter = +",
           # An LDA/LMTP setting, not a plugin one: inside plugin {} Dovecot ignores it
           # and answers 552 (Exim bounces) instead of 452 (Exim keeps it queued).
           "quota_full_tempfail = yes"]
@@ -299,6 +302,9 @@ def _conf_24(c: _Values) -> list[str]:
         w += ["  mail_plugins {", "    sieve = yes", "  }"]
     w += [f"  postmaster_address = postmaster@{c.hostname}", "}",
           "lmtp_rcpt_check_quota = yes",
+          # user+tag@: Exim hands the tag on (rcpt_include_affixes); Dovecot
+          # finds the user without it and keeps it for Sieve's :detail.
+          "recipient_delimiter = +",
           # Over quota: 452 (Exim keeps the message queued), not 552 (bounce).
           "quota_full_tempfail = yes"]
     return w

@@ -72,6 +72,8 @@ EXIM_CONF = "/etc/exim4/exim4.conf"
 DOMAINS_DIR = "/etc/exim4/domains"
 GLOBAL_RELAY = "/etc/exim4/smtp_relay.conf"
 SEND_ONLY = "/etc/exim4/send_only_domains"
+NO_SUBADDRESSING = "/etc/exim4/no_subaddressing"
+ROLE_LOCAL_PARTS = ("abuse", "postmaster")
 DNSBL = "/etc/exim4/dnsbl.conf"
 DKIM_SELECTOR = "mail"
 
@@ -132,6 +134,10 @@ def render_exim_data(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
         else:
             files.update(_account_files(domain, folder))
     files[SEND_ONLY] = "".join(f"{d}:\n" for d in send_only).encode()
+    files[NO_SUBADDRESSING] = "".join(
+        f"{v.domain(d.name)}:\n" for d in sorted(snapshot.domains, key=lambda d: d.name)
+        if not d.subaddressing and not d.suspended and not d.hosted_elsewhere
+    ).encode()
     group = v.name(layout.exim_group, "exim group")
     return {path: FileSpec(files[path], "root", group, 0o640) for path in sorted(files)}
 
@@ -175,11 +181,15 @@ def _account_files(domain: Domain, folder: str) -> dict[str, bytes]:
             # keep a local copy: the mailbox is one of its own targets
             targets.add(f"{local}@{name}")
         forwards.append(f"{local}: {', '.join(sorted(targets))}\n")
-    return {
+    files = {
         f"{folder}/passwd": "".join(passwd).encode(),
         f"{folder}/aliases": "".join(aliases).encode(),
         f"{folder}/forwards": "".join(forwards).encode(),
     }
+    if domain.role_address:
+        target = v.address(domain.role_address, "postmaster/abuse address")
+        files[f"{folder}/roles"] = "".join(f"{role}: {target}\n" for role in ROLE_LOCAL_PARTS).encode()
+    return files
 
 
 def _b64(value: str) -> str:
@@ -258,6 +268,7 @@ def _exim_conf(params: CodeParams, layout: Layout) -> str:
         "MP_DOMAINS_DIR": p(DOMAINS_DIR),
         "MP_GLOBAL_RELAY": p(GLOBAL_RELAY),
         "MP_SEND_ONLY": p(SEND_ONLY),
+        "MP_NO_SUBADDRESSING": p(NO_SUBADDRESSING),
         "MP_DNSBL_FILE": p(DNSBL),
         "MP_AUTH_SOCKET": p(layout.dovecot_auth_socket, "Dovecot auth socket"),
         "MP_LMTP_SOCKET": p(layout.dovecot_lmtp_socket, "Dovecot LMTP socket"),
@@ -474,6 +485,24 @@ local_mailbox:
   local_parts = lsearch,ret=key;MP_DOMAINS_DIR/$domain_data/passwd
   transport = dovecot_lmtp
 
+# Sub-addressing: user+tag@ when no address matched whole (a mailbox may
+# itself hold a "+"). The same three lookups with the suffix taken off; the
+# tag travels on to Dovecot (rcpt_include_affixes) for Sieve's :detail.
+{_subaddress_routers()}
+# RFC 5321 §4.5.1 and RFC 2142: postmaster@ and abuse@ of every hosted domain
+# reach the owner's chosen address unless a mailbox or alias has the name; a
+# catch-all does not take them.
+local_roles:
+  driver = redirect
+  domains = +local_domains
+  local_parts = postmaster : abuse
+  data = ${{if exists{{MP_DOMAINS_DIR/$domain_data/roles}}{{${{lookup{{$local_part}}lsearch{{MP_DOMAINS_DIR/$domain_data/roles}}}}}}}}
+  forbid_file
+  forbid_pipe
+  forbid_include
+  forbid_exim_filter
+  forbid_sieve_filter
+
 local_catchall:
   driver = redirect
   domains = +local_domains
@@ -483,6 +512,32 @@ local_catchall:
   forbid_include
   forbid_exim_filter
   forbid_sieve_filter
+"""
+
+
+def _subaddress_routers() -> str:
+    common = """  domains = +local_domains
+  local_part_suffix = +*
+  condition = ${if eq{${lookup{$domain}lsearch{MP_NO_SUBADDRESSING}{y}}}{}}
+"""
+    redirect = """  forbid_file
+  forbid_pipe
+  forbid_include
+  forbid_exim_filter
+  forbid_sieve_filter
+"""
+    return f"""local_aliases_subaddress:
+  driver = redirect
+{common}  data = ${{lookup{{$local_part}}lsearch{{MP_DOMAINS_DIR/$domain_data/aliases}}}}
+{redirect}
+local_forwards_subaddress:
+  driver = redirect
+{common}  data = ${{lookup{{$local_part}}lsearch{{MP_DOMAINS_DIR/$domain_data/forwards}}}}
+{redirect}
+local_mailbox_subaddress:
+  driver = accept
+{common}  local_parts = lsearch,ret=key;MP_DOMAINS_DIR/$domain_data/passwd
+  transport = dovecot_lmtp
 """
 
 
@@ -522,6 +577,7 @@ dovecot_lmtp:
   driver = lmtp
   socket = MP_LMTP_SOCKET
   batch_max = 200
+  rcpt_include_affixes
   user = {exim_user}
 """
 
