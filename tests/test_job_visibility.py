@@ -141,6 +141,26 @@ def test_a_customers_full_apply_hides_the_other_customers_files(
     assert 'data-state="done"' in text and "alice.example" not in text
 
 
+@pytest.mark.parametrize("htmx", [True, False], ids=["htmx", "plain"])
+def test_after_a_save_the_page_shows_the_apply_job_with_the_change_not_a_test_started_since(
+    alice, tenants, settings, htmx
+):
+    settings.MAILPANEL_CUSTOMER_TARGETS_ALLOW_LOOPBACK = True
+    a = tenants[0]
+    client = client_for(alice)
+    headers = {"HX-Request": "true"} if htmx else {}
+    client.post(reverse("mailadmin:domain_relay_save", args=[a.pk]), relay_form(), headers=headers)
+    client.post(reverse("mailadmin:domain_relay_test", args=[a.pk]), relay_form(action="test"), headers=headers)
+    assert ApplyJob.objects.filter(requested_by=alice, kind="diagnose").exists()
+    answer = client.post(
+        reverse("mailadmin:domain_relay_save", args=[a.pk]), relay_form(port="2525"), headers=headers, follow=True
+    )
+    apply_job = ApplyJob.objects.get(requested_by=alice, kind="apply")  # the second save joined it
+    assert f'id="job-{apply_job.pk}"' in answer.content.decode()
+    page = client.get(reverse("mailadmin:domain_detail", args=[a.pk])).content.decode()
+    assert f'id="job-{apply_job.pk}"' in page
+
+
 # -- loop errors ------------------------------------------------------------------------
 
 

@@ -81,6 +81,12 @@ def shown_to(job: ApplyJob, user) -> tuple[str, list[str]]:
     return "\n".join(shown), [path for path in files if theirs(path)]
 
 
+def latest_apply(user) -> ApplyJob | None:
+    """The apply job a page shows after its user's change: theirs, the newest
+    (a relay test or DNS check they started since is not it)."""
+    return ApplyJob.objects.filter(kind=JobKind.APPLY, requested_by=user).order_by("-id").first()
+
+
 def start_job(kind: str, actor=None, domain=None, task_path: str = "", *, result=None, **task_kwargs) -> ApplyJob:
     """A one-off background job (installs, slow checks): never coalesced.
     `result` is what the job holds until the worker replaces it with the outcome."""

@@ -24,8 +24,9 @@ from ..forms_accounts import (
     ForwardForm,
     PasswordStrengthForm,
 )
-from ..models import ApplyJob, MailAccount, MailAlias, MailForward
+from ..models import MailAccount, MailAlias, MailForward
 from ..services import accounts as account_service
+from ..services import jobs
 from .common import get_domain_for_user
 
 SECTION = "mailadmin/accounts/_section.html"
@@ -78,7 +79,7 @@ def _with_display(forwards):
 
 
 def _latest_job(request):
-    return ApplyJob.objects.filter(requested_by=request.user).order_by("-id").first()
+    return jobs.latest_apply(request.user)
 
 
 def _section_response(request, domain, status=200, notice="", **forms):

@@ -14,8 +14,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from .. import dkim
 from ..forms import DomainAddForm, DomainSettingsForm
 from ..dnsrecords import ownership_record
-from ..models import ApplyJob, MailDomain, ServerSettings, display_domain, is_admin
+from ..models import MailDomain, ServerSettings, display_domain, is_admin
 from ..services import domains as domain_service
+from ..services import jobs
 from .common import get_domain_for_user
 from .sections import domain_sections_context
 
@@ -154,9 +155,7 @@ def domain_detail(request, domain_id):
 
 def domain_context(request, domain, **extra):
     """What the domain page and its partials need; feature views add their parts."""
-    latest_job = (
-        ApplyJob.objects.filter(requested_by=request.user).order_by("-id").first()
-    )
+    latest_job = jobs.latest_apply(request.user)
     ctx = {
         "domain": domain,
         "dkim_record": dkim.dns_value(domain.dkim_private_key) if domain.dkim_private_key else "",

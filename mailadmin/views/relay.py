@@ -17,7 +17,7 @@ from ..forms import ServerIdentityForm
 from ..forms_relay import RelayForm
 from ..models import ApplyJob, JobKind, ServerSettings
 from ..services import relay as relay_service
-from ..services import relay_test
+from ..services import jobs, relay_test
 from ..services.user_checks import TooManyChecks
 from .common import get_domain_for_user, require_admin
 from .sections import settings_sections_context
@@ -95,7 +95,7 @@ def _render(request, domain, status=200, **relay_ctx):
 
 def _done(request, domain, notice: str):
     if request.htmx:
-        job = ApplyJob.objects.filter(requested_by=request.user).order_by("-id").first()
+        job = jobs.latest_apply(request.user)
         return _render(request, domain, relay_notice=notice, relay_job=job)
     messages.success(request, notice)
     if domain is not None:

@@ -18,8 +18,8 @@ from ..forms_server_mail import (
     PanelSmtpForm,
     PanelSmtpTestForm,
 )
-from ..models import ApplyJob, ServerSettings
-from ..services import panel_smtp, server_mail
+from ..models import ServerSettings
+from ..services import jobs, panel_smtp, server_mail
 from .common import require_admin
 from .sections import settings_sections_context
 
@@ -81,7 +81,7 @@ def _respond(request, template, partial, section_ctx, ok, notice="", anchor=""):
     if request.htmx:
         job = None
         if ok and template != T_PANEL_SMTP:
-            job = ApplyJob.objects.filter(requested_by=request.user).order_by("-id").first()
+            job = jobs.latest_apply(request.user)
         ctx = {**section_ctx, "notice": notice, "section_job": job}
         return render(request, f"{template}#{partial}", ctx)
     if ok:
