@@ -364,7 +364,7 @@ def test_cli_clear(alice_domain):
         (["--host", "r.example", "--user", "a\tb\x01"], None, "username: The user name cannot contain line breaks"),
         (["--host", "r.example", "--user", "u"], None, "password: Enter the password"),
         (["--host", "r.example", "--user", "u", "--password-stdin"], "\n", "nothing was read from standard input"),
-        (["--host", "r.example", "--user", "u", "--password-stdin"], "a\x00b\n", "password: The password cannot contain"),
+        (["--host", "r.example", "--user", "u", "--password-stdin"], "a\x00b\n", "relay password cannot contain a NUL"),
         (["--preset", "amazon_ses"], None, "Amazon SES needs a region"),
         ([], None, "give --host"),
     ],
@@ -392,7 +392,14 @@ def test_cli_bad_value_exits_non_zero_through_manage_py(tmp_path):
         [python, manage, "mail", "relay", "set", "--host", "r.example", "--user", "u", "--password-stdin"],
         input="two\nlines", env=env, capture_output=True, text=True,
     )
-    assert bad.returncode == 0  # only the first line is the password: "two"
+    # once only the first line ("two") was stored without a word
+    assert bad.returncode != 0 and "cannot contain a line break" in bad.stderr
+    assert "lines" not in bad.stderr
+    good = subprocess.run(
+        [python, manage, "mail", "relay", "set", "--host", "r.example", "--user", "u", "--password-stdin"],
+        input="two\n", env=env, capture_output=True, text=True,
+    )
+    assert good.returncode == 0, good.stderr
     bad = subprocess.run(
         [python, manage, "mail", "relay", "set", "--host", "r.example", "--port", "99999"],
         env=env, capture_output=True, text=True,
