@@ -325,3 +325,13 @@ def test_relay_result_of_a_running_job_is_none(alice, alice_domain):
     job = ApplyJob.objects.create(kind=JobKind.DIAGNOSE, requested_by=alice, domain=alice_domain,
                                   result={"what": "relay"})
     assert relay_test.result_of(job) is None
+
+
+def test_a_customers_diagnostics_never_connect_to_mx_hosts(alice_client, alice_domain, django_capture_on_commit_callbacks):
+    """Connecting to port 25 of each MX host (whatever the customer's DNS says) is for admins."""
+    with django_capture_on_commit_callbacks(execute=True):
+        alice_client.post(
+            reverse("mailadmin:diagnostics_run"), {"action": "domain", "domain": alice_domain.pk, "connect": "on"}
+        )
+    [row] = DBTaskResult.objects.all()
+    assert row.queue_name == "checks" and row.args_kwargs["kwargs"]["connect"] is False
