@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from .models import MailDomain, ServerSettings
-from .validation import normalize_domain, normalize_hostname, normalize_ip
+from .validation import normalize_address, normalize_domain, normalize_hostname, normalize_unix_users, normalize_ip
 
 
 class DomainAddForm(forms.Form):
@@ -44,7 +44,20 @@ class DomainAddForm(forms.Form):
 class DomainSettingsForm(forms.ModelForm):
     class Meta:
         model = MailDomain
-        fields = ["dkim_enabled", "hosted_elsewhere"]
+        fields = ["dkim_enabled", "hosted_elsewhere", "subaddressing", "role_address"]
+
+    def clean_role_address(self):
+        value = self.cleaned_data["role_address"]
+        return normalize_address(value) if value.strip() else ""
+
+
+class LocalSendersForm(forms.Form):
+    """Admins only: which Unix users on this host may send as the domain."""
+
+    local_senders = forms.CharField(required=False, max_length=512, strip=False)
+
+    def clean_local_senders(self):
+        return normalize_unix_users(self.cleaned_data["local_senders"])
 
 
 class PlainIPAddressField(forms.GenericIPAddressField):

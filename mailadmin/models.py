@@ -58,6 +58,13 @@ class MailDomain(models.Model):
     verify_token = models.CharField(max_length=64, blank=True)
     hosted_elsewhere = models.BooleanField(_("mail hosted elsewhere (send-only)"), default=False)
     catchall = models.CharField(_("catch-all address"), max_length=254, blank=True)
+    # postmaster@ and abuse@ (RFC 5321, RFC 2142): here, or the owner's email
+    # address when blank; a mailbox or alias of that name wins.
+    role_address = models.CharField(_("postmaster and abuse address"), max_length=254, blank=True)
+    subaddressing = models.BooleanField(_("sub-addressing (user+tag@)"), default=True)
+    # Unix users (web apps on this host) an admin allowed to send as this
+    # domain with its relay and DKIM key; blank separated.
+    local_senders = models.CharField(_("local senders"), max_length=512, blank=True)
     dns_status = models.CharField(max_length=16, blank=True)  # summary of the last DNS check
     dns_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -136,10 +136,26 @@ def validate_local_part(value: str) -> str:
 def normalize_address(value: str) -> str:
     """user@domain with the domain in IDNA form and the local part lower-cased."""
     raw = (value or "").strip()
-    if raw.count("@") != 1:
+    if raw.count("@") != 1 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw):
         raise ValidationError(_("“%(value)s” is not an email address.") % {"value": raw})
     local, domain = raw.split("@")
     return f"{validate_local_part(local)}@{normalize_domain(domain)}"
+
+
+_UNIX_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+
+
+def normalize_unix_users(value: str) -> str:
+    """Unix user names separated by blanks or commas → "a b c" (sorted, once each)."""
+    names = (value or "").replace(",", " ").split(" ")
+    users = sorted({name for name in names if name})
+    for name in users:
+        if not _UNIX_USER.fullmatch(name):
+            raise ValidationError(
+                _("“%(value)s” is not a Unix user name (lower-case letters, digits, _ . -).")
+                % {"value": name}
+            )
+    return " ".join(users)
 
 
 def validate_port(value) -> int:

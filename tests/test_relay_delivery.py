@@ -18,8 +18,6 @@ import dkim as dkimpy
 import pytest
 from django.urls import reverse
 
-from dataclasses import replace
-
 from mailadmin.services import domains as domain_service
 from mailadmin.services import relay as relay_service
 from mailadmin.services.apply import build_snapshot
@@ -42,6 +40,10 @@ def domains(alice, bob):
     """alice.example (will get its own relay) and bob.example (none)."""
     alice_domain = domain_service.add_domain(None, alice, "alice.example")
     bob_domain = domain_service.add_domain(None, bob, "bob.example")
+    # The tests submit as root from the command line, like a web app whose
+    # Unix user an admin mapped to the domain.
+    for domain in (alice_domain, bob_domain):
+        domain_service.update_domain(None, domain, local_senders="root")
     return alice_domain, bob_domain
 
 
@@ -64,12 +66,7 @@ class Tree:
         self.layout = None
 
     def render(self):
-        # These tests submit as root from the command line, like a web app:
-        # root is mapped to every domain, as an admin would map a site's user.
         snapshot = build_snapshot()
-        snapshot = replace(
-            snapshot, domains=tuple(replace(d, local_senders=("root",)) for d in snapshot.domains)
-        )
         if self.layout is None:
             self.layout = mailstack.render_tree(snapshot, self.tmp_path)
         else:

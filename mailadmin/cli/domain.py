@@ -1,9 +1,11 @@
+from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.db.models import Count
 
 from ..models import MailDomain
 from ..services import domains as domain_service
 from ..services import ownership
+from ..validation import normalize_address, normalize_unix_users
 from .common import add_json_flag, get_domain, get_user, system_actor
 
 
@@ -27,6 +29,9 @@ def register(nouns):
     set_.add_argument("--dkim", choices=["yes", "no"])
     set_.add_argument("--suspended", choices=["yes", "no"])
     set_.add_argument("--mail-hosted-elsewhere", choices=["yes", "no"])
+    set_.add_argument("--subaddressing", choices=["yes", "no"])
+    set_.add_argument("--role-address", help="where postmaster@ and abuse@ go ('' = the owner's email)")
+    set_.add_argument("--local-senders", help="Unix users whose local mail may use the domain's relay and DKIM key")
     set_.set_defaults(handler=domain_set)
     verify = verbs.add_parser("verify", help="look a pending domain's ownership TXT record up now")
     verify.add_argument("domain")
@@ -103,8 +108,17 @@ def domain_list(command, options):
 
 def domain_set(command, options):
     domain = get_domain(options["domain"])
-    flags = {"dkim": "dkim_enabled", "suspended": "suspended", "mail_hosted_elsewhere": "hosted_elsewhere"}
+    flags = {"dkim": "dkim_enabled", "suspended": "suspended", "mail_hosted_elsewhere": "hosted_elsewhere",
+             "subaddressing": "subaddressing"}
     changes = {field: options[opt] == "yes" for opt, field in flags.items() if options.get(opt)}
+    try:
+        if options.get("role_address") is not None:
+            raw = options["role_address"]
+            changes["role_address"] = normalize_address(raw) if raw.strip() else ""
+        if options.get("local_senders") is not None:
+            changes["local_senders"] = normalize_unix_users(options["local_senders"])
+    except ValidationError as exc:
+        raise CommandError(" ".join(exc.messages)) from exc
     domain_service.update_domain(system_actor(), domain, **changes)
     command.stdout.write(f"updated {domain.name}")
 

@@ -110,7 +110,7 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
     server = ServerSettings.load()
     domains = MailDomain.objects.live().values(
         "id", "name", "dkim_enabled", "dkim_private_key", "suspended", "hosted_elsewhere", "catchall",
-        "owner__email",
+        "owner__email", "role_address", "subaddressing", "local_senders",
     )
     relays = RelaySettings.objects.filter(domain__isnull=False).values(*RELAY_VALUES)
     accounts = MailAccount.objects.values(
@@ -167,7 +167,9 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
                     if forwards_by_account.get(a["id"])
                 ),
                 catchall=domain["catchall"],
-                role_address=_role_address(domain["owner__email"]),
+                role_address=_role_address(domain["role_address"] or domain["owner__email"]),
+                subaddressing=domain["subaddressing"],
+                local_senders=tuple(domain["local_senders"].split()),
             )
         )
     global_relay = RelaySettings.objects.filter(domain__isnull=True).values(*RELAY_VALUES).first()

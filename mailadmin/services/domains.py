@@ -142,8 +142,10 @@ def retire_mail(actor, name: str) -> DeleteOutcome:
 
 
 def update_domain(actor, domain: MailDomain, **changes) -> MailDomain:
-    """Set plain fields (dkim_enabled, suspended, hosted_elsewhere, catchall)."""
-    allowed = {"dkim_enabled", "suspended", "hosted_elsewhere", "catchall"}
+    """Set plain fields (dkim_enabled, suspended, hosted_elsewhere, catchall,
+    role_address, subaddressing, local_senders), already validated."""
+    allowed = {"dkim_enabled", "suspended", "hosted_elsewhere", "catchall", "role_address",
+               "subaddressing", "local_senders"}
     unknown = set(changes) - allowed
     if unknown:
         raise ValueError(f"not a domain setting: {sorted(unknown)}")
@@ -158,8 +160,8 @@ def update_domain(actor, domain: MailDomain, **changes) -> MailDomain:
     with transaction.atomic():
         domain.save(update_fields=[*changed, "updated_at"])
         audit.record(actor, "domain.update", domain.name, changed)
-        # Send-only and suspended domains are listed in server-wide files.
-        server_wide = bool({"hosted_elsewhere", "suspended"} & set(changed))
+        # Send-only, suspended and untagged domains are listed in server-wide files.
+        server_wide = bool({"hosted_elsewhere", "suspended", "subaddressing"} & set(changed))
         jobs.request_apply(actor, domain=domain, whole_server=server_wide)
     return domain
 

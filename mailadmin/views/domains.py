@@ -12,7 +12,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .. import dkim
-from ..forms import DomainAddForm, DomainSettingsForm
+from ..forms import DomainAddForm, DomainSettingsForm, LocalSendersForm
 from ..dnsrecords import ownership_record
 from ..models import MailDomain, ServerSettings, display_domain, is_admin
 from ..services import domains as domain_service
@@ -175,17 +175,17 @@ def domain_context(request, domain, **extra):
 def domain_settings(request, domain_id):
     domain = get_domain_for_user(request, domain_id)
     form = DomainSettingsForm(request.POST, instance=MailDomain.objects.get(pk=domain.pk))
-    if form.is_valid():
-        changes = {
-            "dkim_enabled": form.cleaned_data["dkim_enabled"],
-            "hosted_elsewhere": form.cleaned_data["hosted_elsewhere"],
-        }
-        if is_admin(request.user):  # customers cannot lift (or set) a suspension
+    senders = LocalSendersForm(request.POST) if is_admin(request.user) else None
+    if form.is_valid() and (senders is None or senders.is_valid()):
+        changes = {field: form.cleaned_data[field] for field in DomainSettingsForm.Meta.fields}
+        if senders is not None:  # customers cannot lift (or set) a suspension, nor map users
             changes["suspended"] = request.POST.get("suspended") == "on"
+            changes["local_senders"] = senders.cleaned_data["local_senders"]
         domain_service.update_domain(request.user, domain, **changes)
         messages.success(request, _("Settings saved. The mail server is being updated."))
     else:
-        messages.error(request, _("The settings could not be saved."))
+        problems = [e for f in (form, senders) if f is not None for errors in f.errors.values() for e in errors]
+        messages.error(request, _("The settings could not be saved: %(problems)s") % {"problems": " ".join(problems)})
     return redirect(domain)
 
 
