@@ -7,9 +7,11 @@ Started with jobs.start_job(JobKind.DNS_CHECK | JobKind.DIAGNOSE, actor, domain,
 come, so the page's job partial (templates/mailadmin/_job.html) shows them live;
 the outcome goes to ApplyJob.result for the diagnostics page to render."""
 
+import contextlib
 import logging
 
 from django.tasks import task
+from django.utils import translation
 
 from .models import MailDomain
 from .services import dns_checks, jobs, relay_test as relay_test_service
@@ -48,16 +50,29 @@ def run_diagnose_job(job_id: int, what: str = "server", domain_id: int | None = 
     _run_job(job_id, work)
 
 
-@task(queue_name=QUEUE)
-def dns_check(job_id: int, domain_ids: list[int] | None = None) -> None:
-    run_dns_check_job(job_id, domain_ids)
+# `language`: the page's language when the check was started (user_checks.start_check),
+# so verdicts and fixes read as they would have in the request.
 
 
 @task(queue_name=QUEUE)
-def diagnose(job_id: int, what: str = "server", domain_id: int | None = None, connect: bool = False) -> None:
-    run_diagnose_job(job_id, what, domain_id, connect)
+def dns_check(job_id: int, domain_ids: list[int] | None = None, language: str = "") -> None:
+    with _language(language):
+        run_dns_check_job(job_id, domain_ids)
 
 
 @task(queue_name=QUEUE)
-def relay_test(job_id: int) -> None:
-    relay_test_service.run_relay_test_job(job_id)
+def diagnose(
+    job_id: int, what: str = "server", domain_id: int | None = None, connect: bool = False, language: str = ""
+) -> None:
+    with _language(language):
+        run_diagnose_job(job_id, what, domain_id, connect)
+
+
+@task(queue_name=QUEUE)
+def relay_test(job_id: int, language: str = "") -> None:
+    with _language(language):
+        relay_test_service.run_relay_test_job(job_id)
+
+
+def _language(language: str):
+    return translation.override(language) if language else contextlib.nullcontext()

@@ -138,3 +138,12 @@ def test_customer_cannot_open_other_customers_dns_pages(alice_client, bobs, name
 
 def test_admin_can_open_any_domains_dns_page(admin_client_, bobs):
     assert admin_client_.get(reverse("mailadmin:domain_dns", args=[bobs.pk])).status_code == 200
+
+
+def test_check_now_verdicts_are_in_the_language_of_the_page(alice_client, alice, live_dns, check_now):
+    """The check runs in the worker, in the language the page was in."""
+    missing = MailDomain.objects.create(name="missing.test", owner=alice)
+    alice_client.defaults["HTTP_ACCEPT_LANGUAGE"] = "zh-hans"
+    check_now(alice_client, missing)
+    fixes = " ".join(v["fix"] for v in DnsCheckResult.objects.get(domain=missing).results if v.get("fix"))
+    assert fixes and any("\u4e00" <= ch <= "\u9fff" for ch in fixes), fixes

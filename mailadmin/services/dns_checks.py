@@ -15,7 +15,7 @@ from contextlib import closing
 from pathlib import Path
 
 from django.conf import settings
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from .. import dkim
 from ..checks import diagnostics as diag
@@ -97,10 +97,12 @@ def run_async(make_coro, on_progress=None, interval: float = 0.5):
     on the calling thread, at most every `interval` seconds."""
     lines: queue.Queue = queue.Queue()
     outcome = {}
+    language = translation.get_language()  # active per thread: hand it to the loop's
 
     def worker():
         try:
-            outcome["value"] = asyncio.run(make_coro(lines.put))
+            with translation.override(language):
+                outcome["value"] = asyncio.run(make_coro(lines.put))
         except BaseException as exc:  # re-raised on the calling thread
             outcome["error"] = exc
 

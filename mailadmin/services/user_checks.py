@@ -19,7 +19,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -47,11 +47,13 @@ class TooManyChecks(Exception):
 
 
 def start_check(actor, kind: str, domain, task_path: str, *, result=None, **task_kwargs) -> ApplyJob:
-    """jobs.start_job for a check, refused with TooManyChecks over the limit."""
+    """jobs.start_job for a check, refused with TooManyChecks over the limit.
+    The task also gets the request's language (its verdicts are shown on the page)."""
     with transaction.atomic():
         if not is_admin(actor):
             _check_limit(actor)
-        return jobs.start_job(kind, actor, domain, task_path, result=result, **task_kwargs)
+        language = translation.get_language() or ""
+        return jobs.start_job(kind, actor, domain, task_path, result=result, language=language, **task_kwargs)
 
 
 def _check_limit(actor) -> None:
