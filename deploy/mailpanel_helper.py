@@ -128,10 +128,9 @@ def trusted_library():
 sys.dont_write_bytecode = True  # root never writes into the library
 sys.path.insert(0, trusted_library())
 
+# The renderers (mailconf.params, .render, .snapshot) are imported only by a
+# request that carries "code": a one-domain apply stays a few imports light.
 from mailconf import grammar, managed  # noqa: E402
-from mailconf.params import CodeParams  # noqa: E402
-from mailconf.render import render_code  # noqa: E402
-from mailconf.snapshot import Layout  # noqa: E402
 
 SNAPPYMAIL_DATA = managed.SNAPPYMAIL_DATA
 DOMAINS_DIR = managed.DOMAINS_DIR
@@ -802,6 +801,9 @@ def parse_apply(request, tree, options):
     services = _services(_list_of(request, "reload", "apply"))
     code_files = None
     if "code" in request:
+        from mailconf.params import CodeParams
+        from mailconf.render import render_code
+
         try:
             params = CodeParams.from_json(request["code"])
         except ValueError as e:
@@ -834,6 +836,8 @@ def load_layout(tree, options):
     """Where the daemons' files live: root's choice, never the panel's. The
     defaults, or LAYOUT_FILE under --root when it exists; as root that file
     must belong to root and be writable by nobody else."""
+    from mailconf.snapshot import Layout
+
     fields = {}
     found = tree.read(LAYOUT_FILE)
     if found is not None:

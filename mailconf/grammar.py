@@ -24,7 +24,7 @@ import json
 import re
 
 from . import validate as v
-from .render.exim import DOMAIN_ZONE_CODES, DOMAIN_ZONE_LABELS, IP_ZONE_CODES, relay_credentials_problem
+from .validate import DOMAIN_ZONE_CODES, DOMAIN_ZONE_LABELS, IP_ZONE_CODES, relay_credentials_problem
 
 MAX_DATA_FILE_BYTES = 64 * 1024 * 1024
 

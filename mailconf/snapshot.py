@@ -7,8 +7,8 @@ here touches the ORM, the clock or the disk.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class Layout:
         """The path as it appears inside rendered files."""
         if self.root in ("", "/"):
             return production_path
-        return str(PurePosixPath(self.root) / production_path.lstrip("/"))
+        return posixpath.join(self.root, production_path.lstrip("/"))
 
 
 @dataclass(frozen=True)

@@ -156,3 +156,26 @@ def snappymail_credentials(sm) -> None:
         raise ValueError("SnappyMail admin key must be 8-128 URL-safe characters")
     if not _ADMIN_LOGIN_RE.fullmatch(sm.admin_login):
         raise ValueError("SnappyMail admin login must be 1-64 characters without control characters")
+
+
+# Spamhaus domain-based zones: queried with a domain, answer 127.0.1.x.
+DOMAIN_ZONE_LABELS = frozenset({"dbl", "zrd"})
+IP_ZONE_CODES = tuple(f"127.0.0.{i}" for i in range(2, 256))
+DOMAIN_ZONE_CODES = tuple(f"127.0.1.{i}" for i in range(2, 255))
+
+
+def relay_credentials_problem(username: str, password: str, auth: str) -> str | None:
+    """Why Exim cannot send these relay credentials, or None. For the relay
+    form (SPEC 3.5: what cannot be represented gets a form error).
+
+    In ``client_send`` every single ``^`` is a NUL and ``^^`` a literal ``^``,
+    so ``^^^`` reads as ``^`` + NUL: Exim (4.96, src/auths/get_data.c) has no
+    way to send a ``^`` right after a NUL. PLAIN puts a NUL before the user
+    name and before the password, so neither may start with ``^`` there.
+    LOGIN sends them separately and can carry anything."""
+    for value, what in ((username, "user name"), (password, "password")):
+        if any(c in value for c in "\x00\r\n"):
+            return f"the relay {what} cannot contain NUL, CR or LF"
+    if auth == "plain" and username and (username.startswith("^") or password.startswith("^")):
+        return "with PLAIN, the relay user name and password cannot start with ^ (use LOGIN)"
+    return None
