@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PG_URL ?= postgres://postgres@127.0.0.1:5432/mailpanel
 
-.PHONY: run test test-sqlite test-postgres bench venv system-packages system-packages-test messages
+.PHONY: run test test-sqlite test-postgres test-install bench venv system-packages system-packages-test messages
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 13) else "Python 3.13 is required (see .python-version)")'
@@ -39,6 +39,12 @@ test-sqlite:
 
 test-postgres:
 	DATABASE_URL=$(PG_URL) $(PY) -m pytest
+
+# deploy/install.sh --offline in a booted Debian 13 box (systemd-nspawn, private
+# network), then mail, web, restart, re-install and upgrade checks inside it.
+# Root only; the trixie tree is cached in var/testbox (tests/testbox.py).
+test-install: venv
+	$(PY) -m tests.testbox
 
 bench: venv
 	$(PY) bench/run.py

@@ -5,7 +5,6 @@ and a real Exim whose deliveries run the script an account uploaded.
 ManageSieve (RFC 5804) is spoken over a plain socket: it is a small text
 protocol and the test shows exactly what a mail client sends."""
 
-import base64
 import json
 import shutil
 import socket
@@ -21,6 +20,7 @@ from mailadmin.services import accounts as account_service
 from mailadmin.services import sieve
 from mailadmin.services.apply import build_snapshot
 from tests import mailstack
+from tests.managesieve import ManageSieve as _ManageSieve
 
 pytestmark = pytest.mark.django_db
 
@@ -35,43 +35,11 @@ def mailbox(alice):
     return "info@example.org"
 
 
-class ManageSieve:
-    """A minimal ManageSieve client: enough for LOGIN, PUTSCRIPT, SETACTIVE."""
+class ManageSieve(_ManageSieve):
+    """The shared client (tests/managesieve.py) on this test's loopback."""
 
     def __init__(self, port: int):
-        self.sock = socket.create_connection((mailstack.LOOPBACK, port), timeout=10)
-        self.file = self.sock.makefile("rb")
-        self.greeting = self.response()
-
-    def response(self) -> list[bytes]:
-        """Lines up to and including the final OK / NO / BYE."""
-        lines = []
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise ConnectionError(b"connection closed after " + b"".join(lines))
-            lines.append(line.rstrip(b"\r\n"))
-            if line[:2] in (b"OK", b"NO") or line[:3] == b"BYE":
-                return lines
-
-    def command(self, line: str, literal: bytes | None = None) -> list[bytes]:
-        data = line.encode()
-        if literal is not None:
-            data += b" {%d+}\r\n" % len(literal) + literal
-        self.sock.sendall(data + b"\r\n")
-        return self.response()
-
-    def authenticate(self, user: str, password: str) -> list[bytes]:
-        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
-        return self.command(f'AUTHENTICATE "PLAIN" "{token}"')
-
-    def close(self):
-        try:
-            self.command("LOGOUT")
-        except OSError:
-            pass
-        self.file.close()
-        self.sock.close()
+        super().__init__(port, mailstack.LOOPBACK)
 
 
 SCRIPT = b"""require ["fileinto", "mailbox"];

@@ -1,0 +1,582 @@
+#!/usr/bin/env bash
+# deploy/install.sh — from a bare Debian 13 (trixie) server to a running mail
+# host, run as root from a checkout:
+#
+#   deploy/install.sh --hostname mail.example.com --ipv4 203.0.113.5 \
+#       --admin-email admin@example.com [--offline --wheels DIR] \
+#       [--acme-directory URL --acme-ca-bundle FILE]
+#   deploy/install.sh --upgrade        # from a newer checkout, same settings
+#   deploy/install.sh --check …        # validate the OS and options only
+#
+# Idempotent: every step compares before it changes anything, and a run that
+# finds everything in place says "nothing changed". Secrets are generated once
+# (/etc/mailpanel/env) and never printed, except the first admin's password,
+# shown once when that admin is created.
+#
+# --offline: no network at all — packages only from apt's cache (no apt-get
+# update, apt-get --no-download), Python packages only from --wheels DIR
+# (pip --no-index), no ACME unless --acme-directory names a reachable CA.
+#
+# What goes where:
+#   /opt/mailpanel            the code (root-owned) and its venv (.venv)
+#   /var/lib/mailpanel        the panel's own state (static files)
+#   /etc/mailpanel/env        settings and secrets (root:mailpanel 0640)
+#   /etc/mailpanel/layout.json  where the daemons' files live (the helper's Layout)
+#   /etc/mailpanel/tls/       the certificate Exim, Dovecot and nginx use
+#   /usr/local/sbin/mailpanel-helper + /usr/local/lib/mailpanel-helper/mailconf
+#   /usr/local/bin/mailpanel  `mailpanel mail …` = manage.py mail … as mailpanel
+set -euo pipefail
+umask 022
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+APP=/opt/mailpanel
+VENV=$APP/.venv
+VAR=/var/lib/mailpanel
+ETC=/etc/mailpanel
+TLS=$ETC/tls
+ACME_WEBROOT=/var/www/mailpanel-acme
+HELPER=/usr/local/sbin/mailpanel-helper
+HELPER_LIB=/usr/local/lib/mailpanel-helper
+INSTALL_CONF=$ETC/install.conf
+# The code copied to /opt/mailpanel: what the panel runs, nothing else.
+CODE_ITEMS=(manage.py pyproject.toml panel mailadmin mailconf templates static locale)
+
+OS_RELEASE=${MAILPANEL_OS_RELEASE:-/etc/os-release}  # tests point it elsewhere
+STARTED=$SECONDS
+CHECK_ONLY=0
+HOSTNAME_ARG="" IPV4="" ADMIN_EMAIL="" OFFLINE=0 WHEELS="" ACME_DIRECTORY="" ACME_CA_BUNDLE="" UPGRADE=0
+CHANGED=()
+
+say() { printf '%s\n' "$*"; }
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 2; }
+changed() { CHANGED+=("$1"); say "  changed: $1"; }
+step() { say "== $* (at $((SECONDS - STARTED)) s)"; }
+
+usage() {
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+}
+
+parse_args() {
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --hostname) HOSTNAME_ARG=${2:-}; shift 2 ;;
+      --ipv4) IPV4=${2:-}; shift 2 ;;
+      --admin-email) ADMIN_EMAIL=${2:-}; shift 2 ;;
+      --offline) OFFLINE=1; shift ;;
+      --wheels) WHEELS=${2:-}; shift 2 ;;
+      --acme-directory) ACME_DIRECTORY=${2:-}; shift 2 ;;
+      --acme-ca-bundle) ACME_CA_BUNDLE=${2:-}; shift 2 ;;
+      --upgrade) UPGRADE=1; shift ;;
+      --check) CHECK_ONLY=1; shift ;;
+      -h|--help) usage ;;
+      *) die "unknown option: $1 (see --help)" ;;
+    esac
+  done
+}
+
+check_os() {
+  [ "$(id -u)" -eq 0 ] || die "run as root"
+  local id="" version=""
+  if [ -r "$OS_RELEASE" ]; then
+    id=$(. "$OS_RELEASE" && echo "${ID:-}")
+    version=$(. "$OS_RELEASE" && echo "${VERSION_ID:-}")
+  fi
+  if [ "$id" != debian ] || [ "$version" != 13 ]; then
+    die "mailpanel installs on Debian 13 (trixie) only; this is ${id:-an unknown OS} ${version}. Nothing was changed."
+  fi
+}
+
+# Values end up in a shell-sourced env file, nginx and Exim: validate them
+# strictly here (the panel's own forms check them again).
+validate_args() {
+  if [ "$UPGRADE" -eq 1 ]; then
+    [ -r "$INSTALL_CONF" ] || die "--upgrade: $INSTALL_CONF is missing; run a full install first"
+    local wheels=$WHEELS offline=$OFFLINE acme=$ACME_DIRECTORY bundle=$ACME_CA_BUNDLE
+    # shellcheck disable=SC1090
+    . "$INSTALL_CONF"
+    [ -n "$wheels" ] && WHEELS=$wheels
+    [ "$offline" -eq 1 ] && OFFLINE=1
+    [ -n "$acme" ] && ACME_DIRECTORY=$acme
+    [ -n "$bundle" ] && ACME_CA_BUNDLE=$bundle
+  fi
+  [ -n "$HOSTNAME_ARG" ] && [ -n "$IPV4" ] && [ -n "$ADMIN_EMAIL" ] \
+    || die "--hostname, --ipv4 and --admin-email are required (see --help)"
+  HOSTNAME_ARG=${HOSTNAME_ARG,,}
+  [[ "$HOSTNAME_ARG" =~ ^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$ ]] \
+    && [ ${#HOSTNAME_ARG} -le 253 ] || die "--hostname: not a fully qualified host name: $HOSTNAME_ARG"
+  local octet='(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])'
+  [[ "$IPV4" =~ ^$octet\.$octet\.$octet\.$octet$ ]] || die "--ipv4: not an IPv4 address: $IPV4"
+  [[ "$ADMIN_EMAIL" =~ ^[A-Za-z0-9._%+-]{1,64}@([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}$ ]] \
+    || die "--admin-email: not an e-mail address: $ADMIN_EMAIL"
+  if [ "$OFFLINE" -eq 1 ]; then
+    [ -n "$WHEELS" ] || die "--offline needs --wheels DIR (the Python packages)"
+  fi
+  if [ -n "$WHEELS" ]; then
+    [ -d "$WHEELS" ] || die "--wheels: no such folder: $WHEELS"
+    WHEELS=$(cd "$WHEELS" && pwd)
+  fi
+  if [ -n "$ACME_CA_BUNDLE" ]; then
+    [ -r "$ACME_CA_BUNDLE" ] || die "--acme-ca-bundle: cannot read $ACME_CA_BUNDLE"
+    ACME_CA_BUNDLE=$(realpath "$ACME_CA_BUNDLE")
+  fi
+  if [ -n "$ACME_DIRECTORY" ]; then
+    [[ "$ACME_DIRECTORY" =~ ^https://[^[:space:]\'\"]+$ ]] || die "--acme-directory: not an https URL"
+  fi
+}
+
+# put DEST OWNER:GROUP MODE < content — replace DEST only when its content,
+# owner or mode differ.
+put() {
+  local dest=$1 owner=$2 mode=$3 tmp
+  tmp=$(mktemp "$(dirname "$dest")/.mailpanel-install.XXXXXX")
+  cat >"$tmp"
+  if [ -f "$dest" ] && [ ! -L "$dest" ] && cmp -s "$tmp" "$dest" \
+     && [ "$(stat -c '%U:%G %a' "$dest")" = "$owner $(printf '%o' $((8#$mode)))" ]; then
+    rm -f "$tmp"
+    return 0
+  fi
+  chown "$owner" "$tmp"
+  chmod "$mode" "$tmp"
+  mv -f "$tmp" "$dest"
+  changed "$dest"
+}
+
+ensure_dir() {
+  local dir=$1 owner=$2 mode=$3
+  if [ ! -d "$dir" ]; then
+    mkdir -p "$dir"
+    chown "$owner" "$dir"
+    chmod "$mode" "$dir"
+    changed "$dir/"
+  elif [ "$(stat -c '%U:%G %a' "$dir")" != "$owner $(printf '%o' $((8#$mode)))" ]; then
+    chown "$owner" "$dir"
+    chmod "$mode" "$dir"
+    changed "$dir/ (owner or mode)"
+  fi
+}
+
+# sync_tree SRC DEST — DEST becomes a root-owned copy of SRC (no bytecode),
+# nothing group- or world-writable; replaced only when something differs.
+sync_tree() {
+  local src=$1 dest=$2
+  if [ -e "$dest" ] && diff -rq --no-dereference -x __pycache__ -x '*.pyc' "$src" "$dest" >/dev/null 2>&1 \
+     && [ -z "$(find "$dest" \( ! -user root -o -perm /022 \) -print -quit)" ]; then
+    return 0
+  fi
+  local new="$dest.mailpanel-new"
+  rm -rf "$new"
+  mkdir -p "$(dirname "$dest")"
+  cp -R --no-preserve=ownership,mode "$src" "$new"
+  find "$new" \( -name __pycache__ -o -name '*.pyc' \) -prune -exec rm -rf {} +
+  chown -R root:root "$new"
+  find "$new" -type d -exec chmod 0755 {} +
+  find "$new" -type f -exec chmod 0644 {} +
+  rm -rf "$dest"
+  mv "$new" "$dest"
+  changed "$dest"
+}
+
+packages() {
+  local file
+  for file in "$@"; do
+    sed -e 's/#.*//' -e 's/[[:space:]]//g' "$SRC/deploy/$file" | grep -v '^$'
+  done | sort -u
+}
+
+install_packages() {
+  step "Debian packages"
+  local missing=() pkg
+  while read -r pkg; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done < <(packages apt-packages.txt apt-packages-server.txt)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  export DEBIAN_FRONTEND=noninteractive
+  if [ "$OFFLINE" -eq 1 ]; then
+    apt-get install -y -q --no-download --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  changed "packages: ${missing[*]}"
+}
+
+create_user() {
+  step "System user"
+  if ! getent passwd mailpanel >/dev/null; then
+    useradd --system --user-group --home-dir "$VAR" --no-create-home --shell /usr/sbin/nologin mailpanel
+    changed "user mailpanel"
+  fi
+  ensure_dir "$VAR" mailpanel:mailpanel 0750
+  ensure_dir "$ETC" root:root 0755
+  ensure_dir "$ACME_WEBROOT" root:root 0755
+  ensure_dir /var/mail/vhosts mail:mail 2770  # setgid like /var/mail
+}
+
+dovecot_version() {
+  local version
+  version=$(dovecot --version 2>/dev/null | awk '{print $1}')
+  case "$version" in
+    2.3.*) echo 2.3 ;;
+    2.4.*) echo 2.4 ;;
+    *) die "Dovecot ${version:-not found}: mailconf renders 2.3 and 2.4 only" ;;
+  esac
+}
+
+# A self-signed certificate until a real one exists, at the paths Exim,
+# Dovecot and nginx read (Exim reads the key as Debian-exim).
+certificate() {
+  step "TLS certificate"
+  ensure_dir "$TLS" root:Debian-exim 0750
+  if [ ! -s "$TLS/fullchain.pem" ] || [ ! -s "$TLS/privkey.pem" ]; then
+    local tmp
+    tmp=$(mktemp -d)
+    openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=$HOSTNAME_ARG" \
+      -addext "subjectAltName=DNS:$HOSTNAME_ARG" \
+      -keyout "$tmp/privkey.pem" -out "$tmp/fullchain.pem" 2>/dev/null
+    install -o root -g Debian-exim -m 0640 "$tmp/privkey.pem" "$TLS/privkey.pem"
+    install -o root -g root -m 0644 "$tmp/fullchain.pem" "$TLS/fullchain.pem"
+    rm -rf "$tmp"
+    changed "$TLS (self-signed for $HOSTNAME_ARG)"
+  fi
+}
+
+helper() {
+  step "Privileged helper"
+  put "$HELPER" root:root 0755 <"$SRC/deploy/mailpanel_helper.py"
+  ensure_dir "$HELPER_LIB" root:root 0755
+  sync_tree "$SRC/mailconf" "$HELPER_LIB/mailconf"
+  # The helper's Layout: root's, never the panel's (see mailpanel_helper.py).
+  python3 - "$(dovecot_version)" "$TLS" <<'EOF' | put "$ETC/layout.json" root:root 0644
+import json, sys
+version, tls = sys.argv[1:]
+print(json.dumps({
+    "dovecot_version": version,
+    "tls_certificate": tls + "/fullchain.pem",
+    "tls_privatekey": tls + "/privkey.pem",
+}, indent=2, sort_keys=True))
+EOF
+  local check
+  check=$(mktemp)
+  cp "$SRC/deploy/sudoers.d/mailpanel" "$check"
+  visudo -c -q -f "$check" >/dev/null || { rm -f "$check"; die "deploy/sudoers.d/mailpanel does not pass visudo -c"; }
+  rm -f "$check"
+  put /etc/sudoers.d/mailpanel root:root 0440 <"$SRC/deploy/sudoers.d/mailpanel"
+  visudo -c -q >/dev/null || die "visudo -c fails after installing /etc/sudoers.d/mailpanel"
+}
+
+random_secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(48))'; }
+fernet_key() { python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'; }
+
+env_file() {
+  step "Settings ($ETC/env)"
+  local secret_key="" encryption_key=""
+  if [ -r "$ETC/env" ]; then
+    secret_key=$(sed -n 's/^DJANGO_SECRET_KEY="\(.*\)"$/\1/p' "$ETC/env")
+    encryption_key=$(sed -n 's/^MAILPANEL_ENCRYPTION_KEY="\(.*\)"$/\1/p' "$ETC/env")
+  fi
+  [ -n "$secret_key" ] || secret_key=$(random_secret)
+  [ -n "$encryption_key" ] || encryption_key=$(fernet_key)
+  put "$ETC/env" root:mailpanel 0640 <<EOF
+# mailpanel production settings, written by deploy/install.sh (systemd
+# EnvironmentFile and shell syntax). Secrets were generated on this machine;
+# keep them: the encryption key decrypts the stored relay passwords.
+DJANGO_SECRET_KEY="$secret_key"
+MAILPANEL_ENCRYPTION_KEY="$encryption_key"
+DATABASE_URL="postgres:///mailpanel"
+DJANGO_ALLOWED_HOSTS="$HOSTNAME_ARG,127.0.0.1,localhost"
+DJANGO_CSRF_TRUSTED_ORIGINS="https://$HOSTNAME_ARG"
+MAILPANEL_BASE_URL="https://$HOSTNAME_ARG"
+MAILPANEL_SECURE_COOKIES="true"
+MAILPANEL_TRUSTED_PROXIES="127.0.0.1,::1"
+MAILPANEL_VAR_DIR="$VAR"
+MAILPANEL_ROOT="/"
+MAILPANEL_LAYOUT_FILE="$ETC/layout.json"
+MAILPANEL_HELPER="sudo -n $HELPER"
+MAILPANEL_FROM_EMAIL="mailpanel@$HOSTNAME_ARG"
+EOF
+}
+
+code() {
+  step "Code ($APP) and Python packages"
+  ensure_dir "$APP" root:root 0755
+  local stage item
+  stage=$(mktemp -d)
+  for item in "${CODE_ITEMS[@]}"; do
+    cp -R "$SRC/$item" "$stage/$item"
+  done
+  find "$stage" \( -name __pycache__ -o -name '*.pyc' -o -name '*.mo' \) -prune -exec rm -rf {} +
+  # compilemessages without Django: msgfmt is what it runs.
+  find "$stage/locale" -name '*.po' -print0 | while IFS= read -r -d '' po; do
+    msgfmt --check-format -o "${po%.po}.mo" "$po"
+  done
+  for item in "${CODE_ITEMS[@]}"; do
+    if [ -d "$stage/$item" ]; then
+      sync_tree "$stage/$item" "$APP/$item"
+    else
+      put "$APP/$item" root:root 0644 <"$stage/$item"
+    fi
+  done
+  rm -rf "$stage"
+
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+    changed "$VENV"
+  fi
+  local requirements stamp
+  requirements=$(python3 -c 'import sys, tomllib; print("\n".join(sorted(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"])))' "$SRC/pyproject.toml")
+  stamp="$VENV/.mailpanel-requirements"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$requirements" ]; then
+    local pip=("$VENV/bin/pip" install -q --disable-pip-version-check)
+    if [ -n "$WHEELS" ]; then
+      pip+=(--no-index --find-links "$WHEELS")
+    fi
+    printf '%s\n' "$requirements" >"$VENV/.requirements.txt"
+    PIP_CONFIG_FILE=/dev/null "${pip[@]}" -r "$VENV/.requirements.txt"
+    printf '%s\n' "$requirements" >"$stamp"
+    changed "Python packages"
+  fi
+}
+
+command_on_path() {
+  put /usr/local/bin/mailpanel root:root 0755 <<'EOF'
+#!/bin/bash
+# mailpanel ARGS… = manage.py ARGS… as the mailpanel user with the production
+# settings (/etc/mailpanel/env), e.g. `mailpanel mail domain add example.org`.
+set -euo pipefail
+if [ "$(id -un)" != mailpanel ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "mailpanel: run as root (or as the mailpanel user)" >&2; exit 2; }
+  exec runuser -u mailpanel -- "$0" "$@"
+fi
+cd /opt/mailpanel
+set -a
+. /etc/mailpanel/env
+set +a
+exec /opt/mailpanel/.venv/bin/python manage.py "$@"
+EOF
+}
+
+database() {
+  step "PostgreSQL"
+  systemctl is-active --quiet postgresql || systemctl start postgresql
+  local psql=(runuser -u postgres -- psql -v ON_ERROR_STOP=1 -qtA)
+  if [ "$("${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = 'mailpanel'")" != 1 ]; then
+    runuser -u postgres -- createuser mailpanel
+    changed "PostgreSQL role mailpanel"
+  fi
+  if [ "$("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = 'mailpanel'")" != 1 ]; then
+    runuser -u postgres -- createdb --owner mailpanel mailpanel
+    changed "PostgreSQL database mailpanel (peer auth, no password)"
+  fi
+}
+
+django() {
+  step "Database schema, static files, first admin"
+  if ! mailpanel migrate --check >/dev/null 2>&1; then
+    mailpanel migrate --no-input -v 0
+    changed "database migrations"
+  fi
+  local out
+  out=$(mailpanel collectstatic --no-input)
+  grep -q '^0 static files copied' <<<"$out" || changed "static files ($VAR/staticfiles)"
+  ADMIN_LOGIN=$(mailpanel ensure_admin --email "$ADMIN_EMAIL")
+  [ -n "$ADMIN_LOGIN" ] && changed "first admin"
+  local wanted="$HOSTNAME_ARG $IPV4"
+  if [ ! -f "$VAR/.server-identity" ] || [ "$(cat "$VAR/.server-identity")" != "$wanted" ]; then
+    mailpanel mail server set --hostname "$HOSTNAME_ARG" --ipv4 "$IPV4" >/dev/null
+    printf '%s\n' "$wanted" >"$VAR/.server-identity"
+    changed "server identity: $wanted"
+  fi
+}
+
+UNITS_CHANGED=0
+
+units() {
+  step "systemd units"
+  local unit before
+  before=${#CHANGED[@]}
+  for unit in "$SRC"/deploy/systemd/*.service "$SRC"/deploy/systemd/*.timer; do
+    [ -e "$unit" ] || continue
+    put "/etc/systemd/system/$(basename "$unit")" root:root 0644 <"$unit"
+  done
+  if [ ${#CHANGED[@]} -ne "$before" ]; then
+    systemctl daemon-reload
+    UNITS_CHANGED=1
+  fi
+}
+
+# Every unit of ours with an [Install] section is enabled and running; the
+# rest (the verify service) is started by its timer.
+start_units() {
+  step "Services"
+  local unit name restart=$1
+  for unit in "$SRC"/deploy/systemd/*.service "$SRC"/deploy/systemd/*.timer; do
+    [ -e "$unit" ] || continue
+    grep -q '^\[Install\]' "$unit" || continue
+    name=$(basename "$unit")
+    if ! systemctl is-enabled --quiet "$name"; then
+      systemctl enable --quiet "$name"
+      changed "enabled $name"
+    fi
+    if ! systemctl is-active --quiet "$name"; then
+      systemctl start "$name"
+      changed "started $name"
+    elif [ "$restart" -eq 1 ] && [ "$name" != mailpanel-firewall.service ] && [[ "$name" == *.service ]]; then
+      systemctl restart "$name"
+      say "  restarted $name"
+    fi
+  done
+  # Debian's nftables.service is the admin's choice (its nftables.conf
+  # flushes the whole ruleset): not ours to switch on.
+  for name in postgresql nginx exim4 dovecot "$(php_fpm)"; do
+    [ -n "$name" ] || continue
+    if ! systemctl is-enabled --quiet "$name" 2>/dev/null; then
+      systemctl enable --quiet "$name"
+      changed "enabled $name"
+    fi
+    if ! systemctl is-active --quiet "$name"; then
+      systemctl start "$name"
+      changed "started $name"
+    fi
+  done
+}
+
+php_fpm() {
+  local unit
+  unit=$(systemctl list-unit-files --no-legend 'php*-fpm.service' 2>/dev/null | awk '{print $1; exit}')
+  echo "${unit%.service}"
+}
+
+nginx_site() {
+  step "nginx"
+  put /etc/nginx/sites-available/mailpanel root:root 0644 <<EOF
+# Written by mailpanel's deploy/install.sh: the panel on 443, port 80 only
+# redirects (except ACME HTTP-01 challenges).
+server {
+    listen 80 default_server;
+    listen [::]:80 default_server;
+    server_name $HOSTNAME_ARG;
+    location /.well-known/acme-challenge/ {
+        root $ACME_WEBROOT;
+    }
+    location / {
+        return 301 https://$HOSTNAME_ARG\$request_uri;
+    }
+}
+server {
+    listen 443 ssl default_server;
+    listen [::]:443 ssl default_server;
+    http2 on;
+    server_name $HOSTNAME_ARG;
+    ssl_certificate $TLS/fullchain.pem;
+    ssl_certificate_key $TLS/privkey.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    client_max_body_size 25m;
+    location / {
+        proxy_pass http://127.0.0.1:8000;
+        proxy_set_header Host \$host;
+        proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto https;
+        proxy_read_timeout 120s;
+    }
+}
+EOF
+  if [ "$(readlink /etc/nginx/sites-enabled/mailpanel 2>/dev/null)" != /etc/nginx/sites-available/mailpanel ]; then
+    ln -sfn /etc/nginx/sites-available/mailpanel /etc/nginx/sites-enabled/mailpanel
+    changed "/etc/nginx/sites-enabled/mailpanel"
+  fi
+  if [ -e /etc/nginx/sites-enabled/default ]; then
+    rm -f /etc/nginx/sites-enabled/default
+    changed "disabled nginx's default site"
+  fi
+  nginx -t -q || die "nginx -t fails"
+}
+
+# A real certificate through ACME (HTTP-01 on port 80, webroot), copied to
+# $TLS by a deploy hook that reloads the daemons; the self-signed one stays
+# when the CA cannot be reached (run install.sh again once DNS points here).
+acme() {
+  [ -n "$ACME_DIRECTORY" ] || return 0
+  step "ACME certificate"
+  put /etc/letsencrypt/renewal-hooks/deploy/mailpanel root:root 0755 <<EOF
+#!/bin/sh
+# Copies the renewed certificate to where Exim, Dovecot and nginx read it.
+set -e
+install -o root -g Debian-exim -m 0640 "\$RENEWED_LINEAGE/privkey.pem" $TLS/privkey.pem
+install -o root -g root -m 0644 "\$RENEWED_LINEAGE/fullchain.pem" $TLS/fullchain.pem
+systemctl reload exim4 dovecot nginx
+EOF
+  if [ -d "/etc/letsencrypt/live/$HOSTNAME_ARG" ]; then
+    return 0
+  fi
+  local env=()
+  [ -n "$ACME_CA_BUNDLE" ] && env=(REQUESTS_CA_BUNDLE="$ACME_CA_BUNDLE")
+  if env "${env[@]}" certbot certonly --non-interactive --agree-tos -m "$ADMIN_EMAIL" \
+       --server "$ACME_DIRECTORY" --webroot -w "$ACME_WEBROOT" -d "$HOSTNAME_ARG" \
+       --deploy-hook /etc/letsencrypt/renewal-hooks/deploy/mailpanel >/dev/null 2>&1; then
+    changed "ACME certificate for $HOSTNAME_ARG"
+  else
+    say "  warning: no certificate from $ACME_DIRECTORY yet; the self-signed one stays"
+  fi
+}
+
+first_apply() {
+  step "Apply the mail configuration through the helper"
+  local out
+  out=$(mailpanel mail config apply) || { say "$out"; die "the first apply failed"; }
+  if grep -q '^\(wrote\|removed\) ' <<<"$out"; then
+    changed "mail configuration: $(grep -c '^\(wrote\|removed\) ' <<<"$out") files"
+  fi
+}
+
+save_install_conf() {
+  put "$INSTALL_CONF" root:root 0600 <<EOF
+# The options of the last install (read by install.sh --upgrade).
+HOSTNAME_ARG=$HOSTNAME_ARG
+IPV4=$IPV4
+ADMIN_EMAIL=$ADMIN_EMAIL
+EOF
+}
+
+main() {
+  parse_args "$@"
+  check_os
+  validate_args
+  if [ "$CHECK_ONLY" -eq 1 ]; then
+    say "install.sh --check: the options are valid for $HOSTNAME_ARG; nothing was changed."
+    exit 0
+  fi
+  local code_before
+  install_packages
+  create_user
+  certificate
+  helper
+  env_file
+  save_install_conf
+  code_before=${#CHANGED[@]}
+  code
+  command_on_path
+  local code_changed=0
+  [ ${#CHANGED[@]} -ne "$code_before" ] && code_changed=1
+  database
+  django
+  units
+  nginx_site
+  systemctl reload-or-restart nginx 2>/dev/null || systemctl start nginx
+  # The first apply writes the nftables file the firewall unit's condition
+  # wants, so it comes before the units start.
+  first_apply
+  start_units $((code_changed | UNITS_CHANGED))
+  acme
+  say ""
+  if [ ${#CHANGED[@]} -eq 0 ]; then
+    say "install.sh: nothing changed; everything was in place ($((SECONDS - STARTED)) s)."
+  else
+    say "install.sh: ${#CHANGED[@]} changes in $((SECONDS - STARTED)) s. The panel: https://$HOSTNAME_ARG/"
+  fi
+  if [ -n "${ADMIN_LOGIN:-}" ]; then
+    say "$ADMIN_LOGIN"
+  fi
+}
+
+main "$@"

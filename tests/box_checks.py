@@ -1,0 +1,189 @@
+"""Client-side checks of `make test-install`, run in the box's network namespace
+(tests/testbox.py starts this file with nsenter -n): everything here talks to
+the box's own loopback, as a mail client or a browser would.
+
+    python box_checks.py CHECK '{"json": "arguments"}'   (passwords in BOX_PASSWORD*)
+
+Standard library only. Exit 0 and a JSON line on success; exit 1 with the
+reason otherwise. Certificates are verified against the box's certificate
+(--cafile) for the box's host name, not waved through.
+"""
+
+from __future__ import annotations
+
+import email.message
+import http.client
+import imaplib
+import json
+import os
+import re
+import smtplib
+import socket
+import ssl
+import sys
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from managesieve import ManageSieve  # noqa: E402  (a script: its own folder)
+
+LOOPBACK = "127.0.0.1"
+
+
+def tls_context(args) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=args["cafile"])
+
+
+class IMAPS(imaplib.IMAP4_SSL):
+    """IMAPS to the box's loopback, the certificate checked for its host name."""
+
+    def __init__(self, args):
+        self.sni = args["hostname"]
+        super().__init__(LOOPBACK, 993, ssl_context=tls_context(args), timeout=30)
+
+    def _create_socket(self, timeout):
+        sock = socket.create_connection((self.host, self.port), timeout)
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.sni)
+
+
+def message(args) -> bytes:
+    msg = email.message.EmailMessage()
+    msg["From"] = args["from"]
+    msg["To"] = args["to"]
+    msg["Subject"] = args["subject"]
+    msg["Message-ID"] = f"<{time.time_ns()}@box-checks.example.test>"
+    body = "hello from the box checks\n"
+    if args.get("size_kb"):
+        body += ("y" * 76 + "\n") * (args["size_kb"] * 1024 // 77)
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+def smtp_send(args) -> dict:
+    """Port 25 without AUTH, or submission (587) with STARTTLS then AUTH."""
+    with smtplib.SMTP(LOOPBACK, args["port"], local_hostname="client.example.test", timeout=60) as smtp:
+        smtp.ehlo()
+        if args.get("user"):
+            if "AUTH" in smtp.esmtp_features:
+                raise AssertionError("AUTH offered before STARTTLS on the submission port")
+            smtp._host = args["hostname"]  # the name STARTTLS checks the certificate for
+            smtp.starttls(context=tls_context(args))
+            smtp.ehlo()
+            smtp.login(args["user"], os.environ["BOX_PASSWORD"])
+        refused = smtp.sendmail(args["from"], [args["to"]], message(args))
+    return {"refused": refused}
+
+
+def imap_wait(args) -> dict:
+    """Log in over IMAPS 993 (certificate checked) and wait for a subject."""
+    deadline = time.monotonic() + args.get("timeout", 60)
+    folder = args.get("folder", "INBOX")
+    while True:
+        with IMAPS(args) as imap:
+            imap.login(args["user"], os.environ["BOX_PASSWORD"])
+            status, _ = imap.select(f'"{folder}"', readonly=True)
+            if status == "OK":
+                status, data = imap.search(None, "SUBJECT", f'"{args["subject"]}"')
+                numbers = data[0].split() if status == "OK" and data and data[0] else []
+                if numbers:
+                    _, fetched = imap.fetch(numbers[-1], "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+                    return {"folder": folder, "count": len(numbers), "header": fetched[0][1].decode().strip()}
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no message with subject {args['subject']!r} in {folder} of {args['user']}")
+        time.sleep(1)
+
+
+def imap_login_fails(args) -> dict:
+    with IMAPS(args) as imap:
+        try:
+            imap.login(args["user"], os.environ["BOX_PASSWORD"])
+        except imaplib.IMAP4.error as exc:
+            return {"refused": str(exc)}
+    raise AssertionError(f"{args['user']} logged in with a wrong password")
+
+
+def sieve_put(args) -> dict:
+    """Upload and activate a script over ManageSieve (4190) as the account."""
+    client = ManageSieve(args.get("port", 4190), LOOPBACK)
+    greeting = b"\n".join(client.greeting)
+    assert b'"IMPLEMENTATION" "Dovecot Pigeonhole"' in greeting, greeting
+    answer = client.authenticate(args["user"], os.environ["BOX_PASSWORD"])
+    assert answer[-1].startswith(b"OK"), answer
+    for line, literal in (('PUTSCRIPT "filters"', args["script"].encode()), ('SETACTIVE "filters"', None)):
+        answer = client.command(line, literal)
+        assert answer[-1].startswith(b"OK"), (line, answer)
+    client.close()
+    return {"greeting": greeting.decode()[:200]}
+
+
+def https(args, method: str, path: str, body: bytes | None = None, headers=None):
+    conn = http.client.HTTPSConnection(LOOPBACK, 443, context=tls_context(args), timeout=30)
+    # SNI and certificate name are the box's host name, the socket goes to loopback
+    conn.sock = tls_context(args).wrap_socket(
+        socket.create_connection((LOOPBACK, 443), timeout=30), server_hostname=args["hostname"]
+    )
+    conn.request(method, path, body=body, headers={"Host": args["hostname"], **(headers or {})})
+    response = conn.getresponse()
+    return response, response.read()
+
+
+def web_login(args) -> dict:
+    """The login page through nginx over HTTPS, then a real login as the
+    first admin (CSRF through the proxy, secure cookies)."""
+    response, page = https(args, "GET", "/login/")
+    assert response.status == 200, response.status
+    text = page.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', text).group(1)
+    cookies = "; ".join(c.split(";", 1)[0] for c in response.headers.get_all("Set-Cookie") or [])
+    assert "Secure" in (response.headers.get("Set-Cookie") or ""), "cookies must be Secure behind TLS"
+    form = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "username": args["user"],
+                                   "password": os.environ["BOX_PASSWORD"]}).encode()
+    origin = f"https://{args['hostname']}"
+    response, _ = https(args, "POST", "/login/", form, {
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookies,
+        "Origin": origin, "Referer": origin + "/login/"})
+    assert response.status == 302, f"login answered {response.status}, not a redirect"
+    session = "; ".join(c.split(";", 1)[0] for c in response.headers.get_all("Set-Cookie") or [])
+    response, page = https(args, "GET", response.headers["Location"], headers={"Cookie": session})
+    assert response.status == 200, response.status
+    assert args["expect"] in page.decode(), f"{args['expect']!r} not on the page after login"
+    return {"login_page": len(text), "after_login": len(page)}
+
+
+def http_port_80(args) -> dict:
+    conn = http.client.HTTPConnection(LOOPBACK, 80, timeout=30)
+    conn.request("GET", "/login/?x=1", headers={"Host": args["hostname"]})
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 301, response.status
+    assert response.headers["Location"] == f"https://{args['hostname']}/login/?x=1", response.headers["Location"]
+    conn.request("GET", "/.well-known/acme-challenge/no-such-token", headers={"Host": args["hostname"]})
+    challenge = conn.getresponse()
+    challenge.read()
+    assert challenge.status == 404, f"ACME challenge path answered {challenge.status}, must not redirect"
+    return {"redirect": response.headers["Location"]}
+
+
+CHECKS = {
+    "smtp-send": smtp_send,
+    "imap-wait": imap_wait,
+    "imap-login-fails": imap_login_fails,
+    "sieve-put": sieve_put,
+    "web-login": web_login,
+    "http-port-80": http_port_80,
+}
+
+
+def main(argv: list[str]) -> int:
+    name, args = argv[1], json.loads(argv[2])
+    try:
+        result = CHECKS[name](args)
+    except Exception as exc:  # one line for the harness, whatever went wrong
+        print(f"{name}: {type(exc).__name__}: {exc}")
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
