@@ -10,7 +10,9 @@ mailbox, an address or a key, never an instruction:
   aliases and forwards, only plain addresses;
 - passwd lines have exactly Dovecot's seven fields, a bcrypt hash and at most
   the one quota field we write (no ``userdb_mail=``, ``userdb_uid=``, …);
-- a DKIM key is one PEM RSA private key, parsed down to its DER structure.
+- a DKIM key is one PEM RSA private key, parsed down to its DER structure;
+  its selector one DNS label (Exim reads it with ``${readfile}`` into
+  ``dkim_selector``, a value, never expanded again).
 
 Exim and Dovecot read these files through lookups whose results are never
 expanded again (tests/test_helper_hostile.py shows it with real Exim).
@@ -35,6 +37,8 @@ _PASSWD_RE = re.compile(
 _BASE64_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _PORT_RE = re.compile(r"[1-9][0-9]{0,4}")
 _CREDENTIAL_VALUE_RE = re.compile(r"[\x21-\x7e]{1,256}")
+# One DNS label (RFC 1035 letters, digits, hyphen; lower case as we write it).
+DKIM_SELECTOR_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def check(grammar: str, content: bytes) -> None:
@@ -190,6 +194,49 @@ def local_senders(content: bytes) -> None:
         _unique(name, seen, number)
 
 
+SEND_LIMIT_FIELDS = ("hour", "day", "rcpt")
+_LIMIT_NUMBER_RE = re.compile(r"0|[1-9][0-9]{0,8}")
+
+
+def _sender_key(key: str, number: int) -> None:
+    """"*" (the domain, or the server default) or a mailbox's local part."""
+    if key != "*":
+        _local_part(key, number)
+
+
+def send_limits(content: bytes) -> None:
+    """``key: hour=N day=N rcpt=N`` (fields in that order, each optional,
+    at least one); Exim reads a field with ${extract} and uses it only when
+    it is a number."""
+    seen: set[str] = set()
+    for number, line in enumerate(_lines(content), 1):
+        key, sep, values = line.partition(": ")
+        if not sep or not values:
+            raise ValueError(f"line {number}: not 'key: hour=N day=N rcpt=N'")
+        _sender_key(key, number)
+        _unique(key, seen, number)
+        names = []
+        for pair in values.split(" "):
+            name, eq, value = pair.partition("=")
+            if not eq or name not in SEND_LIMIT_FIELDS or not _LIMIT_NUMBER_RE.fullmatch(value):
+                raise ValueError(f"line {number}: not 'hour=N', 'day=N' or 'rcpt=N'")
+            names.append(name)
+        if names != [n for n in SEND_LIMIT_FIELDS if n in names] or len(set(names)) != len(names):
+            raise ValueError(f"line {number}: fields out of order or listed twice")
+
+
+def held_senders(content: bytes) -> None:
+    """``key:`` per line: a mailbox's local part, or "*" (the domain's local
+    submissions)."""
+    seen: set[str] = set()
+    for number, line in enumerate(_lines(content), 1):
+        key = line[:-1] if line.endswith(":") else ""
+        if not key:
+            raise ValueError(f"line {number}: not 'local_part:'")
+        _sender_key(key, number)
+        _unique(key, seen, number)
+
+
 def dkim_key(content: bytes) -> None:
     """One PEM RSA private key (PKCS#1 or PKCS#8), nothing before or after."""
     lines = _lines(content)
@@ -206,6 +253,13 @@ def dkim_key(content: bytes) -> None:
     if kind == "pkcs8":
         der = _pkcs8_rsa_key(der)
     _pkcs1_rsa_key(der)
+
+
+def dkim_selector(content: bytes) -> None:
+    """One DNS label and a line break: the selector Exim signs with."""
+    lines = _lines(content)
+    if len(lines) != 1 or not DKIM_SELECTOR_RE.fullmatch(lines[0]):
+        raise ValueError("not one DNS label (a-z, 0-9, - inside) on one line")
 
 
 RSA_ENCRYPTION_OID = bytes.fromhex("2a864886f70d010101")  # 1.2.840.113549.1.1.1
@@ -313,7 +367,10 @@ GRAMMARS = {
     "dnsbl": dnsbl,
     "domain_list": domain_list,
     "local_senders": local_senders,
+    "send_limits": send_limits,
+    "held_senders": held_senders,
     "dkim_key": dkim_key,
+    "dkim_selector": dkim_selector,
     "snappymail_domain": snappymail_domain,
     "snappymail_credentials": snappymail_credentials,
 }

@@ -23,11 +23,15 @@ Two kinds, because root must never write a program it did not write itself:
 | /etc/exim4/dnsbl.conf                  | data | dnsbl                  |          |
 | /etc/exim4/send_only_domains           | data | domain_list            |          |
 | /etc/exim4/no_subaddressing            | data | domain_list            |          |
+| /etc/exim4/send_limits                 | data | send_limits            |          |
 | /etc/exim4/domains/<d>/dkim.pem        | data | dkim_key               |          |
+| /etc/exim4/domains/<d>/dkim_selector   | data | dkim_selector          |          |
 | /etc/exim4/domains/<d>/smtp_relay.conf | data | relay                  |          |
 | /etc/exim4/domains/<d>/passwd          | data | passwd                 |          |
 | /etc/exim4/domains/<d>/aliases         | data | aliases                |          |
 | /etc/exim4/domains/<d>/forwards        | data | forwards               |          |
+| /etc/exim4/domains/<d>/send_limits     | data | send_limits            |          |
+| /etc/exim4/domains/<d>/held_senders    | data | held_senders           |          |
 | SnappyMail domains/default.json        | data | snappymail_domain      |          |
 | /root/.snappymail                      | data | snappymail_credentials |          |
 
@@ -52,13 +56,17 @@ MANAGED_FILES = (
     ("/etc/exim4/dnsbl.conf", "root", "Debian-exim", 0o640, DATA, "dnsbl", None),
     ("/etc/exim4/send_only_domains", "root", "Debian-exim", 0o640, DATA, "domain_list", None),
     ("/etc/exim4/no_subaddressing", "root", "Debian-exim", 0o640, DATA, "domain_list", None),
+    ("/etc/exim4/send_limits", "root", "Debian-exim", 0o640, DATA, "send_limits", None),
     (DOMAINS_DIR + "/{domain}/dkim.pem", "root", "Debian-exim", 0o640, DATA, "dkim_key", None),
+    (DOMAINS_DIR + "/{domain}/dkim_selector", "root", "Debian-exim", 0o640, DATA, "dkim_selector", None),
     (DOMAINS_DIR + "/{domain}/smtp_relay.conf", "root", "Debian-exim", 0o640, DATA, "relay", None),
     (DOMAINS_DIR + "/{domain}/passwd", "root", "Debian-exim", 0o640, DATA, "passwd", None),
     (DOMAINS_DIR + "/{domain}/aliases", "root", "Debian-exim", 0o640, DATA, "aliases", None),
     (DOMAINS_DIR + "/{domain}/forwards", "root", "Debian-exim", 0o640, DATA, "forwards", None),
     (DOMAINS_DIR + "/{domain}/roles", "root", "Debian-exim", 0o640, DATA, "aliases", None),
     (DOMAINS_DIR + "/{domain}/local_senders", "root", "Debian-exim", 0o640, DATA, "local_senders", None),
+    (DOMAINS_DIR + "/{domain}/send_limits", "root", "Debian-exim", 0o640, DATA, "send_limits", None),
+    (DOMAINS_DIR + "/{domain}/held_senders", "root", "Debian-exim", 0o640, DATA, "held_senders", None),
     (SNAPPYMAIL_DATA + "/domains/default.json", "www-data", "www-data", 0o640, DATA, "snappymail_domain", None),
     ("/root/.snappymail", "root", "root", 0o600, DATA, "snappymail_credentials", None),
 )

@@ -22,11 +22,23 @@ class Relay:
 
 
 @dataclass(frozen=True)
+class SendLimits:
+    """How much one sender may send: messages per hour, per day, recipients
+    per message. None = inherit the wider scope's value (mailbox → domain →
+    server; the server's None = no limit); 0 = no limit at this scope."""
+
+    per_hour: int | None = None
+    per_day: int | None = None
+    recipients: int | None = None
+
+
+@dataclass(frozen=True)
 class Mailbox:
     local_part: str
     password_hash: str  # a Dovecot-verifiable hash such as "{BLF-CRYPT}$2b$..."
     quota_mb: int = 0  # 0 = unlimited
     forward_only: bool = False  # forwards exist and no local copy is kept
+    send_limits: SendLimits = field(default_factory=SendLimits)
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,7 @@ class Domain:
     name: str  # IDNA / punycode, lower case
     dkim_enabled: bool = True
     dkim_private_pem: str = ""
+    dkim_selector: str = "mail"  # one DNS label: <selector>._domainkey.<name>
     suspended: bool = False
     hosted_elsewhere: bool = False  # send-only: DKIM signing, no local delivery
     relay: Relay | None = None
@@ -60,6 +73,12 @@ class Domain:
     # (RFC 5321 §4.5.1, RFC 2142); "" = nowhere (they bounce).
     role_address: str = ""
     subaddressing: bool = True  # user+tag@ delivers to user, the tag kept for Sieve
+    # The domain's own limits (its mailboxes inherit them; local submissions
+    # by its mapped Unix users are limited by them).
+    send_limits: SendLimits = field(default_factory=SendLimits)
+    # Senders whose mail Exim holds (accepts and freezes) until someone acts:
+    # local parts of mailboxes, "*" for the local submissions of local_senders.
+    held_senders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +107,7 @@ class Snapshot:
     sieve_enabled: bool = False
     sieve_external: bool = False
     snappymail: SnappyMail = field(default_factory=SnappyMail)
+    send_limits: SendLimits = field(default_factory=SendLimits)  # server-wide defaults
 
 
 @dataclass(frozen=True)

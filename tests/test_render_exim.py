@@ -139,9 +139,11 @@ def test_rendered_files_owners_modes_and_services(dkim_pem):
             assert spec.service == "", path
     assert sorted(p for p in files if "/domains/" in p) == [
         "/etc/exim4/domains/a-sendonly.example/dkim.pem",
+        "/etc/exim4/domains/a-sendonly.example/dkim_selector",
         "/etc/exim4/domains/a-sendonly.example/local_senders",
         "/etc/exim4/domains/b-hosted.example/aliases",
         "/etc/exim4/domains/b-hosted.example/dkim.pem",
+        "/etc/exim4/domains/b-hosted.example/dkim_selector",
         "/etc/exim4/domains/b-hosted.example/forwards",
         "/etc/exim4/domains/b-hosted.example/local_senders",
         "/etc/exim4/domains/b-hosted.example/passwd",
@@ -247,6 +249,36 @@ def test_dnsbl_file_lists_only_listing_codes():
 def test_values_that_could_change_the_config_are_refused(bad):
     with pytest.raises(ValueError):
         render_all(bad(snapshot()), Layout())
+
+
+@pytest.mark.parametrize(
+    "selector",
+    ["", "a.b", "-a", "a-", "Mail", "mail\n", "a\nb", "${run{/bin/id}}", "a:b", "a/b", "x" * 64,
+     "sel ector", "s\u00e9l", "a_b", "mail\x00"],
+)
+def test_a_dkim_selector_that_is_not_one_dns_label_is_refused(dkim_pem, selector):
+    domain = hosted(dkim_enabled=True, dkim_private_pem=dkim_pem, dkim_selector=selector)
+    with pytest.raises(ValueError, match="not one DNS label"):
+        render_exim(snapshot(domain), Layout())
+    from mailconf import grammar
+
+    with pytest.raises(ValueError):
+        grammar.check("dkim_selector", f"{selector}\n".encode())
+
+
+def test_the_dkim_selector_is_data_beside_the_key_never_in_exim_conf(dkim_pem):
+    from mailconf import grammar
+
+    files = render_exim(
+        snapshot(hosted(dkim_enabled=True, dkim_private_pem=dkim_pem, dkim_selector="s2026a")), Layout()
+    )
+    content = files["/etc/exim4/domains/hosted.example/dkim_selector"].content
+    assert content == b"s2026a\n"
+    grammar.check("dkim_selector", content)
+    assert b"s2026a" not in files["/etc/exim4/exim4.conf"].content
+    # no key, no selector file
+    files = render_exim(snapshot(hosted(dkim_selector="s2026a")), Layout())
+    assert not [p for p in files if p.endswith("dkim_selector")]
 
 
 def test_a_dqs_key_never_appears_in_a_validation_error():
@@ -467,6 +499,35 @@ def test_direct_delivery_is_dkim_signed(mailstack_tree, smtp_sinks, fake_dns, dk
     (msg,) = sink.wait_for_messages(1)
     assert dkim_verify(msg.data, dkim_public_key_der(dkim_pem))["d"] == "hosted.example"
     assert "R=dnslookup T=remote_smtp" in delivery_lines(layout)[0]
+
+
+def test_exim_signs_with_each_domains_own_selector(mailstack_tree, smtp_sinks, dkim_pem):
+    import dkim  # dkimpy
+
+    other_pem = __import__("mailadmin.dkim", fromlist=["x"]).generate_private_pem(1024)
+    sink = smtp_sinks()
+    snap = snapshot(
+        hosted(dkim_enabled=True, dkim_private_pem=dkim_pem, dkim_selector="s2026-b"),
+        hosted("default.example", dkim_enabled=True, dkim_private_pem=other_pem),
+        global_relay=Relay("127.0.0.1", sink.port, tls="none"),
+    )
+    layout = mailstack_tree(snap)
+    send_via(layout, "web@hosted.example", subject="rotated")
+    send_via(layout, "web@default.example", subject="default")
+    msgs = {m.data.split(b"Subject: ")[1].split(b"\r\n")[0].split(b"\n")[0]: m for m in sink.wait_for_messages(2)}
+    published = {
+        b"s2026-b._domainkey.hosted.example.": dkim_public_key_der(dkim_pem),
+        b"mail._domainkey.default.example.": dkim_public_key_der(other_pem),
+    }
+
+    def dns(name, timeout=5):
+        der = published.get(name)
+        return b"v=DKIM1; k=rsa; p=" + base64.b64encode(der) if der else None
+
+    assert dkim_verify(msgs[b"rotated"].data, dkim_public_key_der(dkim_pem))["s"] == "s2026-b"
+    assert dkim_verify(msgs[b"default"].data, dkim_public_key_der(other_pem))["s"] == "mail"
+    assert dkim.verify(msgs[b"rotated"].data, dnsfunc=dns)
+    assert dkim.verify(msgs[b"default"].data, dnsfunc=dns)
 
 
 def test_relay_plain_only_server(mailstack_tree, smtp_sinks):

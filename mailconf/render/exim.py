@@ -10,7 +10,10 @@ the rest are read at run time by lookups — SPEC §5.5):
     The folder's existence makes ``<d>`` a local domain (``dsearch``), unless
     ``<d>`` is listed in ``/etc/exim4/send_only_domains``. Suspended domains get
     no folder at all: not local, no DKIM signing, their users cannot log in.
-``dkim.pem``        PEM private key (selector ``mail``); only when DKIM is on.
+``dkim.pem``        PEM private key; only when DKIM is on.
+``dkim_selector``   its selector, one DNS label and a line break (``mail`` by
+                    default), read with ``${readfile}`` into ``dkim_selector``:
+                    a rotation changes data, never exim4.conf.
 ``passwd``          Dovecot passwd-file, shared by Exim (lsearch: is this local
                     part a mailbox?) and Dovecot (passdb + userdb)::
 
@@ -38,6 +41,16 @@ the rest are read at run time by lookups — SPEC §5.5):
 ``local_senders``   lsearch, one ``unixuser:`` per line: the Unix users whose
                     local submissions (web apps, cron) may use this domain's
                     relay and DKIM key; absent = none (see MP_SENDER_DIR).
+``send_limits``     lsearch, ``key: hour=N day=N rcpt=N`` (each field
+                    optional, 0 = no limit): key ``*`` is the domain's own
+                    limits (also those of its mapped local submissions), a
+                    local part a mailbox's; a missing field falls back to the
+                    domain's, then the server's; absent = no overrides.
+``held_senders``    lsearch, ``key:`` per line: mailboxes (local part) or the
+                    domain's local submissions (``*``) whose sending is
+                    suspended: Exim accepts their mail and freezes it.
+``/etc/exim4/send_limits``  the server-wide defaults, one ``*:`` line in
+    the same format; always rendered (empty = no limits).
 ``/etc/exim4/smtp_relay.conf``  the global relay, same format; always
     rendered (empty when there is none) so no lookup ever hits a missing file.
 ``/etc/exim4/send_only_domains``  lsearch, one ``domain:`` per line (§1.7).
@@ -65,6 +78,7 @@ from __future__ import annotations
 import base64
 
 from .. import validate as v
+from ..grammar import DKIM_SELECTOR_RE
 from ..params import CodeParams, code_params
 from ..snapshot import Domain, FileSpec, Layout, Relay, Snapshot
 
@@ -73,6 +87,11 @@ DOMAINS_DIR = "/etc/exim4/domains"
 GLOBAL_RELAY = "/etc/exim4/smtp_relay.conf"
 SEND_ONLY = "/etc/exim4/send_only_domains"
 NO_SUBADDRESSING = "/etc/exim4/no_subaddressing"
+SEND_LIMITS = "/etc/exim4/send_limits"
+# The ACL variable a held message carries in its spool header (-aclm): why it
+# was held ("hour", "day", "suspended"); the sender key is in acl_m_mp_sender.
+HELD_VARIABLE = "acl_m_mp_held"
+SENDER_VARIABLE = "acl_m_mp_sender"
 ROLE_LOCAL_PARTS = ("abuse", "postmaster")
 DNSBL = "/etc/exim4/dnsbl.conf"
 DKIM_SELECTOR = "mail"
@@ -110,6 +129,7 @@ def render_exim_data(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
     files: dict[str, bytes] = {
         GLOBAL_RELAY: _relay_file(snapshot.global_relay),
         DNSBL: _dnsbl_file(snapshot.dnsbl_zones),
+        SEND_LIMITS: _limits_file({"*": snapshot.send_limits}),
     }
     send_only: list[str] = []
     seen: set[str] = set()
@@ -123,11 +143,20 @@ def render_exim_data(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
         folder = f"{DOMAINS_DIR}/{name}"
         if domain.dkim_enabled and domain.dkim_private_pem:
             files[f"{folder}/dkim.pem"] = v.pem(domain.dkim_private_pem).encode()
+            files[f"{folder}/dkim_selector"] = f"{_selector(domain)}\n".encode()
         if domain.relay is not None:
             files[f"{folder}/smtp_relay.conf"] = _relay_file(domain.relay)
         if domain.local_senders:
             users = sorted({v.name(u, "local sender (Unix user)") for u in domain.local_senders})
             files[f"{folder}/local_senders"] = "".join(f"{u}:\n" for u in users).encode()
+        limits = _limits_file(
+            {"*": domain.send_limits, **{_sender_key(b.local_part): b.send_limits for b in domain.mailboxes}}
+        )
+        if limits:
+            files[f"{folder}/send_limits"] = limits
+        if domain.held_senders:
+            held = sorted({_sender_key(k) if k != "*" else k for k in domain.held_senders})
+            files[f"{folder}/held_senders"] = "".join(f"{k}:\n" for k in held).encode()
         if domain.hosted_elsewhere:
             send_only.append(name)
             if not any(path.startswith(folder + "/") for path in files):
@@ -196,6 +225,36 @@ def _account_files(domain: Domain, folder: str) -> dict[str, bytes]:
     return files
 
 
+def _selector(domain: Domain) -> str:
+    if not DKIM_SELECTOR_RE.fullmatch(domain.dkim_selector):
+        raise ValueError(f"DKIM selector of {domain.name}: not one DNS label")
+    return domain.dkim_selector
+
+
+def _sender_key(local_part: str) -> str:
+    local = v.local_part(local_part.lower())
+    if local == "*":  # the key of the domain itself
+        raise ValueError("a mailbox cannot be called '*'")
+    return local
+
+
+def _limits_file(scopes: dict) -> bytes:
+    """``key: hour=N day=N rcpt=N`` for every scope with a limit set."""
+    lines = []
+    for key in sorted(scopes):
+        limits = scopes[key]
+        fields = []
+        for name, value in (("hour", limits.per_hour), ("day", limits.per_day), ("rcpt", limits.recipients)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 10**9:
+                raise ValueError(f"invalid send limit: {value!r}")
+            fields.append(f"{name}={value}")
+        if fields:
+            lines.append(f"{key}: {' '.join(fields)}\n")
+    return "".join(lines).encode()
+
+
 def _b64(value: str) -> str:
     return base64.b64encode(value.encode("utf-8")).decode("ascii")
 
@@ -257,6 +316,7 @@ def _exim_conf(params: CodeParams, layout: Layout) -> str:
         "MP_SEND_ONLY": p(SEND_ONLY),
         "MP_NO_SUBADDRESSING": p(NO_SUBADDRESSING),
         "MP_DNSBL_FILE": p(DNSBL),
+        "MP_SEND_LIMITS": p(SEND_LIMITS),
         "MP_AUTH_SOCKET": p(layout.dovecot_auth_socket, "Dovecot auth socket"),
         "MP_LMTP_SOCKET": p(layout.dovecot_lmtp_socket, "Dovecot LMTP socket"),
         "MP_RELAY_CA": p(layout.relay_ca_bundle, "relay CA bundle"),
@@ -294,7 +354,17 @@ def _exim_conf(params: CodeParams, layout: Layout) -> str:
         "}{MP_SENDER_FOLDER}{}}"
     )
     w("MP_SENDER_DKIM = MP_DOMAINS_DIR/MP_SENDER_DIR/dkim.pem")
+    w("MP_SENDER_SELECTOR = MP_DOMAINS_DIR/MP_SENDER_DIR/dkim_selector")
     w("MP_SENDER_RELAY = MP_DOMAINS_DIR/MP_SENDER_DIR/smtp_relay.conf")
+    # Send limits and holds, for a sender with an identity (MP_SENDER_DIR):
+    # keyed on the authenticated mailbox, or "*" (the domain) for a local
+    # submission by one of its mapped Unix users. The files are data read by
+    # lsearch; a value is used only once it matched a number.
+    w("MP_SENDER_LOCAL = ${if def:authenticated_id{${lc:${local_part:$authenticated_id}}}{*}}")
+    w("MP_SENDER_LIMITS = MP_DOMAINS_DIR/MP_SENDER_DIR/send_limits")
+    w("MP_SENDER_HELD = MP_DOMAINS_DIR/MP_SENDER_DIR/held_senders")
+    for field in ("hour", "day", "rcpt"):
+        w(f"MP_LIMIT_{field.upper()} = {_limit_expansion(field)}")
     w("")
     w(f"primary_hostname = {hostname}")
     w(f"exim_user = {exim_user}")
@@ -330,6 +400,7 @@ def _exim_conf(params: CodeParams, layout: Layout) -> str:
     w("")
     w("acl_smtp_rcpt = acl_check_rcpt")
     w("acl_smtp_data = acl_check_data")
+    w("acl_not_smtp = acl_check_not_smtp")
     w("")
     w("# Web apps on this host may set any envelope sender (sendmail -f).")
     w("untrusted_set_sender = *")
@@ -352,6 +423,19 @@ def _exim_conf(params: CodeParams, layout: Layout) -> str:
     return "\n".join(out) + "\n"
 
 
+def _limit_expansion(field: str) -> str:
+    """The sender's limit for one field: the mailbox's line, else the
+    domain's, else the server's (an absent field falls through)."""
+    def line(key: str) -> str:
+        return f"${{if exists{{MP_SENDER_LIMITS}}{{${{lookup{{{key}}}lsearch{{MP_SENDER_LIMITS}}}}}}}}"
+
+    server = "${lookup{*}lsearch{MP_SEND_LIMITS}}"
+    return (
+        f"${{extract{{{field}}}{{{line('MP_SENDER_LOCAL')}}}{{$value}}"
+        f"{{${{extract{{{field}}}{{{line('*')}}}{{$value}}{{${{extract{{{field}}}{{{server}}}}}}}}}}}}}"
+    )
+
+
 def _relay_value(key: str) -> str:
     # $address_data holds the (untainted) relay file the router chose.
     return f"${{lookup{{{key}}}lsearch{{$address_data}}}}"
@@ -366,6 +450,14 @@ def _relay_secret(key: str) -> str:
 _ACL = r"""begin acl
 
 acl_check_rcpt:
+  # Recipients per message of a sender with an identity (MP_SENDER_DIR),
+  # before the local-SMTP accept below; the rest may follow in a new message.
+  defer   condition = ${if !eq{MP_SENDER_DIR}{}}
+          set acl_m_mp_rcpt = MP_LIMIT_RCPT
+          condition = ${if match{$acl_m_mp_rcpt}{\N^[1-9][0-9]{0,8}$\N}}
+          condition = ${if >={$recipients_count}{$acl_m_mp_rcpt}}
+          message = 452 4.5.3 Too many recipients for one message (at most $acl_m_mp_rcpt)
+
   # Local SMTP (exim -bs): web apps and cron on this host.
   accept  hosts = :
 
@@ -406,6 +498,41 @@ acl_check_data:
   deny    message = From: header must be an address of your own domain
           authenticated = *
           condition = ${if !eq{${lc:${domain:${address:$h_From:}}}}{${lc:${domain:$authenticated_id}}}}
+  warn    acl = mp_send_limits
+  accept
+
+# sendmail -t, PHP's mail(): the same limits for local submissions.
+acl_check_not_smtp:
+  deny    condition = ${if !eq{MP_SENDER_DIR}{}}
+          set acl_m_mp_rcpt = MP_LIMIT_RCPT
+          condition = ${if match{$acl_m_mp_rcpt}{\N^[1-9][0-9]{0,8}$\N}}
+          condition = ${if >{$recipients_count}{$acl_m_mp_rcpt}}
+          message = Too many recipients for one message (at most $acl_m_mp_rcpt)
+  warn    acl = mp_send_limits
+  accept
+
+# Hold, don't bounce: past its limit (or while suspended) a sender's mail is
+# accepted and frozen: nothing lost, nothing sent. acl_m_mp_held (why) and
+# acl_m_mp_sender (who) stay in the spool header for the panel to find.
+mp_send_limits:
+  accept  condition = ${if eq{MP_SENDER_DIR}{}}
+  warn    set acl_m_mp_sender = MP_SENDER_LOCAL@MP_SENDER_DIR
+  warn    condition = ${if exists{MP_SENDER_HELD}}
+          condition = ${lookup{MP_SENDER_LOCAL}lsearch{MP_SENDER_HELD}{yes}{no}}
+          set acl_m_mp_held = suspended
+  warn    condition = ${if !def:acl_m_mp_held}
+          set acl_m_mp_limit = MP_LIMIT_HOUR
+          condition = ${if match{$acl_m_mp_limit}{\N^[1-9][0-9]{0,8}$\N}}
+          ratelimit = $acl_m_mp_limit / 1h / per_mail / $acl_m_mp_sender
+          set acl_m_mp_held = hour
+  warn    condition = ${if !def:acl_m_mp_held}
+          set acl_m_mp_limit = MP_LIMIT_DAY
+          condition = ${if match{$acl_m_mp_limit}{\N^[1-9][0-9]{0,8}$\N}}
+          ratelimit = $acl_m_mp_limit / 1d / per_mail / $acl_m_mp_sender
+          set acl_m_mp_held = day
+  accept  condition = ${if def:acl_m_mp_held}
+          control = freeze/no_tell
+          logwrite = held ($acl_m_mp_held) for $acl_m_mp_sender
   accept
 """
 
@@ -530,9 +657,10 @@ local_mailbox_subaddress:
 
 def _dkim() -> str:
     # DKIM for every remote transport, keyed by the sender's (lower-cased)
-    # domain folder; a missing key means "send unsigned", not "defer".
+    # domain folder; a missing key means "send unsigned", not "defer". The
+    # selector is data beside the key (readfile drops its line break).
     return """  dkim_domain = ${if exists{MP_SENDER_DKIM}{MP_SENDER_DIR}{}}
-  dkim_selector = mail
+  dkim_selector = ${if exists{MP_SENDER_SELECTOR}{${readfile{MP_SENDER_SELECTOR}{}}}{mail}}
   dkim_private_key = ${if exists{MP_SENDER_DKIM}{MP_SENDER_DKIM}{0}}
   dkim_canon = relaxed
   dkim_strict = false
