@@ -49,8 +49,18 @@ class MailDomain(models.Model):
     )
     dkim_enabled = models.BooleanField(_("DKIM signing"), default=True)
     dkim_private_key = EncryptedTextField(blank=True)
-    # A regenerated key waits here until the owner confirms the new DNS record is live.
+    dkim_selector = models.CharField(_("DKIM selector"), max_length=63, default="mail")
+    dkim_created_at = models.DateTimeField(null=True, blank=True)  # the signing key's age
+    # A rotation (services.dkim_rotation): the next key waits here under its own
+    # selector until the DNS check sees its record, then signs; the old public
+    # key stays published until dkim_old_until, then the owner is told to
+    # delete its record (dkim_old_public_key blank, dkim_old_selector kept).
     dkim_pending_private_key = EncryptedTextField(blank=True)
+    dkim_pending_selector = models.CharField(max_length=63, blank=True)
+    dkim_pending_created_at = models.DateTimeField(null=True, blank=True)
+    dkim_old_selector = models.CharField(max_length=63, blank=True)
+    dkim_old_public_key = models.TextField(blank=True)
+    dkim_old_until = models.DateTimeField(null=True, blank=True)
     suspended = models.BooleanField(_("suspended"), default=False)
     # A customer's new domain waits here until a TXT record proves they hold
     # its DNS (see services.ownership); an admin's is verified at once.
@@ -240,6 +250,13 @@ class ServerSettings(models.Model):
     panel_smtp_password = EncryptedTextField(_("password"), blank=True)
     panel_smtp_from = models.EmailField(_("From address"), blank=True)
 
+    dkim_grace_days = models.PositiveSmallIntegerField(
+        _("days an old DKIM key stays published after a rotation"), default=7
+    )
+    dkim_max_age_months = models.PositiveSmallIntegerField(
+        _("warn when a DKIM key is older than (months)"), default=12
+    )
+
     sieve_enabled = models.BooleanField(_("ManageSieve"), default=False)
     sieve_external = models.BooleanField(_("allow external mail clients"), default=False)
 
@@ -288,6 +305,7 @@ class JobKind(models.TextChoices):
     SNAPPYMAIL_INSTALL = "snappymail_install", _("install SnappyMail")
     DIAGNOSE = "diagnose", _("diagnostics")
     DNS_CHECK = "dns_check", _("DNS check")
+    DMARC_REPORTS = "dmarc_reports", _("read DMARC reports")
 
 
 class ApplyJob(models.Model):
@@ -376,3 +394,58 @@ class PasswordResetRequest(models.Model):
 
     def __str__(self):
         return f"{self.email} {self.ip} {self.at}"
+
+
+class DmarcMailbox(models.Model):
+    """Where a domain's DMARC aggregate reports go (the rua= of its DMARC
+    record): a mailbox the panel made for it and reads over IMAP with a
+    password only the panel knows (services.dmarc_reports)."""
+
+    domain = models.OneToOneField(MailDomain, on_delete=models.CASCADE, related_name="dmarc_mailbox")
+    account = models.OneToOneField(MailAccount, on_delete=models.CASCADE, related_name="dmarc_for")
+    password = EncryptedTextField()
+    read_at = models.DateTimeField(null=True, blank=True)
+    problem = models.CharField(max_length=300, blank=True)  # the last read's trouble, for the owner
+
+    def __str__(self):
+        return f"DMARC reports of {self.domain_id}"
+
+
+class DmarcReport(models.Model):
+    """One aggregate report (RFC 7489 appendix C) a receiver sent about a domain."""
+
+    domain = models.ForeignKey(MailDomain, on_delete=models.CASCADE, related_name="dmarc_reports")
+    org_name = models.CharField(max_length=200)
+    report_id = models.CharField(max_length=200)
+    begin = models.DateTimeField()
+    end = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-begin", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["domain", "org_name", "report_id"], name="unique_dmarc_report")
+        ]
+
+    def __str__(self):
+        return f"DMARC report {self.org_name} {self.report_id}"
+
+
+class DmarcRow(models.Model):
+    """One <record> of a report: messages from one source IP with one outcome."""
+
+    report = models.ForeignKey(DmarcReport, on_delete=models.CASCADE, related_name="rows")
+    domain = models.ForeignKey(MailDomain, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()  # the report's first day (UTC)
+    source_ip = models.GenericIPAddressField()
+    source = models.CharField(max_length=8)  # server | relay | other
+    count = models.PositiveIntegerField()
+    disposition = models.CharField(max_length=12)  # none | quarantine | reject
+    dkim_aligned = models.BooleanField()
+    spf_aligned = models.BooleanField()
+
+    class Meta:
+        indexes = [models.Index(fields=["domain", "day"], name="dmarc_row_domain_day")]
+
+    def __str__(self):
+        return f"{self.source_ip} ×{self.count}"
