@@ -374,17 +374,6 @@ class DnsCheckResult(models.Model):
         return f"DNS check {self.domain_id} {self.summary}"
 
 
-class LoginFailure(models.Model):
-    """Failed logins, counted per username and per client IP to rate-limit guessing."""
-
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
-    username = models.CharField(max_length=150, db_index=True)
-    ip = models.GenericIPAddressField(null=True, blank=True)
-
-    def __str__(self):
-        return f"{self.username} {self.ip} {self.at}"
-
-
 class PasswordResetRequest(models.Model):
     """Reset mails asked for, counted to stop the form from flooding a mailbox."""
 

@@ -24,4 +24,6 @@ def send_password_reset(email: str, language: str) -> None:
 @task()
 def housekeeping() -> dict:
     """Daily (mailpanel-housekeeping.timer runs `manage.py housekeeping`)."""
-    return housekeeping_service.prune()
+    deleted = housekeeping_service.prune()
+    deleted["deleted mail folders"] = len(housekeeping_service.purge_deleted_mail())
+    return deleted

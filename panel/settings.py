@@ -270,6 +270,8 @@ MAILPANEL_KEEP_LOGIN_FAILURES_DAYS = env_int("MAILPANEL_KEEP_LOGIN_FAILURES_DAYS
 MAILPANEL_KEEP_RESET_REQUESTS_DAYS = env_int("MAILPANEL_KEEP_RESET_REQUESTS_DAYS", 30)
 MAILPANEL_KEEP_DNS_RESULTS_DAYS = env_int("MAILPANEL_KEEP_DNS_RESULTS_DAYS", 90)
 MAILPANEL_KEEP_JOBS_DAYS = env_int("MAILPANEL_KEEP_JOBS_DAYS", 90)
+# A deleted domain's Maildirs wait in <mail root>/.deleted/ this long (a restore window).
+MAILPANEL_KEEP_DELETED_MAIL_DAYS = env_int("MAILPANEL_KEEP_DELETED_MAIL_DAYS", 30)
 
 # Panel mail: the backend reads the admin's panel-SMTP settings at send time.
 EMAIL_BACKEND = "mailadmin.services.panel_smtp.PanelEmailBackend"

@@ -196,3 +196,22 @@ def test_timer_and_service_pass_systemd_analyze_verify(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stderr.strip() == "", proc.stderr
+
+
+def test_deleted_domains_mail_goes_for_good_after_its_retention(settings, tmp_path):
+    import sys
+    from pathlib import Path
+
+    helper = Path(__file__).resolve().parent.parent / "deploy" / "mailpanel_helper.py"
+    settings.MAILPANEL_HELPER = f"{sys.executable} {helper} --root {tmp_path} --no-chown"
+    settings.MAILPANEL_KEEP_DELETED_MAIL_DAYS = 30
+    deleted = tmp_path / "var/mail/vhosts/.deleted"
+    old = deleted / "gone.example-20200101000000"
+    (old / "info/Maildir/cur").mkdir(parents=True)
+    recent = deleted / ("kept.example-" + timezone.now().strftime("%Y%m%d%H%M%S"))
+    recent.mkdir()
+
+    result = tasks.housekeeping.call()
+
+    assert result["deleted mail folders"] == 1
+    assert not old.exists() and recent.exists()

@@ -1,7 +1,8 @@
 """Daily housekeeping: rows that only grow are deleted past their retention.
 
 Run by `manage.py housekeeping` from mailpanel-housekeeping.timer (or as the
-`mailadmin.tasks.housekeeping` task). Each retention is a setting in days
+`mailadmin.tasks.housekeeping` task), which also purges deleted domains' mail
+through the helper once it is MAILPANEL_KEEP_DELETED_MAIL_DAYS old. Each retention is a setting in days
 (MAILPANEL_KEEP_*_DAYS). What is never deleted: the latest DNS check result
 of each domain (the records page shows it), a pending or running job (a
 worker may still be on it), and the latest server diagnostics (the
@@ -16,11 +17,11 @@ from django.conf import settings
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
+from ..helper_client import call_helper
 from ..models import ApplyJob, DnsCheckResult, JobKind, JobState, PasswordResetRequest
 
-# Failed-login rows: the panel's own model while it exists, django-axes' once installed.
+# Failed-login rows (django-axes).
 LOGIN_MODELS = (
-    ("mailadmin", "LoginFailure", "at"),
     ("axes", "AccessAttempt", "attempt_time"),
     ("axes", "AccessFailureLog", "attempt_time"),
     ("axes", "AccessLog", "attempt_time"),
@@ -77,6 +78,15 @@ def prune(now=None) -> dict[str, int]:
             DBTaskResult.objects.finished().filter(finished_at__lt=jobs_cutoff)
         )
     return deleted
+
+
+def purge_deleted_mail() -> list[str]:
+    """Deleted domains' Maildirs past MAILPANEL_KEEP_DELETED_MAIL_DAYS go for
+    good (the helper moved them aside on delete). Raises HelperError."""
+    answer = call_helper(
+        {"op": "purge_deleted_mail", "older_than_days": settings.MAILPANEL_KEEP_DELETED_MAIL_DAYS}
+    )
+    return answer.get("purged", [])
 
 
 def _delete(queryset) -> int:
