@@ -283,7 +283,16 @@ class Box:
                 self.process.wait()
 
 
+def remove_stale_runs() -> None:
+    """Trees of earlier runs whose harness is gone (killed, crashed)."""
+    for work in BOX_DIR.glob("run-*"):
+        pid = work.name.removeprefix("run-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def prepare_box(timer: Timer) -> Box:
+    remove_stale_runs()
     tarball = base_tarball(timer)
     work = BOX_DIR / f"run-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
@@ -552,6 +561,8 @@ class Scenario:
 
 def install_test(keep: bool = False) -> int:
     timer, checks = Timer(), Checks()
+    # SIGTERM (CI's timeout, Ctrl+C's cousin) still stops the box: finally runs.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     ensure_host_tools()
     box = prepare_box(timer)
     scenario = Scenario(box)
@@ -587,8 +598,9 @@ def install_test(keep: bool = False) -> int:
         if keep:
             log(f"box left running: nspawn PID {box.process.pid if box.process else '?'}, root {box.root}")
         else:
-            box.stop()
-            remove_box(box)
+            with timer("stop the box and remove its tree"):
+                box.stop()
+                remove_box(box)
     return finish(timer, checks, box, keep)
 
 
