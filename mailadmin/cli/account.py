@@ -3,7 +3,7 @@ v-add-mail-account family). Same service functions and rules as the panel;
 passwords only from stdin."""
 
 from ..services import accounts as account_service
-from .common import add_json_flag, get_domain, system_actor
+from .common import add_json_flag, get_domain, read_secret_from_stdin, system_actor
 
 
 def register(nouns):
@@ -60,8 +60,6 @@ def register(nouns):
 
 
 def _password():
-    from ..management.commands.mail import read_secret_from_stdin
-
     return read_secret_from_stdin("password")
 
 

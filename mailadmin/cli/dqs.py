@@ -1,6 +1,6 @@
 from ..models import ServerSettings
 from ..services import server_mail
-from .common import system_actor
+from .common import read_secret_from_stdin, system_actor
 
 
 def register(nouns):
@@ -15,8 +15,6 @@ def register(nouns):
 
 
 def dqs_set(command, options):
-    from ..management.commands.mail import read_secret_from_stdin
-
     server_mail.set_dqs_key(system_actor(), read_secret_from_stdin("DQS key"))
     command.stdout.write("DQS key saved; the mail server is being updated")
 

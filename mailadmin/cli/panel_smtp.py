@@ -2,7 +2,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
 from ..services import panel_smtp
-from .common import system_actor
+from .common import read_secret_from_stdin, system_actor
 
 
 def register(nouns):
@@ -34,8 +34,6 @@ def _field_errors(exc: ValidationError) -> ValidationError:
 
 
 def panel_smtp_set(command, options):
-    from ..management.commands.mail import read_secret_from_stdin
-
     password = read_secret_from_stdin("password") if options["password_stdin"] else ""
     try:
         panel_smtp.save_settings(

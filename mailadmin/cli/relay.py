@@ -11,7 +11,7 @@ from ..forms_relay import RelayForm
 from ..models import RelayAuth, RelayTls
 from ..services import relay as relay_service
 from ..services.relay import PRESETS
-from .common import add_json_flag, get_domain, system_actor
+from .common import add_json_flag, get_domain, read_secret_from_stdin, system_actor
 
 
 def register(nouns):
@@ -60,8 +60,6 @@ def _form_errors(form: RelayForm) -> str:
 
 
 def relay_set(command, options):
-    from ..management.commands.mail import read_secret_from_stdin
-
     domain = _scope(options)
     row = relay_service.get_relay(domain)
     current = RelayForm.from_relay(row).initial if row else {}

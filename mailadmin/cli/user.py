@@ -5,7 +5,7 @@ from django.core.management.base import CommandError
 
 from ..services import customers
 from ..services.users import add_user
-from .common import add_json_flag, get_user, system_actor
+from .common import add_json_flag, get_user, read_secret_from_stdin, system_actor
 
 
 def register(nouns):
@@ -46,8 +46,6 @@ def limit_value(text: str):
 
 
 def user_add(command, options):
-    from ..management.commands.mail import read_secret_from_stdin
-
     password = read_secret_from_stdin("password")
     user = add_user(system_actor(), options["name"], password, options["email"], options["admin"])
     command.stdout.write(f"added user {user.username}{' (admin)' if user.is_staff else ''}")
