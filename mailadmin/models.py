@@ -306,6 +306,7 @@ class JobKind(models.TextChoices):
     DIAGNOSE = "diagnose", _("diagnostics")
     DNS_CHECK = "dns_check", _("DNS check")
     DMARC_REPORTS = "dmarc_reports", _("read DMARC reports")
+    HOLD_RELEASE = "hold_release", _("release or delete held mail")
 
 
 class ApplyJob(models.Model):
@@ -438,3 +439,67 @@ class DmarcRow(models.Model):
 
     def __str__(self):
         return f"{self.source_ip} ×{self.count}"
+
+
+class SendLimit(models.Model):
+    """Sending limits of one scope: the server's defaults (no domain, no
+    account), a domain's, or a mailbox's. Blank = the wider scope's value
+    (mailbox → domain → server; the server's blank = no limit); 0 = no limit
+    here. Exim counts with ratelimit: messages per hour and per day, and
+    refuses recipients past the per-message limit (452, try again)."""
+
+    domain = models.OneToOneField(
+        MailDomain, null=True, blank=True, on_delete=models.CASCADE, related_name="send_limit"
+    )
+    account = models.OneToOneField(
+        MailAccount, null=True, blank=True, on_delete=models.CASCADE, related_name="send_limit"
+    )
+    per_hour = models.PositiveIntegerField(_("messages per hour"), null=True, blank=True)
+    per_day = models.PositiveIntegerField(_("messages per day"), null=True, blank=True)
+    recipients = models.PositiveIntegerField(_("recipients per message"), null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                Coalesce("domain", models.Value(0)), Coalesce("account", models.Value(0)),
+                name="one_send_limit_per_scope",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(domain__isnull=True) | models.Q(account__isnull=True),
+                name="send_limit_one_scope",
+            ),
+        ]
+
+    def __str__(self):
+        return f"send limit {self.domain_id or '-'}/{self.account_id or '-'}"
+
+
+class SendHold(models.Model):
+    """A sender that passed its limit: Exim holds (freezes) its mail and its
+    sending stays suspended (held_senders) until someone releases or deletes
+    the held mail. local_part "*" = the domain's local submissions (its
+    mapped Unix users). One row per incident; the owner and the admins got
+    one mail about it (notified_at)."""
+
+    domain = models.ForeignKey(MailDomain, on_delete=models.CASCADE, related_name="send_holds")
+    local_part = models.CharField(max_length=64)
+    reason = models.CharField(max_length=16)  # hour | day | suspended
+    held_count = models.PositiveIntegerField(default=0)
+    # top recipients and sources [[name, count], ...], first and last arrival
+    summary = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["domain", "local_part"], name="one_hold_per_sender")]
+
+    def __str__(self):
+        return f"hold {self.local_part}@{self.domain_id}"
+
+    @property
+    def sender_key(self) -> str:
+        """The identity Exim holds it under (acl_m_mp_sender)."""
+        return f"{self.local_part}@{self.domain.name}"
+
