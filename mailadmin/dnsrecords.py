@@ -82,6 +82,11 @@ def ownership_record(domain: str, token: str) -> Record:
     )
 
 
+def dmarc_value(rua: str = "") -> str:
+    """The DMARC policy we suggest; with `rua`, aggregate reports go there."""
+    return f"{DMARC_VALUE} rua=mailto:{rua};" if rua else DMARC_VALUE
+
+
 def build_records(
     domain: str,
     server: ServerIdentity,
@@ -89,11 +94,19 @@ def build_records(
     *,
     receives_mail: bool = True,
     verify_token: str = "",
+    dkim_selector: str = DKIM_SELECTOR,
+    dkim_next: tuple[str, str] | None = None,
+    dkim_old: tuple[str, str] | None = None,
+    dmarc_rua: str = "",
 ) -> list[Record]:
     """The records for `domain` (IDNA). `dkim_public_key` is the base64 p= value
-    ("" when DKIM is off). A send-only domain (receives_mail=False, mail hosted
-    elsewhere) keeps SPF/DKIM/DMARC but must not point MX here. `verify_token`
-    (a pending domain's) adds the ownership record first."""
+    ("" when DKIM is off) published under `dkim_selector`. A send-only domain
+    (receives_mail=False, mail hosted elsewhere) keeps SPF/DKIM/DMARC but must
+    not point MX here. `verify_token` (a pending domain's) adds the ownership
+    record first. During a DKIM rotation `dkim_next` (the key that will sign
+    once its record is seen) and `dkim_old` (the key that signed before, kept
+    for mail still on its way) are (selector, p= value). `dmarc_rua`: the
+    address aggregate reports go to."""
     domain = domain.lower().rstrip(".")
     mail_host = f"mail.{domain}"
     records = [ownership_record(domain, verify_token)] if verify_token else []
@@ -161,25 +174,41 @@ def build_records(
             _("Legacy DomainKeys policy; harmless, not needed by current receivers."),
         )
     )
+    def dkim_record(selector, public_key, purpose, level, explanation):
+        name = f"{selector}._domainkey.{domain}"
+        records.append(Record(name, "TXT", dkim_value(public_key), purpose, level, explanation))
+
     if dkim_public_key:
-        records.append(
-            Record(
-                f"{DKIM_SELECTOR}._domainkey.{domain}",
-                "TXT",
-                dkim_value(dkim_public_key),
-                "dkim",
-                REQUIRED,
-                _("DKIM public key (selector mail): receivers verify this server's signatures with it."),
-            )
+        dkim_record(
+            dkim_selector, dkim_public_key, "dkim", REQUIRED,
+            _("DKIM public key (selector %(selector)s): receivers verify this server's signatures with it.")
+            % {"selector": dkim_selector},
+        )
+    if dkim_next:
+        dkim_record(
+            *dkim_next, "dkim_next", REQUIRED,
+            _(
+                "The next DKIM key (selector %(selector)s): publish it beside the current one. "
+                "The server signs with it once the check finds it."
+            ) % {"selector": dkim_next[0]},
+        )
+    if dkim_old:
+        dkim_record(
+            *dkim_old, "dkim_old", RECOMMENDED,
+            _(
+                "The previous DKIM key (selector %(selector)s): keep it published for mail signed "
+                "with it that is still on its way, until the DKIM section says it can go."
+            ) % {"selector": dkim_old[0]},
         )
     records.append(
         Record(
             f"_dmarc.{domain}",
             "TXT",
-            DMARC_VALUE,
+            dmarc_value(dmarc_rua),
             "dmarc",
             RECOMMENDED,
-            _("DMARC: tells receivers to quarantine mail that fails SPF and DKIM alignment."),
+            _("DMARC: tells receivers to quarantine mail that fails SPF and DKIM alignment.")
+            + (" " + _("Their daily reports go to %(address)s.") % {"address": dmarc_rua} if dmarc_rua else ""),
         )
     )
     return records

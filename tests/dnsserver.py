@@ -183,6 +183,12 @@ class DnsServer:
         if hasattr(self, "_udp"):
             self._udp.cache.clear()
 
+    def remove(self, name: str):
+        """Every record of `name` (it answers NXDOMAIN from now on)."""
+        self.records.by_name.pop(_key(name), None)
+        if hasattr(self, "_udp"):
+            self._udp.cache.clear()
+
     def start(self, warm: bool = False) -> "DnsServer":
         self._udp_sock, tcp_sock, self.port = _bind_pair(self.host)
         self._udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)

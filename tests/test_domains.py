@@ -73,19 +73,21 @@ def test_dkim_private_key_is_encrypted_at_rest(alice_client):
     assert "PRIVATE KEY" not in raw and raw.startswith("gAAAA")
 
 
-def test_regenerated_dkim_key_waits_until_confirmed(alice_client):
+def test_a_rotations_next_key_waits_beside_the_signing_key(alice_client):
     add(alice_client, "example.org")
     domain = MailDomain.objects.get()
     old = domain.dkim_private_key
     url = reverse("mailadmin:domain_dkim", args=[domain.pk])
-    alice_client.post(url, {"action": "regenerate"})
+    alice_client.post(url, {"action": "rotate", "selector": "next1", "bits": "2048"})
     domain.refresh_from_db()
-    assert domain.dkim_private_key == old and domain.dkim_pending_private_key
+    assert domain.dkim_private_key == old and domain.dkim_selector == "mail"
+    assert domain.dkim_pending_private_key and domain.dkim_pending_selector == "next1"
     page = alice_client.get(domain.get_absolute_url()).content.decode()
     assert dkim.dns_value(old) in page and dkim.dns_value(domain.dkim_pending_private_key) in page
-    alice_client.post(url, {"action": "confirm"})
+    assert "next1._domainkey.example.org" in page and "PRIVATE KEY" not in page
+    alice_client.post(url, {"action": "cancel"})
     domain.refresh_from_db()
-    assert domain.dkim_private_key != old and not domain.dkim_pending_private_key
+    assert domain.dkim_private_key == old and not domain.dkim_pending_private_key
 
 
 @pytest.mark.parametrize(

@@ -339,6 +339,8 @@ async def check_dkim(lookups, record: Record) -> Verdict:
     return _verdict(record, DIFFERENT, answer.values, _fix_different(record), detail)
 
 
+DKIM_PURPOSES = ("dkim", "dkim_next", "dkim_old")  # the signing key and a rotation's two others
+
 DMARC_STRICTNESS = {"none": 0, "quarantine": 1, "reject": 2}
 
 
@@ -382,6 +384,16 @@ async def check_dmarc(lookups, record: Record) -> Verdict:
             _("The policy %(tags)s is weaker than %(want)s: failing mail is still delivered.")
             % {"tags": ", ".join(f"{t}={tags.get(t, policy)}" for t in weaker), "want": want["p"]},
         )
+    missing_rua = _missing_report_addresses(want.get("rua", ""), tags.get("rua", ""))
+    if missing_rua:
+        return _verdict(
+            record,
+            DIFFERENT,
+            dmarc,
+            _fix_different(record),
+            _("Aggregate reports do not come to %(address)s: its rua= does not name it.")
+            % {"address": ", ".join(missing_rua)},
+        )
     relaxed = [t for t in ("adkim", "aspf") if tags.get(t, "r").lower() != want[t]]
     detail = (
         _("Alignment is relaxed (%(tags)s); that is accepted.") % {"tags": ", ".join(relaxed)}
@@ -389,6 +401,20 @@ async def check_dmarc(lookups, record: Record) -> Verdict:
         else ""
     )
     return _verdict(record, OK, dmarc, detail=detail)
+
+
+def _report_addresses(rua: str) -> set[str]:
+    """rua=mailto:a@x!10m,mailto:b@y → {"a@x", "b@y"} (RFC 7489 §6.2)."""
+    addresses = set()
+    for uri in rua.split(","):
+        uri = uri.strip()
+        if uri[:7].lower() == "mailto:":
+            addresses.add(uri[7:].split("!", 1)[0].strip().lower())
+    return addresses
+
+
+def _missing_report_addresses(wanted: str, found: str) -> list[str]:
+    return sorted(_report_addresses(wanted) - _report_addresses(found))
 
 
 async def check_txt_tags(lookups, record: Record) -> Verdict:
@@ -716,7 +742,7 @@ async def check_record(lookups, record: Record, server_ips=(), sending_ips=(), c
     lookups = lookups.for_one_check()
     if record.purpose == "spf":
         return await check_spf(lookups, record, sending_ips)
-    if record.purpose == "dkim":
+    if record.purpose in DKIM_PURPOSES:
         return await check_dkim(lookups, record)
     if record.purpose == "dmarc":
         return await check_dmarc(lookups, record)

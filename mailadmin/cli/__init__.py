@@ -5,6 +5,7 @@ from . import (
     account,
     config,
     diagnose,
+    dkim,
     dns,
     dnsbl,
     domain,
@@ -20,6 +21,6 @@ from . import (
 
 # In the order `mail --help` lists them.
 NOUN_MODULES = [
-    user, server, domain, config, account, relay, panel_smtp, dqs, dnsbl,
+    user, server, domain, dkim, config, account, relay, panel_smtp, dqs, dnsbl,
     internal_lookup, snappymail, sieve, dns, diagnose,
 ]

@@ -41,12 +41,6 @@ def register(nouns):
     add_json_flag(pending)
     pending.set_defaults(handler=domain_verify_pending)
 
-    dkim = nouns.add_parser("dkim", help="DKIM keys")
-    dkim_verbs = dkim.add_subparsers(dest="verb", required=True)
-    regen = dkim_verbs.add_parser("regen", help="make a new key and use it at once")
-    regen.add_argument("domain")
-    regen.set_defaults(handler=dkim_regen)
-
 
 def domain_add(command, options):
     owner = get_user(options["owner"])
@@ -122,10 +116,3 @@ def domain_set(command, options):
     domain_service.update_domain(system_actor(), domain, **changes)
     command.stdout.write(f"updated {domain.name}")
 
-
-def dkim_regen(command, options):
-    """The CLI is for scripts: regenerate and switch at once (the panel asks first)."""
-    domain = get_domain(options["domain"])
-    domain_service.regenerate_dkim(system_actor(), domain)
-    domain_service.confirm_dkim(system_actor(), domain)
-    command.stdout.write(f"new DKIM key for {domain.name}; publish the new mail._domainkey record")

@@ -109,7 +109,7 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
     rendered bytes must not."""
     server = ServerSettings.load()
     domains = MailDomain.objects.live().values(
-        "id", "name", "dkim_enabled", "dkim_private_key", "suspended", "hosted_elsewhere", "catchall",
+        "id", "name", "dkim_enabled", "dkim_private_key", "dkim_selector", "suspended", "hosted_elsewhere", "catchall",
         "owner__email", "role_address", "subaddressing", "local_senders",
     )
     relays = RelaySettings.objects.filter(domain__isnull=False).values(*RELAY_VALUES)
@@ -145,6 +145,7 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
                 name=domain["name"],
                 dkim_enabled=domain["dkim_enabled"],
                 dkim_private_pem=domain["dkim_private_key"] if domain["dkim_enabled"] else "",
+                dkim_selector=domain["dkim_selector"],
                 suspended=domain["suspended"],
                 hosted_elsewhere=domain["hosted_elsewhere"],
                 relay=_relay_from_values(relay_by_domain.get(domain["id"])),

@@ -79,16 +79,36 @@ def sending_ips(server: ServerSettings) -> tuple[str, ...]:
 
 
 def domain_records(domain: MailDomain, identity: ServerIdentity):
-    key = ""
+    """The domain's records; during a DKIM rotation also the next and the old
+    key. Reads domain.dmarc_mailbox: select_related("dmarc_mailbox__account")
+    when there are many domains."""
+    key, next_key, old_key = "", None, None
     if domain.dkim_enabled and domain.dkim_private_key:
         key = dkim.public_key_b64(domain.dkim_private_key)
+        if domain.dkim_pending_private_key:
+            next_key = (domain.dkim_pending_selector, dkim.public_key_b64(domain.dkim_pending_private_key))
+        if domain.dkim_old_public_key:
+            old_key = (domain.dkim_old_selector, domain.dkim_old_public_key)
     return build_records(
         domain.name,
         identity,
         key,
         receives_mail=not domain.hosted_elsewhere,
         verify_token=domain.verify_token if domain.pending else "",
+        dkim_selector=domain.dkim_selector,
+        dkim_next=next_key,
+        dkim_old=old_key,
+        dmarc_rua=dmarc_address(domain),
     )
+
+
+def dmarc_address(domain: MailDomain) -> str:
+    """Where the domain's DMARC aggregate reports go, or ""."""
+    try:
+        mailbox = domain.dmarc_mailbox
+    except MailDomain.dmarc_mailbox.RelatedObjectDoesNotExist:
+        return ""
+    return f"{mailbox.account.local_part}@{domain.name}"
 
 
 def run_async(make_coro, on_progress=None, interval: float = 0.5):
@@ -158,6 +178,19 @@ def check_domains(domains, on_progress=None) -> dict[int, DnsCheckResult]:
 
     verdicts = run_async(run, on_progress)
     return store_results(verdicts)
+
+
+def check_record_sets(work) -> dict:
+    """[(key, records)] → {key: [Verdict]}: record sets looked up
+    concurrently through the panel's resolvers, nothing stored."""
+    if not work:
+        return {}
+
+    async def run(report):
+        with closing(new_lookups()) as lookups:
+            return await dnscheck.check_many(lookups, work)
+
+    return run_async(run)
 
 
 def store_results(verdicts_by_domain: dict) -> dict[int, DnsCheckResult]:
@@ -268,7 +301,15 @@ def diagnose_domain(domain: MailDomain, connect: bool = False, on_progress=None,
         report(f"{domain.name} sending: {send['status']}")
         return {"domain": domain.name, "domain_id": domain.pk, "receiving": receive, "sending": send}
 
-    return run_async(run, on_progress)
+    result = run_async(run, on_progress)
+    from .dkim_rotation import key_age_check  # it imports this module
+
+    age = key_age_check(domain)
+    if age is not None:
+        result["sending"]["checks"].append(age)
+        if result["sending"]["status"] == dnscheck.OK:
+            result["sending"]["status"] = age["status"]
+    return result
 
 
 def server_diagnostics(on_progress=None, include=("port25", "blacklist", "rdns")) -> dict:

@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .. import dkim, domain_policy
@@ -23,6 +24,7 @@ from ..helper_client import HelperError, call_helper
 from ..models import MailDomain, ServerSettings, acts_as_admin
 from ..validation import normalize_domain
 from . import apply, audit, customers, jobs
+from .outcome import Change
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ def add_domain(actor, owner, name: str, dkim_enabled: bool = True) -> MailDomain
             owner=owner,
             dkim_enabled=dkim_enabled,
             dkim_private_key=private_pem,
+            dkim_created_at=timezone.now() if private_pem else None,
             pending=customer,
             verify_token=secrets.token_hex(16) if customer else "",
         )
@@ -141,7 +144,7 @@ def retire_mail(actor, name: str) -> DeleteOutcome:
     return DeleteOutcome(name, moved_to=moved_to)
 
 
-def update_domain(actor, domain: MailDomain, **changes) -> MailDomain:
+def update_domain(actor, domain: MailDomain, **changes) -> Change[MailDomain]:
     """Set plain fields (dkim_enabled, suspended, hosted_elsewhere, catchall,
     role_address, subaddressing, local_senders), already validated."""
     allowed = {"dkim_enabled", "suspended", "hosted_elsewhere", "catchall", "role_address",
@@ -151,45 +154,17 @@ def update_domain(actor, domain: MailDomain, **changes) -> MailDomain:
         raise ValueError(f"not a domain setting: {sorted(unknown)}")
     changed = [f for f, v in changes.items() if getattr(domain, f) != v]
     if not changed:
-        return domain
+        return Change(domain)
     for field, value in changes.items():
         setattr(domain, field, value)
     if domain.dkim_enabled and not domain.dkim_private_key:
         domain.dkim_private_key = dkim.generate_private_pem()
-        changed.append("dkim_private_key")
+        domain.dkim_created_at = timezone.now()
+        changed += ["dkim_private_key", "dkim_created_at"]
     with transaction.atomic():
         domain.save(update_fields=[*changed, "updated_at"])
         audit.record(actor, "domain.update", domain.name, changed)
         # Send-only, suspended and untagged domains are listed in server-wide files.
         server_wide = bool({"hosted_elsewhere", "suspended", "subaddressing"} & set(changed))
-        jobs.request_apply(actor, domain=domain, whole_server=server_wide)
-    return domain
-
-
-def regenerate_dkim(actor, domain: MailDomain) -> MailDomain:
-    """A new key waits as pending: the old one keeps signing until the owner
-    confirms the new record is published (else mail fails DKIM in between)."""
-    domain.dkim_pending_private_key = dkim.generate_private_pem()
-    with transaction.atomic():
-        domain.save(update_fields=["dkim_pending_private_key", "updated_at"])
-        audit.record(actor, "dkim.regenerate", domain.name, ["dkim_pending_private_key"])
-    return domain
-
-
-def confirm_dkim(actor, domain: MailDomain) -> MailDomain:
-    if not domain.dkim_pending_private_key:
-        raise ValidationError(_("There is no new DKIM key waiting for confirmation."))
-    domain.dkim_private_key = domain.dkim_pending_private_key
-    domain.dkim_pending_private_key = ""
-    with transaction.atomic():
-        domain.save(update_fields=["dkim_private_key", "dkim_pending_private_key", "updated_at"])
-        audit.record(actor, "dkim.confirm", domain.name, ["dkim_private_key"])
-        jobs.request_apply(actor, domain=domain)
-    return domain
-
-
-def cancel_dkim(actor, domain: MailDomain) -> MailDomain:
-    domain.dkim_pending_private_key = ""
-    domain.save(update_fields=["dkim_pending_private_key", "updated_at"])
-    audit.record(actor, "dkim.cancel", domain.name, ["dkim_pending_private_key"])
-    return domain
+        job = jobs.request_apply(actor, domain=domain, whole_server=server_wide)
+    return Change(domain, job, tuple(changed))

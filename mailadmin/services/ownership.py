@@ -8,7 +8,6 @@ the resolvers from settings; the same record is in the DNS records list, so
 from __future__ import annotations
 
 import logging
-from contextlib import closing
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
@@ -19,7 +18,7 @@ from ..checks import dns as dnscheck
 from ..dnsrecords import ownership_record
 from ..models import MailDomain, acts_as_admin, is_admin
 from . import audit, jobs
-from .dns_checks import new_lookups, run_async
+from .dns_checks import check_record_sets
 from .domains import claim_problem
 
 logger = logging.getLogger(__name__)
@@ -36,14 +35,7 @@ class VerifyOutcome:
 def lookup(domains) -> dict[int, dnscheck.Verdict]:
     """The ownership record of each pending domain, looked up concurrently."""
     work = [(d.pk, [ownership_record(d.name, d.verify_token)]) for d in domains if d.pending]
-    if not work:
-        return {}
-
-    async def run(report):
-        with closing(new_lookups()) as lookups:
-            return await dnscheck.check_many(lookups, work)
-
-    return {pk: verdicts[0] for pk, verdicts in run_async(run).items()}
+    return {pk: verdicts[0] for pk, verdicts in check_record_sets(work).items()}
 
 
 def mark_verified(actor, domain: MailDomain, *, check_rules: bool = True) -> MailDomain:

@@ -11,7 +11,6 @@ from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import dkim
 from ..forms import DomainAddForm, DomainSettingsForm, LocalSendersForm
 from ..dnsrecords import ownership_record
 from ..models import MailDomain, ServerSettings, display_domain, is_admin
@@ -158,10 +157,6 @@ def domain_context(request, domain, **extra):
     latest_job = jobs.latest_apply(request.user)
     ctx = {
         "domain": domain,
-        "dkim_record": dkim.dns_value(domain.dkim_private_key) if domain.dkim_private_key else "",
-        "dkim_pending_record": (
-            dkim.dns_value(domain.dkim_pending_private_key) if domain.dkim_pending_private_key else ""
-        ),
         "settings_form": DomainSettingsForm(instance=domain),
         "job": latest_job,
         "ownership_record": ownership_record(domain.name, domain.verify_token) if domain.pending else None,
@@ -186,30 +181,6 @@ def domain_settings(request, domain_id):
     else:
         problems = [e for f in (form, senders) if f is not None for errors in f.errors.values() for e in errors]
         messages.error(request, _("The settings could not be saved: %(problems)s") % {"problems": " ".join(problems)})
-    return redirect(domain)
-
-
-@require_POST
-def domain_dkim(request, domain_id):
-    domain = get_domain_for_user(request, domain_id)
-    action = request.POST.get("action")
-    try:
-        if action == "regenerate":
-            domain_service.regenerate_dkim(request.user, domain)
-            messages.info(
-                request,
-                _("A new DKIM key was made. Publish its record, then confirm: the old key signs until then."),
-            )
-        elif action == "confirm":
-            domain_service.confirm_dkim(request.user, domain)
-            messages.success(request, _("The new DKIM key is now used for signing."))
-        elif action == "cancel":
-            domain_service.cancel_dkim(request.user, domain)
-            messages.info(request, _("The new DKIM key was discarded."))
-        else:
-            messages.error(request, _("Unknown action."))
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
     return redirect(domain)
 
 

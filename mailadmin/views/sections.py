@@ -6,6 +6,7 @@ A feature adds its own line here; nothing else in the page view changes."""
 from django.utils.module_loading import import_string
 
 DOMAIN_SECTIONS: list[tuple[str, str]] = [
+    ("mailadmin/dkim/section.html", "mailadmin.views.dkim.dkim_section"),
     ("mailadmin/accounts/_section.html", "mailadmin.views.accounts.section_context"),
     ("mailadmin/relay/section.html", "mailadmin.views.relay.domain_section"),
     ("mailadmin/snappymail/_domain_webmail.html", "mailadmin.views.snappymail.domain_webmail_section"),
@@ -19,6 +20,7 @@ SETTINGS_SECTIONS: list[tuple[str, str]] = [
     ("mailadmin/server_mail/dqs.html", "mailadmin.views.server_mail.dqs_section"),
     ("mailadmin/server_mail/dnsbl.html", "mailadmin.views.server_mail.dnsbl_section"),
     ("mailadmin/server_mail/internal_lookup.html", "mailadmin.views.server_mail.internal_lookup_section"),
+    ("mailadmin/dkim/policy.html", "mailadmin.views.dkim.policy_section"),
     ("mailadmin/snappymail/section.html", "mailadmin.views.snappymail.settings_section"),
     ("mailadmin/sieve/section.html", "mailadmin.views.sieve.settings_section"),
 ]
