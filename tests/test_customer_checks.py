@@ -335,3 +335,19 @@ def test_a_customers_diagnostics_never_connect_to_mx_hosts(alice_client, alice_d
         )
     [row] = DBTaskResult.objects.all()
     assert row.queue_name == "checks" and row.args_kwargs["kwargs"]["connect"] is False
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.1.2.3", "169.254.0.1", "fe80::1", "::1"])
+def test_customer_cannot_save_a_relay_on_a_non_public_host_admin_can(alice, admin_user, host):
+    from django.core.exceptions import ValidationError
+
+    from mailadmin.models import MailDomain, RelaySettings
+    from mailadmin.services import relay as relay_service
+
+    domain = MailDomain.objects.create(name="alice-relay.example", owner=alice)
+    with pytest.raises(ValidationError) as error:
+        relay_service.set_relay(alice, domain, host=host, port=25, tls="none")
+    assert "host" in error.value.message_dict
+    assert not RelaySettings.objects.exists()
+    relay_service.set_relay(admin_user, domain, host=host, port=25, tls="none")
+    assert RelaySettings.objects.get().host

@@ -223,7 +223,7 @@ def test_admin_save_of_the_global_relay_with_another_host_needs_the_password_aga
 
 
 def test_save_on_the_same_endpoint_keeps_the_stored_password_and_a_typed_one_replaces_it(
-    alice_client, admin_user, alice_domain, stored
+    alice_client, admin_user, alice_domain, stored, panel_settings
 ):
     store_relay(admin_user, alice_domain, stored["good"])
     url = relay_urls(alice_domain)[1]
@@ -244,7 +244,9 @@ def test_the_switch_to_plain_button_asks_for_the_password(alice_client, admin_us
     assert "leave it empty to keep the stored one" not in text
 
 
-def test_service_refuses_to_keep_the_password_for_another_endpoint(admin_user, alice, alice_domain, stored):
+def test_service_refuses_to_keep_the_password_for_another_endpoint(
+    admin_user, alice, alice_domain, stored, panel_settings
+):
     store_relay(admin_user, alice_domain, stored["good"])
     for change in ({"host": "127.0.0.2"}, {"port": 2525}, {"tls": "ssl"}, {"auth": "plain"}):
         values = {"host": "127.0.0.1", "port": stored["good"].port, "tls": "none", "username": USER,

@@ -17,11 +17,11 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from mailconf import snapshot as snap
-from ..models import MailDomain, RelayAuth, RelaySettings, RelayTls, ServerSettings
+from ..models import MailDomain, RelayAuth, RelaySettings, RelayTls, ServerSettings, acts_as_admin
 from mailconf.render.exim import relay_credentials_problem
 from ..secret_endpoint import Endpoint, retype_problem
 from ..validation import normalize_hostname, validate_config_value, validate_port
-from . import audit, jobs
+from . import audit, dns_checks, jobs
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,8 @@ def set_relay(
     stored for (secret_endpoint); an empty user name makes the relay
     unauthenticated and forgets the password."""
     values = _clean(host, port, tls, username, password, auth)
+    if not acts_as_admin(actor):
+        _refuse_non_public_host(values["host"])
     row = (
         RelaySettings.objects.select_for_update().filter(domain=domain).first()
         if domain is not None
@@ -196,6 +198,19 @@ def set_relay(
     audit.record(actor, "relay.set", scope_name(domain), changed)
     jobs.request_apply(actor, domain=domain)
     return row
+
+
+def _refuse_non_public_host(host: str) -> None:
+    """A customer's relay is where Exim will connect with the domain's mail:
+    like "Test relay", it must be a host on the public internet, not this
+    server's loopback services or its private network (checks.targets). A
+    name that does not resolve yet is the customer's business."""
+    resolution = dns_checks.resolve_target(host, settings.MAILPANEL_CUSTOMER_TARGETS_ALLOW_LOOPBACK)
+    if resolution.outcome == "refused":
+        raise ValidationError(
+            {"host": _("%(host)s is not on the public internet (a loopback, private or link-local address): "
+                       "a relay must be a mail server other networks can reach.") % {"host": host}}
+        )
 
 
 @transaction.atomic
