@@ -69,8 +69,9 @@ def test_there_are_id_routes_to_check():
     assert len(id_routes()) >= 4
 
 
+@pytest.mark.parametrize("htmx", [False, True])
 @pytest.mark.parametrize("method", ["get", "post"])
-def test_customer_b_gets_404_on_every_url_with_customer_a_ids(client, bob, alices_objects, method):
+def test_customer_b_gets_404_on_every_url_with_customer_a_ids(client, bob, alices_objects, method, htmx):
     client.force_login(bob)
     checked = []
     for route, pattern, params in id_routes():
@@ -81,7 +82,7 @@ def test_customer_b_gets_404_on_every_url_with_customer_a_ids(client, bob, alice
             kwargs[name] = alices_objects[name]
         name = pattern.name
         url = reverse(f"mailadmin:{name}", kwargs=kwargs)
-        response = getattr(client, method)(url, HTTP_HX_REQUEST="true" if method == "post" else "")
+        response = getattr(client, method)(url, headers={"HX-Request": "true"} if htmx else {})
         assert response.status_code in (404, 405), f"{method.upper()} {url} gave {response.status_code}"
         if response.status_code == 405:
             assert method not in [m.lower() for m in response.headers.get("Allow", "").split(", ")]
@@ -90,6 +91,24 @@ def test_customer_b_gets_404_on_every_url_with_customer_a_ids(client, bob, alice
     # Nothing of alice's changed.
     assert MailDomain.objects.filter(pk=alices_objects["domain_id"]).exists()
     assert RelaySettings.objects.filter(pk=alices_objects["relay_id"], host="smtp.example.net").exists()
+
+
+@pytest.mark.parametrize("htmx", [False, True])
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_anonymous_reaches_nothing_of_the_app(client, alices_objects, method, htmx):
+    """Login, reset and language live outside the app's URLs; every app URL
+    sends an anonymous visitor to the login page (or refuses the method)."""
+    checked = 0
+    for route, pattern in app_routes():
+        kwargs = {name: alices_objects[name] for name in pattern.pattern.converters}
+        url = reverse(f"mailadmin:{pattern.name}", kwargs=kwargs)
+        response = getattr(client, method)(url, headers={"HX-Request": "true"} if htmx else {})
+        assert response.status_code in (302, 401, 403, 404, 405), f"{method.upper()} {url}: {response.status_code}"
+        if response.status_code == 302:
+            assert "/login/" in response.headers["Location"], url
+        checked += 1
+    assert checked >= 20
+    assert MailDomain.objects.filter(pk=alices_objects["domain_id"]).exists()
 
 
 def test_customer_list_shows_only_own_domains(client, bob, alices_objects):
