@@ -35,6 +35,21 @@ Exit status: 0 done, 1 operation failed (the last good files stay live),
         -> {"ok": true, "moved_to": "<mail root>/.deleted/example.org-<UTC>" or null}
     {"op": "purge_deleted_mail", "older_than_days": N}
         -> {"ok": true, "purged": ["example.org-20261128083000", ...]}
+    {"op": "queue_list", "offset": N, "limit": N, "sender": S, "recipient": S,
+                         "domains": [D, ...], "frozen": B, "held": B, "sender_key": K}
+        -> {"ok": true, "total": N, "frozen": N, "held": N, "messages": [ENVELOPE, ...]}
+    {"op": "queue_show", "id": ID, "body": false}
+        -> {"ok": true, "found": true, "message": {ENVELOPE, "headers": [...]}}
+    {"op": "queue_action", "action": "deliver|freeze|thaw|delete|bounce",
+                           "ids": [ID, ...]}  or  "sender_key": "alice@example.org"
+        -> {"ok": true, "ids": [...], "status": N, "output": "..."}
+    {"op": "held_senders"}
+        -> {"ok": true, "senders": [{"sender_key", "count", "reasons", "recipients",
+                                     "sources", "ids", "first", "last"}, ...]}
+    {"op": "kick_mailbox", "address": "alice@example.org"}
+        -> {"ok": true, "kicked": bool}
+    {"op": "log_search", "terms": [S, ...], "days": N, "limit": N}
+        -> {"ok": true, "lines": [{"source": "exim|dovecot", "line": L}], "truncated": B}
 
 Owner, group and mode of every file come from mailconf.managed, never from the
 request. Paths in requests and answers are production paths; ``--root DIR``
@@ -1561,6 +1576,634 @@ def op_purge_deleted_mail(request, tree, options):
     return OK, {"ok": True, "purged": purged}
 
 
+# --------------------------------------------------------------------------
+# The mail queue, the logs and IMAP sessions. Exim's spool and logs belong to
+# its user and hold other people's mail: only root (or Exim) may read them, so
+# the panel asks here. Where they are comes from the helper's Layout, never
+# from the request; message ids are checked against Exim's format (fullmatch)
+# before they reach an Exim command line, and Exim gets only the options in
+# QUEUE_ACTIONS. Files are opened without following links, one at a time,
+# and what comes back is bounded.
+
+# 4.96: 1xXECy-00081o-0g (time, pid, fraction); 4.97+: 1xXECy-000000081o-0000.
+MESSAGE_ID_RE = re.compile(
+    r"[0-9A-Za-z]{6}-(?:[0-9A-Za-z]{6}-[0-9A-Za-z]{2}|[0-9A-Za-z]{11}-[0-9A-Za-z]{4})"
+)
+QUEUE_ACTIONS = {
+    "deliver": "-M",  # thaws a frozen message and delivers it now
+    "freeze": "-Mf",
+    "thaw": "-Mt",
+    "delete": "-Mrm",  # no bounce
+    "bounce": "-Mg",  # give up: the sender gets a bounce
+}
+MAX_QUEUE_IDS = 1000
+MAX_QUEUE_PAGE = 200
+MAX_FILTER_CHARS = 320
+MAX_SPOOL_HEADER_BYTES = 1024 * 1024
+MAX_SHOWN_HEADER_BYTES = 64 * 1024
+MAX_SHOWN_BODY_BYTES = 64 * 1024
+EXIM_ACTION_TIMEOUT = 30
+# acl_m variables the ACL leaves in a held message's spool header
+# (mailconf.render.exim: HELD_VARIABLE, SENDER_VARIABLE).
+HELD_ACL_VARIABLE = "_mp_held"
+SENDER_ACL_VARIABLE = "_mp_sender"
+EXIM_CONF = "/etc/exim4/exim4.conf"
+DOVECOT_CONF = "/etc/dovecot/dovecot.conf"
+DOVECOT_SYSLOG = "/var/log/mail.log"
+
+
+def _printable(value, what, required=True):
+    """A short filter or search string: no control characters, bounded."""
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or len(value) > MAX_FILTER_CHARS:
+        raise Refused("bad request", "%s must be a string of at most %d characters"
+                      % (what, MAX_FILTER_CHARS))
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise Refused("control character", "%s: control characters are not allowed" % what)
+    return value
+
+
+def _whole_number(request, key, default, low, high):
+    value = request.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise Refused("bad request", "%s must be a whole number from %d to %d" % (key, low, high))
+    return value
+
+
+def _message_ids(value):
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_QUEUE_IDS:
+        raise Refused("bad request", "ids must be a list of 1 to %d message ids" % MAX_QUEUE_IDS)
+    for item in value:
+        if not isinstance(item, str) or not MESSAGE_ID_RE.fullmatch(item):
+            raise Refused("bad message id", "%r: not an Exim message id" % (item,))
+    return sorted(set(value))
+
+
+def _open_spool_input(tree, layout):
+    """A descriptor of the spool's input folder (the Layout's spool), or None
+    when there is none yet."""
+    try:
+        fd = tree.open_dir(layout.spool_dir.rstrip("/") + "/input")
+    except FileNotFoundError:
+        return None
+    except Failed:
+        raise Failed("the spool's input folder is a symlink or not a folder")
+    return fd
+
+
+def _spool_entries(input_fd):
+    """(sub folder or "", message id) of every message in the queue."""
+    found = []
+    for name in os.listdir(input_fd):
+        if name.endswith("-H") and MESSAGE_ID_RE.fullmatch(name[:-2]):
+            found.append(("", name[:-2]))
+        elif len(name) == 1 and name.isalnum():
+            try:
+                sub = os.open(name, DIR_FLAGS, dir_fd=input_fd)
+            except OSError:
+                continue
+            try:
+                for inner in os.listdir(sub):
+                    if inner.endswith("-H") and MESSAGE_ID_RE.fullmatch(inner[:-2]):
+                        found.append((name, inner[:-2]))
+            finally:
+                os.close(sub)
+    # Exim's ids start with the time in base 62, digits before upper before
+    # lower case as in ASCII: sorted ids are the order of arrival.
+    found.sort(key=lambda entry: entry[1])
+    return found
+
+
+def _read_spool_file(input_fd, sub, name, limit):
+    """Bytes of one spool file (at most limit), or None when it went away
+    (delivered meanwhile). A link or anything but a plain file is refused."""
+    dfd = input_fd
+    if sub:
+        try:
+            dfd = os.open(sub, DIR_FLAGS, dir_fd=input_fd)
+        except OSError:
+            return None
+    try:
+        try:
+            fd = os.open(name, READ_FLAGS, dir_fd=dfd)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                return None
+            chunks, left = [], limit
+            while left > 0:
+                chunk = os.read(fd, min(left, 1 << 16))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            return b"".join(chunks), st
+        finally:
+            os.close(fd)
+    finally:
+        if sub:
+            os.close(dfd)
+
+
+def _text(raw):
+    return raw.decode("utf-8", "replace")
+
+
+def parse_spool_header(data, message_id, with_headers=False):
+    """An Exim -H file (spec: "Format of spool files") as a dict, or None
+    when it is not one. Recipients already delivered (the non-recipients
+    tree) are left out."""
+    pos = 0
+
+    def line():
+        nonlocal pos
+        end = data.find(b"\n", pos)
+        if end < 0:
+            raise ValueError("truncated")
+        text = data[pos:end]
+        pos = end + 1
+        return text
+
+    try:
+        if line() != (message_id + "-H").encode():
+            return None
+        login = _text(line()).split(" ")[0]
+        sender = _text(line())
+        if not (sender.startswith("<") and sender.endswith(">")):
+            return None
+        received = int(line().split(b" ")[0])
+        info = {
+            "id": message_id, "login": login, "sender": sender[1:-1], "received": received,
+            "frozen": False, "held": "", "sender_key": "", "host_address": "", "ident": "",
+            "auth_id": "", "helo": "",
+        }
+        while data[pos:pos + 1] == b"-":
+            option = _text(line()).lstrip("-")
+            name, _sep, value = option.partition(" ")
+            if name in ("aclm", "aclc", "acl"):
+                var, _sep, length = value.rpartition(" ")
+                length = int(length)
+                content = _text(data[pos:pos + length])
+                pos += length + 1
+                if name == "aclm" and var == HELD_ACL_VARIABLE:
+                    info["held"] = content
+                elif name == "aclm" and var == SENDER_ACL_VARIABLE:
+                    info["sender_key"] = content
+            elif name == "frozen":
+                info["frozen"] = True
+            elif name == "host_address":
+                info["host_address"] = _host_address(value)
+            elif name == "ident":
+                info["ident"] = value
+            elif name == "auth_id":
+                info["auth_id"] = value
+            elif name == "helo_name":
+                info["helo"] = value
+        delivered = set()
+        pending = 1
+        while pending:
+            node = _text(line())
+            if node == "XX":
+                pending -= 1
+                continue
+            if len(node) < 3 or node[0] not in "YN" or node[1] not in "YN" or node[2] != " ":
+                return None
+            delivered.add(node[3:])
+            pending += (node[0] == "Y") + (node[1] == "Y") - 1
+        count = int(line())
+        recipients = []
+        for _ in range(count):
+            entry = _text(line())
+            # "address errors_to len,pno#flags" when there is more than the address
+            match = re.fullmatch(r"(\S+)(?: .*)? \d+,-?\d+#\d+", entry)
+            address = match.group(1) if match else entry
+            if address not in delivered:
+                recipients.append(address)
+        info["recipients"] = recipients
+        info["delivered"] = count - len(recipients)
+        if with_headers:
+            if line() != b"":
+                return None
+            headers = []
+            while pos < len(data):
+                match = re.match(rb"(\d{3,})(.) ", data[pos:pos + 16])
+                if not match:
+                    break
+                length = int(match.group(1))
+                start = pos + match.end()
+                if match.group(2) != b"*":  # "*": a header Exim deleted
+                    headers.append(_text(data[start:start + length]).rstrip("\n"))
+                pos = start + length
+            info["headers"] = headers
+    except (ValueError, IndexError):
+        return None
+    return info
+
+
+def _host_address(value):
+    """-host_address is "ip.port" (a dot before the port, even for IPv6)."""
+    address, dot, port = value.rpartition(".")
+    return address if dot and port.isdigit() else value
+
+
+def _domain_of(address):
+    return address.rpartition("@")[2].lower()
+
+
+def _queue_filter(request):
+    """The list filters, checked: (sender, recipient, domains, frozen, held,
+    sender_key)."""
+    sender = _printable(request.get("sender"), "sender", required=False).lower()
+    recipient = _printable(request.get("recipient"), "recipient", required=False).lower()
+    domains = _domain_names(request, "domains", "queue_list") if "domains" in request else None
+    flags = {}
+    for key in ("frozen", "held"):
+        value = request.get(key)
+        if value is not None and not isinstance(value, bool):
+            raise Refused("bad request", "%s must be true, false or null" % key)
+        flags[key] = value
+    key = _printable(request.get("sender_key"), "sender_key", required=False).lower()
+    return sender, recipient, domains, flags["frozen"], flags["held"], key
+
+
+def _matches(info, sender, recipient, domains, frozen, held, key):
+    if frozen is not None and info["frozen"] != frozen:
+        return False
+    if held is not None and bool(info["held"]) != held:
+        return False
+    if key and info["sender_key"].lower() != key:
+        return False
+    if sender and sender not in info["sender"].lower():
+        return False
+    if recipient and not any(recipient in r.lower() for r in info["recipients"]):
+        return False
+    if domains is not None:
+        wanted = set(domains)
+        if _domain_of(info["sender"]) not in wanted and not any(
+            _domain_of(r) in wanted for r in info["recipients"]
+        ):
+            return False
+    return True
+
+
+def _queue_messages(tree, layout, filters):
+    """[(sub folder, info)] of the messages matching filters, oldest first."""
+    input_fd = _open_spool_input(tree, layout)
+    if input_fd is None:
+        return []
+    try:
+        found = []
+        for sub, message_id in _spool_entries(input_fd):
+            read = _read_spool_file(input_fd, sub, message_id + "-H", MAX_SPOOL_HEADER_BYTES)
+            if read is None:
+                continue
+            info = parse_spool_header(read[0], message_id)
+            if info is None:
+                continue
+            if _matches(info, *filters):
+                found.append((sub, info))
+        return found
+    finally:
+        os.close(input_fd)
+
+
+def _with_size(tree, layout, page):
+    """Each listed message's size on disk (header and data files: about
+    what exim -bp shows), for one page only."""
+    input_fd = _open_spool_input(tree, layout)
+    if input_fd is None:
+        return [info for _sub, info in page]
+    try:
+        out = []
+        for sub, info in page:
+            try:
+                dfd = os.open(sub, DIR_FLAGS, dir_fd=input_fd) if sub else input_fd
+                try:
+                    size = sum(os.stat(info["id"] + part, dir_fd=dfd, follow_symlinks=False).st_size
+                               for part in ("-H", "-D"))
+                finally:
+                    if sub:
+                        os.close(dfd)
+            except OSError:
+                size = 0
+            out.append(dict(info, size=size))
+        return out
+    finally:
+        os.close(input_fd)
+
+
+def op_queue_list(request, tree, options):
+    """One page of the queue, oldest first, with filters. Envelope only."""
+    _expect_keys(request, ("op", "offset", "limit", "sender", "recipient", "domains",
+                           "frozen", "held", "sender_key"), "queue_list")
+    offset = _whole_number(request, "offset", 0, 0, 10 ** 7)
+    limit = _whole_number(request, "limit", 50, 0, MAX_QUEUE_PAGE)
+    filters = _queue_filter(request)
+    layout = load_layout(tree, options)
+    matched = _queue_messages(tree, layout, filters)
+    frozen = sum(1 for _sub, info in matched if info["frozen"])
+    held = sum(1 for _sub, info in matched if info["held"])
+    page = _with_size(tree, layout, matched[offset:offset + limit])
+    return OK, {"ok": True, "total": len(matched), "frozen": frozen, "held": held,
+                "messages": page}
+
+
+def op_queue_show(request, tree, options):
+    """One message's envelope and headers; its body only when asked (at most
+    MAX_SHOWN_BODY_BYTES)."""
+    _expect_keys(request, ("op", "id", "body"), "queue_show")
+    (message_id,) = _message_ids([request.get("id")])
+    body = request.get("body", False)
+    if not isinstance(body, bool):
+        raise Refused("bad request", "body must be true or false")
+    layout = load_layout(tree, options)
+    input_fd = _open_spool_input(tree, layout)
+    if input_fd is None:
+        return OK, {"ok": True, "found": False}
+    try:
+        entry = next((e for e in _spool_entries(input_fd) if e[1] == message_id), None)
+        read = entry and _read_spool_file(input_fd, entry[0], message_id + "-H", MAX_SPOOL_HEADER_BYTES)
+        info = read and parse_spool_header(read[0], message_id, with_headers=True)
+        if not info:
+            return OK, {"ok": True, "found": False}
+        shown, total = [], 0
+        for header in info.pop("headers"):
+            total += len(header)
+            if total > MAX_SHOWN_HEADER_BYTES:
+                shown.append("[...]")
+                break
+            shown.append(header)
+        answer = {"ok": True, "found": True, "message": dict(info, headers=shown)}
+        if body:
+            data = _read_spool_file(input_fd, entry[0], message_id + "-D", MAX_SHOWN_BODY_BYTES + 200)
+            text = b""
+            if data is not None:
+                # the first line is the file's own name
+                text = data[0].partition(b"\n")[2][:MAX_SHOWN_BODY_BYTES]
+            answer["body"] = _text(text)
+            answer["body_truncated"] = data is not None and data[1].st_size > len(text) + len(message_id) + 3
+        return OK, answer
+    finally:
+        os.close(input_fd)
+
+
+MAX_HELD_TOP = 10
+
+
+def op_held_senders(request, tree, options):
+    """Every sender whose mail is held (frozen by the send-limit ACL): how
+    many, why, the most frequent recipients and sources (the client IP, or
+    the Unix user of a local submission) and the ids. For the periodic check."""
+    _expect_keys(request, ("op",), "held_senders")
+    layout = load_layout(tree, options)
+    senders = {}
+    for _sub, info in _queue_messages(tree, layout, ("", "", None, True, True, "")):
+        key = info["sender_key"].lower()
+        if not key:
+            continue
+        entry = senders.setdefault(key, {"sender_key": key, "count": 0, "reasons": set(),
+                                         "recipients": {}, "sources": {}, "ids": [],
+                                         "first": info["received"], "last": info["received"]})
+        entry["count"] += 1
+        entry["reasons"].add(info["held"])
+        entry["last"] = max(entry["last"], info["received"])
+        for address in info["recipients"]:
+            entry["recipients"][address] = entry["recipients"].get(address, 0) + 1
+        source = info["host_address"] or info["ident"] or info["login"]
+        entry["sources"][source] = entry["sources"].get(source, 0) + 1
+        if len(entry["ids"]) < MAX_QUEUE_IDS:
+            entry["ids"].append(info["id"])
+
+    def top(counts):
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return [[name, n] for name, n in ranked[:MAX_HELD_TOP]]
+
+    answer = []
+    for key in sorted(senders):
+        entry = senders[key]
+        entry["reasons"] = sorted(entry["reasons"])
+        entry["recipients"] = top(entry["recipients"])
+        entry["sources"] = top(entry["sources"])
+        answer.append(entry)
+    return OK, {"ok": True, "senders": answer}
+
+
+def _exim_argv(tree, *args):
+    argv = [_program("exim")]
+    if tree.root:
+        # development and tests: the rendered config under --root, whose
+        # spool_directory is there too (production uses Exim's default)
+        argv += ["-C", tree.real(EXIM_CONF)]
+    return argv + list(args)
+
+
+def op_queue_action(request, tree, options):
+    """deliver (now, thawing it), freeze, thaw, delete or bounce messages,
+    named by id or by the held sender they came from (sender_key)."""
+    _expect_keys(request, ("op", "action", "ids", "sender_key"), "queue_action")
+    action = request.get("action")
+    if not isinstance(action, str) or action not in QUEUE_ACTIONS:
+        raise Refused("unknown action", "%r: not a queue action (allowed: %s)"
+                      % (action, ", ".join(sorted(QUEUE_ACTIONS))))
+    if ("ids" in request) == ("sender_key" in request):
+        raise Refused("bad request", "name the messages by ids or by sender_key, not both")
+    if "ids" in request:
+        ids = _message_ids(request["ids"])
+    else:
+        key = _printable(request["sender_key"], "sender_key").lower()
+        if not key:
+            raise Refused("bad request", "sender_key must not be empty")
+        layout = load_layout(tree, options)
+        ids = [info["id"] for _sub, info in
+               _queue_messages(tree, layout, ("", "", None, None, True, key))]
+    if not ids:
+        return OK, {"ok": True, "ids": [], "output": ""}
+    if action == "deliver":
+        # Delivery can take minutes (remote timeouts): thaw now, then let
+        # Exim deliver in the background as a queue runner would.
+        code, stdout, stderr = _run(_exim_argv(tree, QUEUE_ACTIONS["thaw"], *ids), EXIM_ACTION_TIMEOUT)
+        try:
+            subprocess.Popen(
+                _exim_argv(tree, QUEUE_ACTIONS["deliver"], *ids),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cwd="/", env={"PATH": SAFE_PATH, "LC_ALL": "C.UTF-8"}, start_new_session=True,
+            )
+        except OSError as e:
+            raise Failed("cannot start exim: %s" % e) from e
+        code = 0  # "not frozen" from the thaw is no failure
+    else:
+        code, stdout, stderr = _run(_exim_argv(tree, QUEUE_ACTIONS[action], *ids), EXIM_ACTION_TIMEOUT)
+    output = _truncate(stdout + stderr)
+    if code is None:
+        raise Failed("exim %s: %s" % (QUEUE_ACTIONS[action], output))
+    # Exim exits non-zero when one of several ids was gone already: the
+    # answer lists what it said for each.
+    return OK, {"ok": True, "ids": ids, "status": code, "output": output}
+
+
+# Dovecot user masks take * and ?: the address is matched whole, no wildcard,
+# no leading "-" (it would be an option).
+KICK_ADDRESS_RE = re.compile(r"(?=[^@]{1,64}@)[a-z0-9_+][a-z0-9_+-]*(?:\.[a-z0-9_+-]+)*@" + DOMAIN_RE.pattern)
+
+
+def op_kick_mailbox(request, tree, options):
+    """End a mailbox's IMAP/POP3 sessions (doveadm kick), after its password
+    was reset."""
+    _expect_keys(request, ("op", "address"), "kick_mailbox")
+    address = request.get("address")
+    if not isinstance(address, str) or len(address) > 320 or not KICK_ADDRESS_RE.fullmatch(address):
+        raise Refused("bad address", "%r: not a mailbox address" % (address,))
+    argv = [_program("doveadm")]
+    if tree.root:
+        argv += ["-c", tree.real(DOVECOT_CONF)]
+    code, stdout, stderr = _run(argv + ["kick", address], EXIM_ACTION_TIMEOUT)
+    output = _truncate(stdout + stderr)
+    # doveadm kick: 0 = kicked, 68 (EX_NOUSER) = nobody was logged in
+    if code not in (0, 68):
+        raise Failed("doveadm kick failed: %s" % (output or "status %s" % code))
+    return OK, {"ok": True, "kicked": code == 0, "output": output}
+
+
+MAX_LOG_TERMS = 5
+MAX_LOG_LINES = 2000
+MAX_LOG_LINE_CHARS = 2000
+MAX_LOG_BYTES = 512 * 1024 * 1024
+# The helper holds its lock while it reads: an apply waits at most this long.
+LOG_SEARCH_SECONDS = 8
+MAX_JOINED = 200
+SYSLOG_DOVECOT_RE = re.compile(r" dovecot(?:\[\d+\])?: ")
+EXIM_LOG_ID_RE = re.compile(
+    r"^\S+ \S+ (?:\[\d+\] )?(" + MESSAGE_ID_RE.pattern + r") "
+)
+LOG_MSGID_RE = re.compile(r"(?:\bid=|msgid=)<?([^\s<>]{1,250})>?")
+ROTATED_LOG_RE = re.compile(r"(?P<base>[A-Za-z0-9_.-]+?)\.(?P<n>[0-9]{1,3})(?:\.gz)?")
+
+
+def _log_files(tree, folder, base, days):
+    """(name, gzipped) of base and its rotations changed within days, oldest
+    first (Debian's logrotate: base, base.1, base.2.gz, ...)."""
+    try:
+        dfd = tree.open_dir(folder)
+    except (FileNotFoundError, Failed):
+        return None, []
+    cutoff = time.time() - days * 86400
+    files = []
+    for name in os.listdir(dfd):
+        number = -1
+        if name != base:
+            match = ROTATED_LOG_RE.fullmatch(name)
+            if not match or match["base"] != base:
+                continue
+            number = int(match["n"])
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mtime >= cutoff:
+            files.append((number, name))
+    files.sort(reverse=True)
+    return dfd, [(name, name.endswith(".gz")) for _n, name in files]
+
+
+def _log_lines(dfd, name, gzipped, budget):
+    """The lines of one log file (text), within budget[0] bytes."""
+    import gzip
+
+    try:
+        fd = os.open(name, READ_FLAGS, dir_fd=dfd)
+    except OSError:
+        return
+    raw = os.fdopen(fd, "rb")
+    with raw:
+        st = os.fstat(raw.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return
+        stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
+        try:
+            for line in stream:
+                budget[0] -= len(line)
+                if budget[0] < 0 or time.monotonic() > budget[1]:
+                    budget.append("cut")
+                    return
+                yield line.decode("utf-8", "replace").rstrip("\n")
+        except (OSError, EOFError):
+            return
+
+
+def op_log_search(request, tree, options):
+    """Lines of Exim's main log and Dovecot's log that mention any of the
+    terms (plain text, any case), then every line of the messages those
+    lines are about (same Exim id or Message-ID): reception, routing, the
+    remote answer and the final delivery or Sieve action."""
+    _expect_keys(request, ("op", "terms", "days", "limit"), "log_search")
+    terms = _list_of(request, "terms", "log_search")
+    if not 1 <= len(terms) <= MAX_LOG_TERMS:
+        raise Refused("bad request", "terms: 1 to %d search terms" % MAX_LOG_TERMS)
+    needles = []
+    for term in terms:
+        term = _printable(term, "a search term").strip().lower()
+        if len(term) < 3:
+            raise Refused("bad request", "a search term needs at least 3 characters")
+        needles.append(term)
+    days = _whole_number(request, "days", 3, 1, 60)
+    limit = _whole_number(request, "limit", 500, 1, MAX_LOG_LINES)
+    layout = load_layout(tree, options)
+    sources = [(layout.log_dir.rstrip("/"), "mainlog", "exim")]
+    dovecot_log = layout.dovecot_log_path or DOVECOT_SYSLOG
+    folder, _slash, base = dovecot_log.rpartition("/")
+    sources.append((folder or "/", base, "dovecot"))
+    budget = [MAX_LOG_BYTES, time.monotonic() + LOG_SEARCH_SECONDS]
+
+    syslog = dovecot_log == DOVECOT_SYSLOG  # shared with other daemons
+
+    def scan(ids, msgids):
+        hits = []
+        for folder, base, source in sources:
+            dfd, files = _log_files(tree, folder, base, days)
+            if dfd is None:
+                continue
+            try:
+                for name, gzipped in files:
+                    for text in _log_lines(dfd, name, gzipped, budget):
+                        if source == "dovecot" and syslog and not SYSLOG_DOVECOT_RE.search(text):
+                            continue
+                        lower = text.lower()
+                        match = EXIM_LOG_ID_RE.match(text) if source == "exim" else None
+                        if (any(n in lower for n in needles)
+                                or (match and match.group(1) in ids)
+                                or any(m in msgids for m in LOG_MSGID_RE.findall(text))):
+                            hits.append((source, text[:MAX_LOG_LINE_CHARS], match and match.group(1)))
+            finally:
+                os.close(dfd)
+        return hits
+
+    lines = scan(set(), set())
+    # the messages those lines are about (the newest MAX_JOINED of them)
+    ids, msgids = {}, {}  # ordered sets
+    for source, text, exim_id in lines:
+        if exim_id:
+            ids[exim_id] = None
+        for found in LOG_MSGID_RE.findall(text):
+            if len(found) >= 6:
+                msgids[found] = None
+    if (ids or msgids) and "cut" not in budget:
+        lines = scan(set(list(ids)[-MAX_JOINED:]), set(list(msgids)[-MAX_JOINED:]))
+    lines = [(source, text) for source, text, _id in lines]
+    truncated = len(lines) > limit or "cut" in budget
+    return OK, {
+        "ok": True,
+        "lines": [{"source": s, "line": t} for s, t in lines[-limit:]],
+        "truncated": truncated,
+    }
+
+
 OPERATIONS = {
     "move_mail_away": op_move_mail_away,
     "purge_deleted_mail": op_purge_deleted_mail,
@@ -1570,6 +2213,12 @@ OPERATIONS = {
     "reload": op_reload,
     "install_tarball": op_install_tarball,
     "read": op_read,
+    "queue_list": op_queue_list,
+    "queue_show": op_queue_show,
+    "queue_action": op_queue_action,
+    "held_senders": op_held_senders,
+    "kick_mailbox": op_kick_mailbox,
+    "log_search": op_log_search,
 }
 
 

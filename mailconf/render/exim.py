@@ -514,6 +514,8 @@ acl_check_not_smtp:
 # Hold, don't bounce: past its limit (or while suspended) a sender's mail is
 # accepted and frozen: nothing lost, nothing sent. acl_m_mp_held (why) and
 # acl_m_mp_sender (who) stay in the spool header for the panel to find.
+# ratelimit's rate starts at 1 and a burst of N messages reaches just under
+# N: "N.5" lets exactly N through (with "1" even the first would be held).
 mp_send_limits:
   accept  condition = ${if eq{MP_SENDER_DIR}{}}
   warn    set acl_m_mp_sender = MP_SENDER_LOCAL@MP_SENDER_DIR
@@ -523,12 +525,12 @@ mp_send_limits:
   warn    condition = ${if !def:acl_m_mp_held}
           set acl_m_mp_limit = MP_LIMIT_HOUR
           condition = ${if match{$acl_m_mp_limit}{\N^[1-9][0-9]{0,8}$\N}}
-          ratelimit = $acl_m_mp_limit / 1h / per_mail / $acl_m_mp_sender
+          ratelimit = ${acl_m_mp_limit}.5/1h/per_mail/$acl_m_mp_sender
           set acl_m_mp_held = hour
   warn    condition = ${if !def:acl_m_mp_held}
           set acl_m_mp_limit = MP_LIMIT_DAY
           condition = ${if match{$acl_m_mp_limit}{\N^[1-9][0-9]{0,8}$\N}}
-          ratelimit = $acl_m_mp_limit / 1d / per_mail / $acl_m_mp_sender
+          ratelimit = ${acl_m_mp_limit}.5/1d/per_mail/$acl_m_mp_sender
           set acl_m_mp_held = day
   accept  condition = ${if def:acl_m_mp_held}
           control = freeze/no_tell
