@@ -32,7 +32,7 @@ from ..models import (
     ServerSettings,
 )
 from mailconf.render import render_all
-from . import jobs
+from . import jobs, send_limits
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
         forwards = forwards.filter(account__domain__name__in=names)
         aliases = aliases.filter(domain__name__in=names)
 
+    sending = send_limits.sending_snapshot(only_domains)
     relay_by_domain = {row["domain_id"]: row for row in relays}
     forwards_by_account = defaultdict(list)
     for row in sorted(forwards, key=itemgetter("target")):
@@ -155,6 +156,7 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
                         password_hash=a["password_hash"],
                         quota_mb=a["quota_mb"],
                         forward_only=a["forward_only"],
+                        send_limits=sending.account(a["id"]),
                     )
                     for a in domain_accounts
                 ),
@@ -171,6 +173,8 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
                 role_address=_role_address(domain["role_address"] or domain["owner__email"]),
                 subaddressing=domain["subaddressing"],
                 local_senders=tuple(domain["local_senders"].split()),
+                send_limits=sending.domain(domain["id"]),
+                held_senders=sending.held.get(domain["id"], ()),
             )
         )
     global_relay = RelaySettings.objects.filter(domain__isnull=True).values(*RELAY_VALUES).first()
@@ -193,6 +197,7 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
             admin_password_hash=server.snappymail_admin_password_hash,
             admin_key=server.snappymail_admin_key,
         ),
+        send_limits=sending.server,
     )
 
 
