@@ -498,9 +498,13 @@ EOF
 acme() {
   [ -n "$ACME_DIRECTORY" ] || return 0
   step "ACME certificate"
-  put /etc/letsencrypt/renewal-hooks/deploy/mailpanel root:root 0755 <<EOF
+  local hook=/etc/letsencrypt/renewal-hooks/deploy/mailpanel
+  mkdir -p "$(dirname "$hook")"
+  # certbot renew runs the hooks of this folder after every renewal.
+  put "$hook" root:root 0755 <<EOF
 #!/bin/sh
-# Copies the renewed certificate to where Exim, Dovecot and nginx read it.
+# Copies a new certificate to where Exim, Dovecot and nginx read it
+# (written by mailpanel's deploy/install.sh).
 set -e
 install -o root -g Debian-exim -m 0640 "\$RENEWED_LINEAGE/privkey.pem" $TLS/privkey.pem
 install -o root -g root -m 0644 "\$RENEWED_LINEAGE/fullchain.pem" $TLS/fullchain.pem
@@ -509,14 +513,15 @@ EOF
   if [ -d "/etc/letsencrypt/live/$HOSTNAME_ARG" ]; then
     return 0
   fi
-  local env=()
+  local env=() out
   [ -n "$ACME_CA_BUNDLE" ] && env=(REQUESTS_CA_BUNDLE="$ACME_CA_BUNDLE")
-  if env "${env[@]}" certbot certonly --non-interactive --agree-tos -m "$ADMIN_EMAIL" \
-       --server "$ACME_DIRECTORY" --webroot -w "$ACME_WEBROOT" -d "$HOSTNAME_ARG" \
-       --deploy-hook /etc/letsencrypt/renewal-hooks/deploy/mailpanel >/dev/null 2>&1; then
-    changed "ACME certificate for $HOSTNAME_ARG"
+  if out=$(env "${env[@]}" certbot certonly --non-interactive --agree-tos -m "$ADMIN_EMAIL" \
+       --server "$ACME_DIRECTORY" --webroot -w "$ACME_WEBROOT" -d "$HOSTNAME_ARG" 2>&1); then
+    RENEWED_LINEAGE="/etc/letsencrypt/live/$HOSTNAME_ARG" "$hook"
+    changed "ACME certificate for $HOSTNAME_ARG (in $TLS)"
   else
-    say "  warning: no certificate from $ACME_DIRECTORY yet; the self-signed one stays"
+    say "  warning: no certificate from $ACME_DIRECTORY yet; the self-signed one stays:"
+    say "$(tail -n 5 <<<"$out" | sed 's/^/    /')"
   fi
 }
 
@@ -530,12 +535,11 @@ first_apply() {
 }
 
 save_install_conf() {
-  put "$INSTALL_CONF" root:root 0600 <<EOF
-# The options of the last install (read by install.sh --upgrade).
-HOSTNAME_ARG=$HOSTNAME_ARG
-IPV4=$IPV4
-ADMIN_EMAIL=$ADMIN_EMAIL
-EOF
+  {
+    echo "# The options of the last install (read by install.sh --upgrade)."
+    printf '%s=%q\n' HOSTNAME_ARG "$HOSTNAME_ARG" IPV4 "$IPV4" ADMIN_EMAIL "$ADMIN_EMAIL" \
+      ACME_DIRECTORY "$ACME_DIRECTORY" ACME_CA_BUNDLE "$ACME_CA_BUNDLE"
+  } | put "$INSTALL_CONF" root:root 0600
 }
 
 main() {

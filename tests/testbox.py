@@ -50,6 +50,8 @@ BOX_WHEELS = "/root/mailpanel-wheels"
 # What install.sh needs from the checkout: the code it copies and deploy/.
 CHECKOUT_ITEMS = ("manage.py", "pyproject.toml", "panel", "mailadmin", "mailconf", "templates",
                   "static", "locale", "deploy")
+# Only for the checks, never installed by install.sh: Let's Encrypt's test CA.
+BOX_TEST_PACKAGES = ("pebble",)
 HOSTNAME = "mail.example.test"
 IPV4 = "192.0.2.25"  # TEST-NET-1: never routed, and the box has no network anyway
 ADMIN_EMAIL = "admin@example.test"
@@ -84,9 +86,10 @@ class Timer:
         return "\n".join(f"  {name:<44} {seconds:7.1f} s" for name, seconds in self.spans)
 
 
-def run(argv, *, check=True, capture=False, input=None, timeout=1800, env=None) -> subprocess.CompletedProcess:
+def run(argv, *, check=True, capture=False, input=None, timeout=1800, env=None,
+        text_mode=True) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        argv, input=input, capture_output=capture, text=True, timeout=timeout, env=env
+        argv, input=input, capture_output=capture, text=text_mode, timeout=timeout, env=env
     )
     if check and proc.returncode != 0:
         detail = (proc.stdout or "")[-3000:] + (proc.stderr or "")[-3000:] if capture else ""
@@ -173,7 +176,7 @@ def fetch_packages(root: Path) -> None:
             os.link(deb, archives / deb.name)
     apt = [*nspawn_offline_boot_args(root), "--pipe", "env", "DEBIAN_FRONTEND=noninteractive",
            "apt-get", "-q", "-y", "--no-install-recommends"]
-    download = [*apt, "install", "--download-only", *package_list()]
+    download = [*apt, "install", "--download-only", *package_list(), *BOX_TEST_PACKAGES]
     if run(download, check=False, capture=True).returncode != 0:
         run([*apt, "update"], capture=True)  # the cached lists are older than the mirror
         run(download, capture=True)
@@ -196,12 +199,19 @@ def fetch_wheels() -> Path:
 
 
 def copy_checkout(root: Path) -> None:
+    """CHECKOUT_ITEMS as committed (git archive HEAD): what CI tests, whatever
+    else is half-done in a shared working tree. MAILPANEL_TESTBOX_SOURCE=worktree
+    (or a folder that is not a git checkout) copies the working files instead."""
     target = root / BOX_SRC.lstrip("/")
+    target.mkdir(parents=True, exist_ok=True)
+    if (REPO / ".git").exists() and os.environ.get("MAILPANEL_TESTBOX_SOURCE") != "worktree":
+        archive = run(["git", "-C", str(REPO), "archive", "--format=tar", "HEAD", "--", *CHECKOUT_ITEMS],
+                      capture=True, text_mode=False).stdout
+        run(["tar", "-C", str(target), "-xf", "-"], input=archive, text_mode=False)
+        return
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.mo")
     for item in CHECKOUT_ITEMS:
-        source = REPO / item
-        dest = target / item
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.mo")
+        source, dest = REPO / item, target / item
         if source.is_dir():
             shutil.copytree(source, dest, ignore=ignore, dirs_exist_ok=True)
         else:
@@ -399,9 +409,9 @@ class Scenario:
 
     def units(self) -> list[str]:
         php = self.box.sh("systemctl list-unit-files --no-legend 'php*-fpm.service' | awk '{print $1}'").stdout.split()
-        ours = [p.name for p in sorted((REPO / "deploy/systemd").glob("*.service"))
-                if "[Install]" in p.read_text()]
-        timers = [p.name for p in sorted((REPO / "deploy/systemd").glob("*.timer"))]
+        units = self.box.root / BOX_SRC.lstrip("/") / "deploy/systemd"  # the box's copy
+        ours = [p.name for p in sorted(units.glob("*.service")) if "[Install]" in p.read_text()]
+        timers = [p.name for p in sorted(units.glob("*.timer"))]
         return ["exim4", "dovecot", "nginx", "postgresql", *php, *ours, *timers]
 
     # -- checks ------------------------------------------------------------
@@ -559,6 +569,49 @@ class Scenario:
         return f"code replaced and panel restarted; domain, accounts and mail kept: {kept}"
 
 
+    def acme(self) -> str:
+        """A real ACME CA in the box (Pebble, resolving every name to
+        127.0.0.1, validating HTTP-01 on port 80 through nginx): --upgrade with
+        --acme-directory gets the certificate, and Exim, Dovecot and nginx
+        serve it at once."""
+        self.box.sh(PEBBLE_SETUP, timeout=300)
+        output = self.box.sh(
+            f"bash {BOX_SRC}/deploy/install.sh --upgrade --offline --wheels {BOX_WHEELS}"
+            " --acme-directory https://127.0.0.1:14000/dir --acme-ca-bundle /root/pebble/cert.pem",
+            timeout=600).stdout
+        assert "changed: ACME certificate" in output, output[-3000:]
+        issuers = {}
+        for port, starttls in ((443, ""), (993, ""), (465, ""), (587, "-starttls smtp")):
+            issuers[port] = self.box.sh(
+                f"openssl s_client {starttls} -connect 127.0.0.1:{port} -servername {HOSTNAME} </dev/null"
+                " 2>/dev/null | openssl x509 -noout -issuer", check=False).stdout.strip()
+        assert all("Pebble" in issuer for issuer in issuers.values()), issuers
+        again = self.box.sh(INSTALL, timeout=600).stdout
+        assert "nothing changed" in again, again[-2000:]
+        return f"served by nginx, Dovecot and Exim: {issuers[443]}; the next install changes nothing"
+
+
+PEBBLE_SETUP = f"""set -e
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -q --no-download --no-install-recommends pebble >/dev/null
+mkdir -p /root/pebble && cd /root/pebble
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+  -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -keyout key.pem -out cert.pem 2>/dev/null
+cat >pebble.json <<'EOF'
+{{"pebble": {{"listenAddress": "127.0.0.1:14000", "managementListenAddress": "127.0.0.1:15000",
+  "certificate": "/root/pebble/cert.pem", "privateKey": "/root/pebble/key.pem",
+  "httpPort": 80, "tlsPort": 5001, "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}
+EOF
+systemd-run -q --unit pebble-dns pebble-challtestsrv -defaultIPv4 127.0.0.1 -defaultIPv6 "" \
+  -dns01 127.0.0.1:8053 -http01 "" -tlsalpn01 "" -https01 "" -management 127.0.0.1:8055
+systemd-run -q --unit pebble --setenv=PEBBLE_VA_NOSLEEP=1 --setenv=PEBBLE_WFE_NONCEREJECT=0 \
+  pebble -config /root/pebble/pebble.json -dnsserver 127.0.0.1:8053
+for i in $(seq 100); do ss -ltn | grep -q 127.0.0.1:14000 && exit 0; sleep 0.2; done
+journalctl -u pebble -u pebble-dns --no-pager | tail -20
+exit 1
+"""
+
+
 def install_test(keep: bool = False) -> int:
     timer, checks = Timer(), Checks()
     # SIGTERM (CI's timeout, Ctrl+C's cousin) still stops the box: finally runs.
@@ -594,6 +647,8 @@ def install_test(keep: bool = False) -> int:
             checks("second install.sh changes nothing", scenario.second_install)
         with timer("install.sh --upgrade from a newer checkout"):
             checks("--upgrade: new code, restart, data kept", scenario.upgrade)
+        with timer("ACME certificate from Pebble in the box"):
+            checks("--acme-directory: certificate issued and served on 443, 993, 465, 587", scenario.acme)
     finally:
         if keep:
             log(f"box left running: nspawn PID {box.process.pid if box.process else '?'}, root {box.root}")
