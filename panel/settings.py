@@ -272,6 +272,12 @@ MAILPANEL_KEEP_DNS_RESULTS_DAYS = env_int("MAILPANEL_KEEP_DNS_RESULTS_DAYS", 90)
 MAILPANEL_KEEP_JOBS_DAYS = env_int("MAILPANEL_KEEP_JOBS_DAYS", 90)
 # A deleted domain's Maildirs wait in <mail root>/.deleted/ this long (a restore window).
 MAILPANEL_KEEP_DELETED_MAIL_DAYS = env_int("MAILPANEL_KEEP_DELETED_MAIL_DAYS", 30)
+# DMARC aggregate reports: the panel reads each domain's reports mailbox over
+# IMAP here (host:port; 993 = IMAPS), with the password it made for it.
+MAILPANEL_DMARC_IMAP = os.environ.get("MAILPANEL_DMARC_IMAP", "127.0.0.1:143")
+MAILPANEL_DMARC_IMAP_TIMEOUT = env_float("MAILPANEL_DMARC_IMAP_TIMEOUT", 30)
+# Aggregate report rows are deleted by housekeeping after this many days.
+MAILPANEL_KEEP_DMARC_DAYS = env_int("MAILPANEL_KEEP_DMARC_DAYS", 400)
 
 # Panel mail: the backend reads the admin's panel-SMTP settings at send time.
 EMAIL_BACKEND = "mailadmin.services.panel_smtp.PanelEmailBackend"

@@ -6,6 +6,7 @@ from . import (
     config,
     diagnose,
     dkim,
+    dmarc,
     dns,
     dnsbl,
     domain,
@@ -21,6 +22,6 @@ from . import (
 
 # In the order `mail --help` lists them.
 NOUN_MODULES = [
-    user, server, domain, dkim, config, account, relay, panel_smtp, dqs, dnsbl,
+    user, server, domain, dkim, dmarc, config, account, relay, panel_smtp, dqs, dnsbl,
     internal_lookup, snappymail, sieve, dns, diagnose,
 ]

@@ -193,6 +193,29 @@ def check_record_sets(work) -> dict:
     return run_async(run)
 
 
+def addresses_of(hosts) -> set[str]:
+    """The A and AAAA addresses of host names (IP literals as they are),
+    through the panel's resolvers; a name that does not resolve adds none."""
+    import ipaddress
+
+    found, names = set(), []
+    for host in hosts:
+        try:
+            found.add(str(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(host)
+    if not names:
+        return found
+
+    async def run(report):
+        with closing(new_lookups()) as lookups:
+            return await asyncio.gather(*(lookups.query(n, t) for n in names for t in ("A", "AAAA")))
+
+    for answer in run_async(run):
+        found.update(answer.values)
+    return found
+
+
 def store_results(verdicts_by_domain: dict) -> dict[int, DnsCheckResult]:
     now = timezone.now()
     rows = [

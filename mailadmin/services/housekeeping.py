@@ -3,7 +3,8 @@
 Run by `manage.py housekeeping` from mailpanel-housekeeping.timer (or as the
 `mailadmin.tasks.housekeeping` task), which also purges deleted domains' mail
 through the helper once it is MAILPANEL_KEEP_DELETED_MAIL_DAYS old. Each retention is a setting in days
-(MAILPANEL_KEEP_*_DAYS). What is never deleted: the latest DNS check result
+(MAILPANEL_KEEP_*_DAYS), DMARC reports by the end of the days they cover.
+What is never deleted: the latest DNS check result
 of each domain (the records page shows it), a pending or running job (a
 worker may still be on it), and the latest server diagnostics (the
 diagnostics page shows it). Audit entries are kept: how long to keep who
@@ -18,7 +19,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from ..helper_client import call_helper
-from ..models import ApplyJob, DnsCheckResult, JobKind, JobState, PasswordResetRequest
+from ..models import ApplyJob, DmarcReport, DnsCheckResult, JobKind, JobState, PasswordResetRequest
 
 # Failed-login rows (django-axes).
 LOGIN_MODELS = (
@@ -55,6 +56,11 @@ def prune(now=None) -> dict[str, int]:
         DnsCheckResult.objects.filter(checked_at__lt=cutoff("MAILPANEL_KEEP_DNS_RESULTS_DAYS")).exclude(
             pk=Subquery(latest_of_domain)
         )
+    )
+
+    # Report rows go with their report (cascade).
+    deleted["mailadmin.DmarcReport"] = _delete(
+        DmarcReport.objects.filter(end__lt=cutoff("MAILPANEL_KEEP_DMARC_DAYS"))
     )
 
     jobs_cutoff = cutoff("MAILPANEL_KEEP_JOBS_DAYS")
