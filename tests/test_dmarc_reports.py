@@ -490,3 +490,9 @@ def test_cli_show_json_and_housekeeping_drops_old_reports(domain, settings):
     assert kept["mailadmin.DmarcReport"] == 0 and DmarcReport.objects.count() == 3
     gone = housekeeping.prune(now=newest_end + timezone.timedelta(days=401))
     assert gone["mailadmin.DmarcReport"] == 3 and not DmarcRow.objects.exists()
+
+
+def test_the_reports_timer_runs_mail_dmarc_read(tmp_path):
+    from tests.test_dkim_rotation import check_timer_units
+
+    check_timer_units("mailpanel-dmarc-reports", "mail dmarc read", tmp_path)
