@@ -1808,9 +1808,15 @@ def parse_spool_header(data, message_id, with_headers=False):
 
 
 def _host_address(value):
-    """-host_address is "ip.port" (a dot before the port, even for IPv6)."""
+    """-host_address without its port: "[ip]:port" (Exim 4.96 from a real
+    connection), "ip.port" (older spools), or a bare ip (-oMa)."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f.:]+)\]:\d+", value)
+    if match:
+        return match.group(1)
     address, dot, port = value.rpartition(".")
-    return address if dot and port.isdigit() else value
+    if dot and port.isdigit() and (":" in address or address.count(".") == 3):
+        return address
+    return value
 
 
 def _domain_of(address):

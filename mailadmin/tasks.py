@@ -3,7 +3,7 @@ the slow DNS checks live in tasks_dns.py."""
 
 from django.tasks import task
 
-from .services import apply, housekeeping as housekeeping_service, password_reset, snappymail
+from .services import apply, holds, housekeeping as housekeeping_service, password_reset, snappymail
 
 
 @task()
@@ -27,3 +27,9 @@ def housekeeping() -> dict:
     deleted = housekeeping_service.prune()
     deleted["deleted mail folders"] = len(housekeeping_service.purge_deleted_mail())
     return deleted
+
+
+@task()
+def finish_hold(job_id: int, hold_id: int, action: str, kick: bool) -> None:
+    """A held sender's mail released or deleted (services/holds.py)."""
+    holds.run_finish_job(job_id, hold_id, action, kick)

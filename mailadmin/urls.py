@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from .views import (
     accounts,
@@ -90,3 +90,6 @@ urlpatterns = [
     path("diagnostics/run/", diagnostics.diagnostics_run, name="diagnostics_run"),
     path("diagnostics/jobs/<int:job_id>/", diagnostics.diagnostics_job, name="diagnostics_job"),
 ]
+
+# Sending: the mail queue, held senders, "where is my mail?", sending limits.
+urlpatterns += [path("", include("mailadmin.urls_sending"))]

@@ -13,6 +13,7 @@ from mailadmin.models import (
     MailDomain,
     MailForward,
     RelaySettings,
+    SendHold,
 )
 
 pytestmark = pytest.mark.django_db
@@ -37,6 +38,7 @@ def alices_objects(alice, bob):
     forward = MailForward.objects.create(account=account, target="elsewhere@example.net")
     relay = RelaySettings.objects.create(domain=domain, host="smtp.example.net")
     job = ApplyJob.objects.create(requested_by=alice, domain=domain)
+    hold = SendHold.objects.create(domain=domain, local_part="info", reason="hour", held_count=6)
     MailDomain.objects.create(name="bob.example", owner=bob)
     return {
         "domain_id": domain.pk,
@@ -46,6 +48,10 @@ def alices_objects(alice, bob):
         "relay_id": relay.pk,
         "job_id": job.pk,
         "user_id": alice.pk,
+        "hold_id": hold.pk,
+        # a queued message of alice's (the queue views ask the helper; none of
+        # this id in the test's spool, and bob may not see alice's anyway)
+        "message_id": "1xXECy-00081o-0g",
     }
 
 

@@ -11,8 +11,12 @@ from . import (
     dnsbl,
     domain,
     dqs,
+    held,
     internal_lookup,
+    limit,
+    log,
     panel_smtp,
+    queue,
     relay,
     server,
     sieve,
@@ -23,5 +27,5 @@ from . import (
 # In the order `mail --help` lists them.
 NOUN_MODULES = [
     user, server, domain, dkim, dmarc, config, account, relay, panel_smtp, dqs, dnsbl,
-    internal_lookup, snappymail, sieve, dns, diagnose,
+    internal_lookup, snappymail, sieve, dns, diagnose, limit, queue, held, log,
 ]

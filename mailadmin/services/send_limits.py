@@ -10,6 +10,7 @@ sender's mail is held, not bounced (services/holds.py).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -23,17 +24,20 @@ from . import audit, jobs
 
 FIELDS = ("per_hour", "per_day", "recipients")
 MAX_LIMIT = 999_999_999  # the grammar's nine digits
+_NUMBER_RE = re.compile(r"0|[1-9][0-9]{0,8}")  # ASCII digits only, no sign, no blanks inside
 
 
 def normalize_limit(value, field_name: str) -> int | None:
     """"" / None = inherit; otherwise a whole number from 0 (no limit) up."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if value is None or (isinstance(value, str) and not value.strip(" ")):
         return None
-    try:
+    if isinstance(value, str) and _NUMBER_RE.fullmatch(value.strip(" ")):
         number = int(value)
-    except (TypeError, ValueError):
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
         number = -1
-    if isinstance(value, bool) or number < 0 or number > MAX_LIMIT or str(value).strip() != str(number):
+    if not 0 <= number <= MAX_LIMIT:
         raise ValidationError(
             {field_name: _("A limit is a whole number from 0 (no limit) to %(max)d, or blank to inherit.")
              % {"max": MAX_LIMIT}}
@@ -104,13 +108,7 @@ class Effective:
         return not self.value
 
 
-def effective(domain: MailDomain, account: MailAccount | None = None) -> dict[str, Effective]:
-    """What applies to a mailbox (or, without one, to the domain's local
-    submissions and its mailboxes without their own limits)."""
-    rows = {"server": stored()}
-    rows["domain"] = stored(domain=domain)
-    if account is not None:
-        rows["mailbox"] = stored(account=account)
+def _resolve(rows: dict[str, SendLimit | None]) -> dict[str, Effective]:
     out = {}
     for name in FIELDS:
         out[name] = Effective(None, "")
@@ -120,6 +118,47 @@ def effective(domain: MailDomain, account: MailAccount | None = None) -> dict[st
                 out[name] = Effective(getattr(row, name), source)
                 break
     return out
+
+
+def effective(domain: MailDomain, account: MailAccount | None = None) -> dict[str, Effective]:
+    """What applies to a mailbox (or, without one, to the domain's local
+    submissions and its mailboxes without their own limits)."""
+    rows = {"server": stored(), "domain": stored(domain=domain)}
+    if account is not None:
+        rows["mailbox"] = stored(account=account)
+    return _resolve(rows)
+
+
+def domain_rows(domain: MailDomain) -> list[dict]:
+    """The domain (its local submissions, key "*") and each mailbox: its own
+    limits and what applies, in three queries."""
+    server, own = stored(), stored(domain=domain)
+    by_account = {row.account_id: row for row in SendLimit.objects.filter(account__domain=domain)}
+    rows = [{"key": "*", "account": None, "own": own,
+             "effective": _resolve({"server": server, "domain": own})}]
+    for account in domain.accounts.order_by("local_part"):
+        mine = by_account.get(account.pk)
+        rows.append({
+            "key": account.local_part,
+            "account": account,
+            "own": mine,
+            "effective": _resolve({"server": server, "domain": own, "mailbox": mine}),
+        })
+    return rows
+
+
+def overrides() -> list[dict]:
+    """Every domain or mailbox with limits of its own (for the admin's list)."""
+    rows = []
+    for row in SendLimit.objects.exclude(domain=None, account=None).select_related(
+        "domain", "account", "account__domain"
+    ):
+        if row.account_id:
+            scope, domain = f"{row.account.local_part}@{row.account.domain.name}", row.account.domain
+        else:
+            scope, domain = row.domain.name, row.domain
+        rows.append({"scope": scope, "domain": domain, **{name: getattr(row, name) for name in FIELDS}})
+    return sorted(rows, key=lambda r: r["scope"])
 
 
 def _limits(row: dict | None) -> snap.SendLimits:
