@@ -12,6 +12,8 @@ from django.utils.translation import gettext_lazy as _
 
 from mailconf.snapshot import ServerIdentity
 
+from .client_config import SERVICES, Service
+
 REQUIRED = "required"
 RECOMMENDED = "recommended"
 OPTIONAL = "optional"
@@ -32,8 +34,8 @@ VERIFY_LABEL = "_mailpanel-verify"
 @dataclass(frozen=True)
 class Record:
     name: str  # fully qualified, IDNA, no trailing dot
-    type: str  # "A", "AAAA", "MX", "TXT"
-    value: str  # as a DNS UI takes it; MX as "10 mail.example.com."
+    type: str  # "A", "AAAA", "MX", "TXT", "SRV"
+    value: str  # as a DNS UI takes it; MX as "10 mail.example.com.", SRV as "0 1 993 host.example.net."
     purpose: str  # a short machine name: mail_a, webmail_a, mx, spf, dkim, ...
     level: str  # REQUIRED | RECOMMENDED | OPTIONAL
     explanation: str
@@ -67,6 +69,65 @@ def dkim_value(public_key_b64: str) -> str:
     return f"v=DKIM1; k=rsa; p={public_key_b64}"
 
 
+def srv_value(service: Service, host: str) -> str:
+    """RFC 6186: priority weight port target; "0 0 0 ." says "not offered"
+    (RFC 2782), so a client does not try the service at all."""
+    if not service.offered:
+        return "0 0 0 ."
+    return f"{service.priority} 1 {service.port} {host.rstrip('.')}."
+
+
+def names_a_host(hostname: str) -> bool:
+    """Whether the server's host name can be published as a target (not the
+    unset default localhost.localdomain)."""
+    labels = hostname.lower().rstrip(".").split(".")
+    return len(labels) > 1 and labels[-1] not in ("localdomain", "localhost")
+
+
+def client_records(domain: str, server: ServerIdentity, services=SERVICES) -> list[Record]:
+    """How mail programs find this server: autoconfig./autodiscover. (A and
+    AAAA, for Thunderbird's and Outlook's HTTPS lookups) and RFC 6186 SRV
+    records naming the server's host name, whose certificate they will see."""
+    records = []
+    for label, purpose in (("autoconfig", "autoconfig"), ("autodiscover", "autodiscover")):
+        for rtype, address in (("A", server.ipv4), ("AAAA", server.ipv6)):
+            if address:
+                records.append(
+                    Record(
+                        f"{label}.{domain}",
+                        rtype,
+                        address,
+                        f"{purpose}_{rtype.lower()}",
+                        OPTIONAL,
+                        _("Lets Thunderbird and Outlook set themselves up for this domain. Must not be proxied."),
+                    )
+                )
+    if not names_a_host(server.hostname):
+        return records
+    for service in services:
+        if not service.offered:
+            explanation = _("Tells mail programs that %(service)s is not offered here.") % {
+                "service": service.label
+            }
+        elif service.protocol == "imap":
+            explanation = _("Lets mail programs find the IMAP server (port %(port)s).") % {"port": service.port}
+        else:
+            explanation = _("Lets mail programs find the server for sending (port %(port)s).") % {
+                "port": service.port
+            }
+        records.append(
+            Record(
+                f"_{service.label}._tcp.{domain}",
+                "SRV",
+                srv_value(service, server.hostname),
+                f"srv_{service.label}",
+                OPTIONAL,
+                explanation,
+            )
+        )
+    return records
+
+
 def ownership_record(domain: str, token: str) -> Record:
     """The TXT record that proves a customer holds the domain's DNS."""
     return Record(
@@ -98,6 +159,7 @@ def build_records(
     dkim_next: tuple[str, str] | None = None,
     dkim_old: tuple[str, str] | None = None,
     dmarc_rua: str = "",
+    services=SERVICES,
 ) -> list[Record]:
     """The records for `domain` (IDNA). `dkim_public_key` is the base64 p= value
     ("" when DKIM is off) published under `dkim_selector`. A send-only domain
@@ -106,7 +168,8 @@ def build_records(
     record first. During a DKIM rotation `dkim_next` (the key that will sign
     once its record is seen) and `dkim_old` (the key that signed before, kept
     for mail still on its way) are (selector, p= value). `dmarc_rua`: the
-    address aggregate reports go to."""
+    address aggregate reports go to. `services`: what client_records
+    publishes for a domain that receives mail here."""
     domain = domain.lower().rstrip(".")
     mail_host = f"mail.{domain}"
     records = [ownership_record(domain, verify_token)] if verify_token else []
@@ -211,4 +274,6 @@ def build_records(
             + (" " + _("Their daily reports go to %(address)s.") % {"address": dmarc_rua} if dmarc_rua else ""),
         )
     )
+    if receives_mail:
+        records.extend(client_records(domain, server, services))
     return records

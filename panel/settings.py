@@ -108,6 +108,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the Host: it answers autoconfig/autodiscover for
+    # hosted domains, whose names ALLOWED_HOSTS cannot list (views/autoconfig.py).
+    "mailadmin.views.autoconfig.AutoconfigMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",

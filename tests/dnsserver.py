@@ -333,6 +333,14 @@ def world(dkim_value: str, other_dkim_value: str) -> list[str]:
         f"_domainkey.good.test. 300 IN TXT {txt('t=y; o=~;')}",
         f"mail._domainkey.good.test. 300 IN TXT {txt(dkim_value)}",
         f"_dmarc.good.test. 300 IN TXT {txt(dmarc)}",
+        f"autoconfig.good.test. 300 IN A {SERVER_V4}",
+        f"autoconfig.good.test. 300 IN AAAA {SERVER_V6}",
+        f"autodiscover.good.test. 300 IN A {SERVER_V4}",
+        f"autodiscover.good.test. 300 IN AAAA {SERVER_V6}",
+        f"_imaps._tcp.good.test. 300 IN SRV 0 1 993 {SERVER_HOSTNAME}.",
+        f"_imap._tcp.good.test. 300 IN SRV 10 1 143 {SERVER_HOSTNAME}.",
+        f"_submissions._tcp.good.test. 300 IN SRV 0 1 465 {SERVER_HOSTNAME}.",
+        f"_submission._tcp.good.test. 300 IN SRV 5 2 587 {SERVER_HOSTNAME}.",  # own priority, weight: fine
         # missing.test: the name exists (NS) but none of the mail records do
         "missing.test. 300 IN NS ns.missing.test.",
         # different.test: every record present with another value
@@ -345,6 +353,14 @@ def world(dkim_value: str, other_dkim_value: str) -> list[str]:
         f"_domainkey.different.test. 300 IN TXT {txt('o=-')}",
         f"mail._domainkey.different.test. 300 IN TXT {txt(other_dkim_value)}",
         f"_dmarc.different.test. 300 IN TXT {txt('v=DMARC1; p=none')}",
+        "autoconfig.different.test. 300 IN A 198.51.100.7",
+        "autoconfig.different.test. 300 IN AAAA 2001:db8:ffff::7",
+        "autodiscover.different.test. 300 IN A 198.51.100.7",
+        "autodiscover.different.test. 300 IN AAAA 2001:db8:ffff::7",
+        "_imaps._tcp.different.test. 300 IN SRV 0 1 993 mail.different.test.",  # not the certificate's name
+        "_imap._tcp.different.test. 300 IN SRV 10 1 143 imap.elsewhere.test.",
+        "_submission._tcp.different.test. 300 IN SRV 0 0 0 .",  # "not offered"
+        f"_submissions._tcp.different.test. 300 IN SRV 0 1 4650 {SERVER_HOSTNAME}.",  # wrong port
         # include.test: SPF authorises the server two include: hops down
         f"include.test. 300 IN TXT {txt('v=spf1 include:_spf.include.test -all')}",
         f"_spf.include.test. 300 IN TXT {txt('v=spf1 include:_spf2.include.test ~all')}",

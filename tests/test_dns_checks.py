@@ -63,6 +63,14 @@ def test_every_record_of_a_correct_domain_is_ok(dns_server, keys):
         "domainkeys_policy": "ok",
         "dkim": "ok",
         "dmarc": "ok",
+        "autoconfig_a": "ok",
+        "autoconfig_aaaa": "ok",
+        "autodiscover_a": "ok",
+        "autodiscover_aaaa": "ok",
+        "srv_imaps": "ok",
+        "srv_imap": "ok",
+        "srv_submissions": "ok",
+        "srv_submission": "ok",
     }
     assert dnscheck.summarize(verdicts.values()) == "ok"
 
@@ -92,6 +100,14 @@ def test_records_with_other_values_are_different_and_show_what_dns_returned(dns_
         "domainkeys_policy": "different",
         "dkim": "different",
         "dmarc": "different",
+        "autoconfig_a": "different",
+        "autoconfig_aaaa": "different",
+        "autodiscover_a": "different",
+        "autodiscover_aaaa": "different",
+        "srv_imaps": "different",
+        "srv_imap": "different",
+        "srv_submissions": "different",
+        "srv_submission": "different",
     }
     assert verdicts["mail_a"].found == ["198.51.100.7"]
     assert verdicts["mx"].found == ["10 mx.elsewhere.test."]
@@ -190,3 +206,51 @@ def test_cname_is_followed_inside_the_answer(dns_server):
             return await lookups.query("alias.good.test", "A")
 
     assert asyncio.run(run()).values == [SERVER_V4]
+
+
+# --- RFC 6186 SRV records -------------------------------------------------------------
+
+
+def test_srv_records_must_name_the_certificates_host_and_port(dns_server, keys):
+    verdicts = check(dns_server.address, "different.test", keys[0])
+    assert verdicts["srv_imaps"].found == ["0 1 993 mail.different.test."]
+    assert "another host or port" in verdicts["srv_imaps"].detail
+    assert "mail.panel.test port 993" in verdicts["srv_imaps"].detail
+    assert verdicts["srv_submissions"].found == ["0 1 4650 mail.panel.test."]
+    assert verdicts["srv_submission"].found == ["0 0 0 ."]
+    assert "not offered" in verdicts["srv_submission"].detail
+    assert verdicts["srv_submission"].fix == "Change the SRV record at _submission._tcp.different.test to: 10 1 587 mail.panel.test."
+
+
+def test_srv_with_its_own_priority_and_weight_is_ok(dns_server, keys):
+    verdict = check(dns_server.address, "good.test", keys[0])["srv_submission"]
+    assert (verdict.status, verdict.found) == ("ok", ["5 2 587 mail.panel.test."])
+
+
+def test_srv_for_a_service_not_offered_wants_the_root_target_alone(dns_server, keys):
+    from dataclasses import replace
+
+    from mailadmin.client_config import SERVICES
+
+    dns_server.add([
+        "_imap._tcp.root-target.test. 300 IN SRV 0 0 0 .",
+        "_imap._tcp.root-and-host.test. 300 IN SRV 0 0 0 .",
+        f"_imap._tcp.root-and-host.test. 300 IN SRV 10 1 143 {SERVER_HOSTNAME}.",
+    ])
+    services = tuple(replace(s, offered=False) if s.label == "imap" else s for s in SERVICES)
+
+    def imap_verdict(domain):
+        records = [r for r in build_records(domain, SERVER, "", services=services) if r.purpose == "srv_imap"]
+
+        async def run():
+            lookups = dnscheck.Lookups(dnscheck.make_resolver([dns_server.address], TIMEOUT), TIMEOUT)
+            with closing(lookups):
+                return await dnscheck.check_records(lookups, records)
+
+        return asyncio.run(run())[0]
+
+    assert imap_verdict("root-target.test").status == "ok"
+    both = imap_verdict("root-and-host.test")
+    assert both.status == "different" and "does not offer" in both.detail
+    assert imap_verdict("good.test").status == "different"  # publishes 143, which is not offered
+    assert imap_verdict("missing.test").status == "missing"

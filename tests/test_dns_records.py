@@ -70,3 +70,63 @@ def test_bind_export_loads_in_a_real_zone_parser_with_the_dkim_key_split():
 def test_txt_split_is_by_bytes():
     chunks = split_txt("é" * 200)  # 400 bytes
     assert [len(c) for c in chunks] == [255, 145]
+
+
+# --- client autoconfiguration: autoconfig./autodiscover. and RFC 6186 SRV ------------
+
+
+def test_srv_records_name_the_server_hostname_with_implicit_tls_preferred():
+    records = by_purpose(build_records("example.test", SERVER, "K"))
+    srv = {p: (r.name, r.type, r.value, r.level) for p, r in records.items() if p.startswith("srv_")}
+    assert srv == {
+        "srv_imaps": ("_imaps._tcp.example.test", "SRV", "0 1 993 mail.panel.test.", "optional"),
+        "srv_imap": ("_imap._tcp.example.test", "SRV", "10 1 143 mail.panel.test.", "optional"),
+        "srv_submissions": ("_submissions._tcp.example.test", "SRV", "0 1 465 mail.panel.test.", "optional"),
+        "srv_submission": ("_submission._tcp.example.test", "SRV", "10 1 587 mail.panel.test.", "optional"),
+    }
+    for purpose in ("autoconfig_a", "autodiscover_a"):
+        assert (records[purpose].type, records[purpose].value) == ("A", "192.0.2.10")
+    assert records["autoconfig_aaaa"].name == "autoconfig.example.test"
+    assert records["autodiscover_aaaa"].value == "2001:db8::10"
+
+
+def test_a_service_not_offered_gets_the_root_target():
+    from dataclasses import replace
+
+    from mailadmin.client_config import SERVICES
+
+    services = tuple(replace(s, offered=False) if s.label == "imap" else s for s in SERVICES)
+    records = by_purpose(build_records("example.test", SERVER, "K", services=services))
+    assert records["srv_imap"].value == "0 0 0 ."
+    assert records["srv_imaps"].value == "0 1 993 mail.panel.test."
+
+
+def test_send_only_domain_gets_no_client_records():
+    records = by_purpose(build_records("example.test", SERVER, "K", receives_mail=False))
+    assert not [p for p in records if p.startswith(("srv_", "autoconfig", "autodiscover"))]
+
+
+def test_no_srv_records_while_the_server_hostname_is_unset():
+    unset = ServerIdentity(ipv4="192.0.2.10")  # localhost.localdomain
+    records = by_purpose(build_records("example.test", unset, "K"))
+    assert not [p for p in records if p.startswith("srv_")]
+    assert "autoconfig_a" in records
+
+
+def test_bind_export_of_srv_records_loads_in_a_real_zone_parser():
+    from dataclasses import replace
+
+    from mailadmin.client_config import SERVICES
+
+    services = tuple(replace(s, offered=False) if s.label == "imap" else s for s in SERVICES)
+    zone = dns.zone.from_text(
+        render_zone("example.test", build_records("example.test", SERVER, "K", services=services)),
+        origin="example.test.",
+        check_origin=False,
+    )
+    imaps = zone.find_rdataset("_imaps._tcp", dns.rdatatype.SRV)[0]
+    assert (imaps.priority, imaps.weight, imaps.port, imaps.target.to_text()) == (0, 1, 993, "mail.panel.test.")
+    submission = zone.find_rdataset("_submission._tcp", dns.rdatatype.SRV)[0]
+    assert (submission.priority, submission.port) == (10, 587)
+    imap = zone.find_rdataset("_imap._tcp", dns.rdatatype.SRV)[0]
+    assert (imap.port, imap.target.to_text()) == (0, ".")

@@ -430,6 +430,46 @@ async def check_txt_tags(lookups, record: Record) -> Verdict:
     return _verdict(record, DIFFERENT, answer.values, _fix_different(record))
 
 
+def parse_srv(value: str) -> tuple[int, int, int, str] | None:
+    """'0 1 993 host.example.' → (0, 1, 993, 'host.example'); the root
+    target '.' (service not offered, RFC 2782) becomes ''."""
+    parts = value.split()
+    if len(parts) != 4 or not all(p.isdigit() for p in parts[:3]):
+        return None
+    priority, weight, port = (int(p) for p in parts[:3])
+    return priority, weight, port, parts[3].lower().rstrip(".")
+
+
+async def check_srv(lookups, record: Record) -> Verdict:
+    """RFC 6186 service records: the port and the target must be the ones
+    suggested (a client checks the certificate against the target, so
+    another name of this server will not do); priorities and weights are
+    the domain owner's to choose."""
+    answer = await lookups.query(record.name, "SRV")
+    if answer.failed:
+        return _unknown(record, answer)
+    if answer.empty:
+        return _verdict(record, MISSING, fix=_fix_missing(record))
+    want = parse_srv(record.value)
+    found = [parse_srv(v) for v in answer.values]
+    if want[3] == "":
+        if len(found) == 1 and found[0] is not None and found[0][3] == "":
+            return _verdict(record, OK, answer.values)
+        return _verdict(
+            record, DIFFERENT, answer.values, _fix_different(record),
+            _("Mail programs would try this service here, but the server does not offer it."),
+        )
+    if any(f is not None and (f[2], f[3]) == (want[2], want[3]) for f in found):
+        return _verdict(record, OK, answer.values)
+    if any(f is not None and f[3] == "" for f in found):
+        detail = _("The record says the service is not offered, so mail programs will not use it.")
+    else:
+        detail = _("Mail programs would connect to another host or port than this server's %(host)s port %(port)s.") % {
+            "host": want[3], "port": want[2]
+        }
+    return _verdict(record, DIFFERENT, answer.values, _fix_different(record), detail)
+
+
 # --- SPF -----------------------------------------------------------------------
 
 
@@ -748,6 +788,8 @@ async def check_record(lookups, record: Record, server_ips=(), sending_ips=(), c
         return await check_dmarc(lookups, record)
     if record.type == "MX":
         return await check_mx(lookups, record, server_ips)
+    if record.type == "SRV":
+        return await check_srv(lookups, record)
     if record.type in ("A", "AAAA"):
         return await check_address(lookups, record, cf_networks)
     return await check_txt_tags(lookups, record)

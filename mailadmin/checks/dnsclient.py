@@ -169,7 +169,7 @@ def _expire(future):
 
 RCODE_NOERROR, RCODE_NXDOMAIN = 0, 3
 RCODE_NAMES = {1: "FORMERR", 2: "SERVFAIL", 4: "NOTIMP", 5: "REFUSED"}
-TYPES = {"A": 1, "NS": 2, "CNAME": 5, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28}
+TYPES = {"A": 1, "NS": 2, "CNAME": 5, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28, "SRV": 33}
 CNAME = 5
 
 
@@ -235,6 +235,9 @@ def _rdata_text(wire: bytes, rtype: int, start: int, length: int) -> str | None:
         return _read_name(wire, start)[0]
     if rtype == 15:
         return f"{struct.unpack('!H', rdata[:2])[0]} {_read_name(wire, start + 2)[0]}"
+    if rtype == 33 and length >= 7:  # RFC 2782: priority weight port target
+        priority, weight, port = struct.unpack("!HHH", rdata[:6])
+        return f"{priority} {weight} {port} {_read_name(wire, start + 6)[0]}"
     if rtype == 16:
         strings, i = [], 0
         while i < length:
