@@ -1,4 +1,6 @@
-"""The SMTP relay form (global relay and a domain's own relay)."""
+"""The SMTP relay form (global relay and a domain's own relay). It parses what
+was typed; services.relay decides the rest (a customer's host must be public,
+when a stored password may be kept, what Exim can send). The CLI binds it too."""
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -6,15 +8,7 @@ from django.core.validators import ProhibitNullCharactersValidator
 from django.utils.translation import gettext_lazy as _
 
 from .models import RelayAuth, RelayTls
-from .secret_endpoint import retype_problem
-from .services.relay import (
-    PRESETS,
-    check_credentials,
-    normalize_region,
-    preset_values,
-    relay_endpoint,
-    stored_endpoint,
-)
+from .services.relay import PRESETS, normalize_region, preset_values, stored_endpoint
 from .validation import normalize_hostname, validate_config_value
 
 
@@ -150,18 +144,6 @@ class RelayForm(forms.Form):
                 "tls",
                 _("Port 465 uses implicit TLS: choose “implicit TLS”, or port 587 for STARTTLS."),
             )
-        if data.get("username") and not data.get("password"):
-            if self.stored_endpoint is None:
-                self.add_error("password", _("Enter the password for the relay user."))
-            elif not set(self.errors) & {"host", "port", "tls", "auth", "username"}:
-                problem = retype_problem(relay_endpoint(data), self.stored_endpoint)
-                if problem:
-                    self.add_error("password", problem)
-        if data.get("username") and data.get("auth") and "password" not in self.errors:
-            try:
-                check_credentials(data["username"], data.get("password", ""), data["auth"])
-            except ValidationError as exc:
-                self.add_error(None, exc)
         return data
 
     def service_values(self) -> dict:

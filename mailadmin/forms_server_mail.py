@@ -7,7 +7,8 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from .models import PanelSmtpSecurity, ServerSettings
-from .services import panel_smtp, server_mail
+from .dnsbl import normalize_dqs_key, normalize_zone
+from .services import panel_smtp
 from .validation import normalize_address
 
 
@@ -91,14 +92,14 @@ class DqsKeyForm(forms.Form):
     )
 
     def clean_key(self):
-        return server_mail.normalize_dqs_key(self.cleaned_data["key"])
+        return normalize_dqs_key(self.cleaned_data["key"])
 
 
 class DnsblZoneForm(forms.Form):
     zone = forms.CharField(label=_("DNSBL zone"), max_length=253, strip=False)
 
     def clean_zone(self):
-        return server_mail.normalize_zone(self.cleaned_data["zone"])
+        return normalize_zone(self.cleaned_data["zone"])
 
 
 class InternalLookupForm(forms.Form):

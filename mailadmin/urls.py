@@ -6,6 +6,7 @@ from .views import (
     diagnostics,
     dkim,
     dns,
+    domain_page,
     domains,
     jobs,
     ownership,
@@ -20,8 +21,13 @@ app_name = "mailadmin"
 urlpatterns = [
     path("", domains.domain_list, name="domain_list"),
     path("domains/add/", domains.domain_add, name="domain_add"),
-    path("domains/<int:domain_id>/", domains.domain_detail, name="domain_detail"),
-    path("domains/<int:domain_id>/settings/", domains.domain_settings, name="domain_settings"),
+    # The domain page's tabs: Overview, Accounts, Relay, DNS, Webmail and clients, Settings.
+    path("domains/<int:domain_id>/", domain_page.domain_detail, name="domain_detail"),
+    path("domains/<int:domain_id>/accounts/", accounts.domain_accounts, name="domain_accounts"),
+    path("domains/<int:domain_id>/relay/", relay.domain_relay, name="domain_relay"),
+    path("domains/<int:domain_id>/dns/", dns.domain_dns, name="domain_dns"),
+    path("domains/<int:domain_id>/clients/", domain_page.domain_clients, name="domain_clients"),
+    path("domains/<int:domain_id>/settings/", domain_page.domain_settings, name="domain_settings"),
     path("domains/<int:domain_id>/dkim/", dkim.domain_dkim, name="domain_dkim"),
     path("domains/<int:domain_id>/delete/", domains.domain_delete, name="domain_delete"),
     path("domains/<int:domain_id>/verify/", ownership.domain_verify, name="domain_verify"),
@@ -49,8 +55,12 @@ urlpatterns = [
     path("users/<int:user_id>/limits/", admin.user_limits, name="user_limits"),
     path("users/<int:user_id>/suspend/", admin.user_suspend, name="user_suspend"),
     path("settings/server/customer-domains/", admin.customer_domains_save, name="customer_domains_save"),
+    # The server settings page's tabs: Server, Global relay, Panel mail, Blacklists, Webmail and filters.
     path("settings/server/", admin.server_settings, name="server_settings"),
-    path("domains/<int:domain_id>/relay/", relay.domain_relay_save, name="domain_relay_save"),
+    path("settings/server/relay/", relay.global_relay, name="global_relay"),
+    path("settings/server/panel-smtp/", server_mail.panel_smtp_tab, name="panel_smtp"),
+    path("settings/server/blacklists/", server_mail.blacklists_tab, name="server_blacklists"),
+    path("settings/server/webmail/", snappymail.webmail_tab, name="server_webmail"),
     path("domains/<int:domain_id>/relay/remove/", relay.domain_relay_remove, name="domain_relay_remove"),
     path("domains/<int:domain_id>/relay/test/", relay.domain_relay_test, name="domain_relay_test"),
     path(
@@ -58,13 +68,11 @@ urlpatterns = [
         relay.domain_relay_test_result,
         name="domain_relay_test_result",
     ),
-    path("settings/server/relay/", relay.global_relay_save, name="global_relay_save"),
     path("settings/server/relay/remove/", relay.global_relay_remove, name="global_relay_remove"),
     path("settings/server/relay/test/", relay.global_relay_test, name="global_relay_test"),
     path(
         "settings/server/relay/test/<int:job_id>/", relay.global_relay_test_result, name="global_relay_test_result"
     ),
-    path("settings/server/panel-smtp/", server_mail.panel_smtp_save, name="panel_smtp_save"),
     path("settings/server/panel-smtp/test/", server_mail.panel_smtp_test, name="panel_smtp_test"),
     path("settings/server/dqs/", server_mail.dqs_save, name="dqs_save"),
     path("settings/server/dnsbl/", server_mail.dnsbl_save, name="dnsbl_save"),
@@ -78,7 +86,6 @@ urlpatterns = [
     ),
     path("settings/server/sieve/", sieve.sieve_save, name="sieve_save"),
     path("settings/server/dkim/", dkim.dkim_policy_save, name="dkim_policy_save"),
-    path("domains/<int:domain_id>/dns/", dns.domain_dns, name="domain_dns"),
     path("domains/<int:domain_id>/dns/check/", dns.domain_dns_check, name="domain_dns_check"),
     path(
         "domains/<int:domain_id>/dns/check/<int:job_id>/",

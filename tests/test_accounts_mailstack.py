@@ -38,9 +38,9 @@ def hosted(alice, bob):
     """alice: example.org with info (100 MB), other; bob: bob.example with box."""
     example = MailDomain.objects.create(name="example.org", owner=alice, dkim_enabled=False)
     bobs = MailDomain.objects.create(name="bob.example", owner=bob, dkim_enabled=False)
-    info = svc.add_account(alice, example, "info", PW, quota_mb=100)
-    other = svc.add_account(alice, example, "other", PW)
-    box = svc.add_account(bob, bobs, "box", BOB_PW)
+    info = svc.add_account(alice, example, "info", PW, quota_mb=100).object
+    other = svc.add_account(alice, example, "other", PW).object
+    box = svc.add_account(bob, bobs, "box", BOB_PW).object
     return {"example": example, "bobs": bobs, "info": info, "other": other, "box": box}
 
 

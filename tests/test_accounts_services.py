@@ -37,7 +37,7 @@ def snapshot_rows():
 
 
 def test_add_account_stores_only_a_dovecot_hash_and_audits_field_names(alice, domain):
-    account = svc.add_account(alice, domain, " Info ", PW, quota_mb=500)
+    account = svc.add_account(alice, domain, " Info ", PW, quota_mb=500).object
     assert account.local_part == "info" and account.quota_mb == 500
     assert account.password_hash.startswith("{BLF-CRYPT}$2b$")
     assert PW not in account.password_hash
@@ -119,7 +119,7 @@ def test_alias_that_loops_is_refused_and_nothing_is_saved(alice, domain):
 
 
 def test_loop_through_a_forward_and_another_domain_is_refused(alice, domain, other_domain, bob):
-    info = svc.add_account(alice, domain, "info", PW)
+    info = svc.add_account(alice, domain, "info", PW).object
     svc.add_alias(bob, other_domain, "x", "info@example.org")
     with pytest.raises(ValidationError) as exc:
         svc.add_forward(alice, info, "x@bob.example", forward_only=True)
@@ -144,7 +144,7 @@ def test_bad_targets_are_refused(alice, domain, target):
 
 
 def test_forward_to_itself_and_duplicate_forward_are_refused(alice, domain):
-    info = svc.add_account(alice, domain, "info", PW)
+    info = svc.add_account(alice, domain, "info", PW).object
     with pytest.raises(ValidationError) as exc:
         svc.add_forward(alice, info, "Info@Example.org")
     assert "itself" in errors_of(exc)["target"][0]
@@ -157,11 +157,11 @@ def test_forward_to_itself_and_duplicate_forward_are_refused(alice, domain):
 
 
 def test_forward_only_needs_a_forward_and_last_forward_removal_restores_local_copy(alice, domain):
-    info = svc.add_account(alice, domain, "info", PW)
+    info = svc.add_account(alice, domain, "info", PW).object
     with pytest.raises(ValidationError) as exc:
         svc.update_account(alice, info, forward_only=True)
     assert "forwarding address first" in errors_of(exc)["forward_only"][0]
-    forward = svc.add_forward(alice, info, "someone@elsewhere.example", forward_only=True)
+    forward = svc.add_forward(alice, info, "someone@elsewhere.example", forward_only=True).object
     info.refresh_from_db()
     assert info.forward_only
     svc.delete_forward(alice, forward)
@@ -171,7 +171,7 @@ def test_forward_only_needs_a_forward_and_last_forward_removal_restores_local_co
 
 
 def test_update_account_blank_password_keeps_the_old_hash(alice, domain):
-    info = svc.add_account(alice, domain, "info", PW)
+    info = svc.add_account(alice, domain, "info", PW).object
     old = info.password_hash
     svc.update_account(alice, info, password="", quota_mb=0)
     info.refresh_from_db()
@@ -207,7 +207,7 @@ def test_catchall_loop_is_refused(alice, domain, other_domain, bob):
 
 
 def test_delete_account_removes_aliases_to_it_and_a_catchall_to_it(alice, domain):
-    info = svc.add_account(alice, domain, "info", PW)
+    info = svc.add_account(alice, domain, "info", PW).object
     svc.add_account(alice, domain, "keep", PW)
     svc.add_alias(alice, domain, "sales", "info@example.org")
     svc.add_alias(alice, domain, "other", "keep@example.org")
@@ -222,7 +222,7 @@ def test_delete_account_removes_aliases_to_it_and_a_catchall_to_it(alice, domain
 
 
 def test_account_rows_summarise_quota_aliases_forwards(alice, domain):
-    info = svc.add_account(alice, domain, "info", PW, quota_mb=100)
+    info = svc.add_account(alice, domain, "info", PW, quota_mb=100).object
     svc.add_alias(alice, domain, "sales", "info@example.org")
     svc.add_forward(alice, info, "boss@elsewhere.example", forward_only=True)
     (row,) = svc.account_rows(domain)

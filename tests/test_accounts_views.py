@@ -18,23 +18,26 @@ def domain(alice):
 
 @pytest.fixture
 def info(alice, domain):
-    return svc.add_account(alice, domain, "info", PW, quota_mb=250)
+    return svc.add_account(alice, domain, "info", PW, quota_mb=250).object
 
 
 def url(name, *args):
     return reverse(f"mailadmin:{name}", args=args)
 
 
-def test_domain_page_has_accounts_section_with_summary_and_client_settings(alice_client, alice, domain, info):
+def test_accounts_tab_lists_accounts_and_the_clients_tab_their_settings(alice_client, alice, domain, info):
     svc.add_alias(alice, domain, "sales", "info@example.org")
     svc.add_forward(alice, info, "boss@elsewhere.example")
-    page = alice_client.get(domain.get_absolute_url()).content.decode()
+    page = alice_client.get(url("domain_accounts", domain.pk)).content.decode()
     assert 'id="accounts"' in page
     assert "info@example.org" in page and "250 MB" in page
     assert "sales@example.org" in page and "boss@elsewhere.example" in page
-    assert "mail.example.org" in page and "993" in page and "465" in page and "587" in page
-    assert "https://webmail.example.org/" in page
     assert info.password_hash not in page
+    clients = alice_client.get(url("domain_clients", domain.pk)).content.decode()
+    assert "mail.example.org" in clients and "993" in clients and "465" in clients and "587" in clients
+    assert "https://webmail.example.org/" in clients and "info@example.org" in clients
+    overview = alice_client.get(domain.get_absolute_url()).content.decode()
+    assert "1 mailbox" in overview and "1 alias" in overview
 
 
 def test_add_account_without_js_redirects_back_to_the_section(alice_client, domain):
@@ -96,7 +99,7 @@ def test_password_strength_feedback_partial(alice_client, domain):
 @pytest.fixture
 def bobs_account(bob):
     bobs = MailDomain.objects.create(name="bob.example", owner=bob)
-    return svc.add_account(bob, bobs, "bob", PW)
+    return svc.add_account(bob, bobs, "bob", PW).object
 
 
 def strength(client, domain, **data):
@@ -208,7 +211,7 @@ def test_delete_account_asks_first_without_js_then_deletes(alice_client, info, d
 
 def test_customer_cannot_touch_other_customers_accounts(client, bob, alice, domain, info):
     svc.add_alias(alice, domain, "sales", "info@example.org")
-    forward = svc.add_forward(alice, info, "boss@elsewhere.example")
+    forward = svc.add_forward(alice, info, "boss@elsewhere.example").object
     alias = MailAlias.objects.get()
     bobs = MailDomain.objects.create(name="bob.example", owner=bob)
     client.force_login(bob)
@@ -252,13 +255,13 @@ def test_idn_addresses_are_shown_in_unicode_and_form_ids_are_unique(alice_client
     import re
 
     domain = MailDomain.objects.create(name="xn--bcher-kva.example", owner=alice)
-    info = svc.add_account(alice, domain, "info", PW)
+    info = svc.add_account(alice, domain, "info", PW).object
     svc.add_account(alice, domain, "boss", PW)
     svc.add_alias(alice, domain, "sales", "info@bücher.example")
     svc.add_forward(alice, info, "boss@bücher.example")
     svc.set_catchall(alice, domain, "info@bücher.example")
     assert domain.catchall == "info@xn--bcher-kva.example"  # stored as IDNA
-    page = alice_client.get(domain.get_absolute_url()).content.decode()
+    page = alice_client.get(url("domain_accounts", domain.pk)).content.decode()
     start = page.index('id="accounts"')
     section = page[start : page.index("</section>", start)]
     assert "xn--bcher-kva" not in section
@@ -271,7 +274,7 @@ def test_idn_addresses_are_shown_in_unicode_and_form_ids_are_unique(alice_client
 def test_mailbox_usage_loads_after_the_page_and_says_unknown_when_the_helper_fails(
     alice_client, domain, info, settings
 ):
-    page = alice_client.get(domain.get_absolute_url()).content.decode()
+    page = alice_client.get(url("domain_accounts", domain.pk)).content.decode()
     usage_url = url("account_usage", domain.pk)
     assert f'hx-get="{usage_url}" hx-trigger="load"' in page  # not computed for the page itself
     settings.MAILPANEL_HELPER = "false"

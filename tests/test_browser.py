@@ -42,7 +42,7 @@ def task_worker():
 
 
 @pytest.fixture
-def browser_page():
+def chromium():
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop
     from playwright.sync_api import sync_playwright
 
@@ -52,10 +52,23 @@ def browser_page():
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update"],
         )
-        page = browser.new_page()
-        page.set_default_timeout(15000)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium):
+    page = chromium.new_page()
+    page.set_default_timeout(15000)
+    return page
+
+
+@pytest.fixture
+def nojs_page(chromium):
+    """A browser with JavaScript off: no htmx, every link and form a page load."""
+    page = chromium.new_context(java_script_enabled=False).new_page()
+    page.set_default_timeout(15000)
+    return page
 
 
 def log_in(page, live_server, username, password):
@@ -102,11 +115,16 @@ def test_customer_adds_a_domain_watches_the_job_finish_and_switches_to_chinese(
     # The job box polls itself (htmx) until the worker and helper are done.
     page.wait_for_selector(".job[data-state=done]", timeout=30000)
     assert (root / "etc/exim4/domains/xn--bcher-kva.example/dkim.pem").exists()
+    page.click("nav.tabs a[data-tab=dns]")
+    page.wait_for_selector("#dkim-record")
     assert "v=DKIM1; k=rsa; p=" in page.inner_text("#dkim-record")
 
     page.select_option("#language-form select", "zh-hans")
     page.wait_for_selector("html[lang=zh-hans]")
+    assert page.url.endswith("/dns/")  # the language switch came back to the tab
     assert "邮件域" in page.inner_text("header nav")
+    page.click("nav.tabs a[data-tab=settings]")
+    page.wait_for_selector("#danger")
     assert "删除" in page.inner_text("#danger")
     page.screenshot(path=str(tmp_path / "domain-zh.png"))
 
@@ -124,7 +142,7 @@ def test_relay_form_saves_and_tests_inline_with_htmx_and_never_shows_the_passwor
     domain = MailDomain.objects.create(name="shop.example", owner=alice)
     page = browser_page
     log_in(page, live_server, "alice", "alice-pass-123")
-    page.goto(f"{live_server.url}/domains/{domain.pk}/")
+    page.goto(f"{live_server.url}/domains/{domain.pk}/relay/")
     page.evaluate("window.loadedOnce = true")  # lost if the page reloads
     form = page.locator("#relay-section form.relay-form")
 
@@ -168,7 +186,7 @@ def test_dns_check_now_fills_in_verdicts_inline_from_a_real_dns_server(
     domain = MailDomain.objects.create(name="good.test", owner=alice, dkim_private_key=dns_world.good_pem)
     page = browser_page
     log_in(page, live_server, "alice", "alice-pass-123")
-    page.goto(f"{live_server.url}/domains/{domain.pk}/")
+    page.goto(f"{live_server.url}/domains/{domain.pk}/dns/")
     page.evaluate("window.loadedOnce = true")
     assert page.locator("#dns-records .verdict .status").count() == 0
     page.click("#dns-records button:has-text('Check now')")
@@ -176,3 +194,104 @@ def test_dns_check_now_fills_in_verdicts_inline_from_a_real_dns_server(
     statuses = page.locator("#dns-records tr[data-purpose] .verdict .status").all_inner_texts()
     assert statuses and all(s.strip() == "ok" for s in statuses), statuses
     assert page.evaluate("window.loadedOnce") is True  # swapped by htmx, no page load
+
+
+# --- the domain page's tabs -------------------------------------------------------------
+
+# What some tabs show; no other tab shows it (a view renders only its tab).
+TAB_MARKS = {"overview": "#overview", "accounts": "#accounts", "relay": "#relay-section", "dns": "#dns-records",
+             "clients": "#client-settings", "settings": "#domain-settings"}
+
+
+def domain_tabs():
+    """Every tab of the domain page, in order: Overview, Accounts, Relay, DNS,
+    Webmail and clients, Settings, and whatever a feature added since."""
+    from mailadmin.views.domain_page import DOMAIN_PAGE
+
+    return [tab.name for tab in DOMAIN_PAGE.tabs]
+
+
+def tab_labels(language):
+    from django.utils import translation
+
+    from mailadmin.views.domain_page import DOMAIN_PAGE
+
+    with translation.override(language):
+        return {tab.name: str(tab.label) for tab in DOMAIN_PAGE.tabs}
+
+
+def assert_on_tab(page, live_server, domain, name, labels):
+    from mailadmin.views.domain_page import DOMAIN_PAGE
+
+    assert page.url == live_server.url + DOMAIN_PAGE.url(name, domain)
+    current = page.locator("nav.tabs a[aria-current=page]")
+    assert current.count() == 1 and current.inner_text().strip() == labels[name]
+    assert page.locator(".tab-panel").get_attribute("id") == f"tab-{name}"
+    for other, mark in TAB_MARKS.items():
+        assert page.locator(mark).count() == (1 if other == name else 0), (name, other)
+
+
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+def test_domain_tabs_swap_in_place_push_their_url_and_go_back(live_server, browser_page, alice, language):
+    """With JavaScript a tab is swapped by htmx (no page load) and its URL
+    pushed; Back shows the tab before; reloading a tab's URL shows that tab."""
+    from mailadmin.models import MailDomain
+
+    domain = MailDomain.objects.create(name="tabs.example", owner=alice)
+    page = browser_page
+    log_in(page, live_server, "alice", "alice-pass-123")
+    page.goto(f"{live_server.url}/domains/{domain.pk}/")
+    if language != "en":
+        page.select_option("#language-form select", language)
+        page.wait_for_selector(f"html[lang={language}]")
+    labels, tabs = tab_labels(language), domain_tabs()
+    assert tabs[:6] == ["overview", "accounts", "relay", "dns", "clients", "settings"]
+    assert [a.strip() for a in page.locator("nav.tabs a").all_inner_texts()] == [labels[t] for t in tabs]
+    assert_on_tab(page, live_server, domain, "overview", labels)
+    page.evaluate("window.loadedOnce = true")
+    for name in tabs[1:] + ["clients"]:
+        page.click(f"nav.tabs a[data-tab={name}]")
+        page.wait_for_selector(f".tab-panel#tab-{name}")
+        assert_on_tab(page, live_server, domain, name, labels)
+    assert page.evaluate("window.loadedOnce") is True  # every tab came by htmx
+    page.go_back()
+    page.wait_for_selector(f".tab-panel#tab-{tabs[-1]}")
+    assert_on_tab(page, live_server, domain, tabs[-1], labels)
+    page.reload()
+    page.wait_for_selector(f".tab-panel#tab-{tabs[-1]}")
+    assert_on_tab(page, live_server, domain, tabs[-1], labels)
+    assert page.locator("html").get_attribute("lang") == language
+
+
+@pytest.mark.parametrize("language", ["en", "zh-hans"])
+def test_domain_tabs_and_their_forms_work_without_javascript(live_server, nojs_page, alice, language):
+    """JavaScript off: each tab is a link to its own page; a form on a tab
+    posts, is redirected back to that tab and says what happened."""
+    from django.utils import translation
+
+    from mailadmin.models import MailDomain
+
+    domain = MailDomain.objects.create(name="nojs.example", owner=alice)
+    page = nojs_page
+    log_in(page, live_server, "alice", "alice-pass-123")
+    page.goto(f"{live_server.url}/domains/{domain.pk}/")
+    if language != "en":
+        page.locator("#language-form select").select_option(language)
+        with page.expect_navigation():
+            page.click("#language-form button")  # the <noscript> button
+        assert page.locator("html").get_attribute("lang") == language
+    labels = tab_labels(language)
+    assert_on_tab(page, live_server, domain, "overview", labels)
+    for name in domain_tabs()[1:] + ["settings"]:
+        with page.expect_navigation():
+            page.click(f"nav.tabs a[data-tab={name}]")
+        assert_on_tab(page, live_server, domain, name, labels)
+    page.fill("#domain-settings input[name=role_address]", "desk@owner.example")
+    with page.expect_navigation():
+        page.click("#domain-settings button[type=submit]")
+    assert_on_tab(page, live_server, domain, "settings", labels)
+    with translation.override(language):
+        saved = translation.gettext("Settings saved. The mail server is being updated.")
+    assert saved in page.inner_text(".messages")
+    domain.refresh_from_db()
+    assert domain.role_address == "desk@owner.example"

@@ -218,7 +218,7 @@ def test_admin_runs_server_diagnostics_as_a_job_and_sees_the_results(admin_clien
     assert "blacklist: done" in job.log
     page = admin_client_.get(response["Location"]).content.decode()
     assert "blocked (connection refused)" in page
-    assert reverse("mailadmin:server_settings") + "#relay-section" in page
+    assert reverse("mailadmin:global_relay") + "#relay-section" in page
     assert "query refused (not a listing)" in page
     assert SERVER_HOSTNAME in page
 

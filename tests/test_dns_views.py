@@ -42,8 +42,8 @@ def test_dns_page_lists_records_with_labels_copy_buttons_and_cloudflare_note(ali
     assert "not checked" in page
 
 
-def test_domain_page_has_the_dns_section(alice_client, good):
-    page = alice_client.get(reverse("mailadmin:domain_detail", args=[good.pk])).content.decode()
+def test_domain_page_dns_tab_has_the_dns_section(alice_client, good):
+    page = alice_client.get(reverse("mailadmin:domain_dns", args=[good.pk])).content.decode()
     assert 'id="dns-records"' in page
     assert reverse("mailadmin:domain_dns_check", args=[good.pk]) in page
 
@@ -74,9 +74,9 @@ def test_check_now_htmx_shows_verdicts_and_stores_them(alice_client, good, check
     body = response.content.decode()
     assert response.status_code == 200
     assert body.lstrip().startswith('<section class="card" id="dns-records">')  # no more polling
-    assert body.count("status status-ok") == 8
+    assert body.count("status status-ok") == 16  # 8 mail records, 4 autoconfig/autodiscover, 4 SRV
     result = DnsCheckResult.objects.get(domain=good)
-    assert result.summary == "ok" and len(result.results) == 8
+    assert result.summary == "ok" and len(result.results) == 16
     good.refresh_from_db()
     assert good.dns_status == "ok" and good.dns_checked_at == result.checked_at
 
@@ -87,7 +87,7 @@ def test_check_now_without_javascript_redirects_to_the_checks_page(alice_client,
     assert started.status_code == 302
     assert started["Location"] == reverse("mailadmin:domain_dns_check_status", args=[good.pk, job.pk])
     assert "<html" in response.content.decode() and "Last checked" in response.content.decode()
-    page = alice_client.get(reverse("mailadmin:domain_detail", args=[good.pk])).content.decode()
+    page = alice_client.get(reverse("mailadmin:domain_dns", args=[good.pk])).content.decode()
     assert "Last checked" in page
 
 

@@ -57,7 +57,7 @@ def test_dkim_key_is_rsa_2048_and_page_shows_its_public_half(alice_client):
     domain = MailDomain.objects.get()
     key = serialization.load_pem_private_key(domain.dkim_private_key.encode(), password=None)
     assert key.key_size == 2048
-    page = alice_client.get(domain.get_absolute_url()).content.decode()
+    page = alice_client.get(reverse("mailadmin:domain_dns", args=[domain.pk])).content.decode()
     assert dkim.dns_value(domain.dkim_private_key) in page
     assert "mail._domainkey.example.org" in page
     assert "PRIVATE KEY" not in page
@@ -82,7 +82,7 @@ def test_a_rotations_next_key_waits_beside_the_signing_key(alice_client):
     domain.refresh_from_db()
     assert domain.dkim_private_key == old and domain.dkim_selector == "mail"
     assert domain.dkim_pending_private_key and domain.dkim_pending_selector == "next1"
-    page = alice_client.get(domain.get_absolute_url()).content.decode()
+    page = alice_client.get(reverse("mailadmin:domain_dns", args=[domain.pk])).content.decode()
     assert dkim.dns_value(old) in page and dkim.dns_value(domain.dkim_pending_private_key) in page
     assert "next1._domainkey.example.org" in page and "PRIVATE KEY" not in page
     alice_client.post(url, {"action": "cancel"})
@@ -190,13 +190,13 @@ def test_admin_suspends_a_domain_and_a_customer_cannot_lift_it(client, alice, ad
     domain = MailDomain.objects.create(name="example.org", owner=alice)
     url = reverse("mailadmin:domain_settings", args=[domain.pk])
     client.force_login(admin_user)
-    assert "Suspended (admin)" in client.get(domain.get_absolute_url()).content.decode()
+    assert "Suspended (admin)" in client.get(url).content.decode()
     client.post(url, {"dkim_enabled": "on", "suspended": "on"})
     domain.refresh_from_db()
     assert domain.suspended
     assert ApplyJob.objects.get(state="pending").scope is None  # suspension changes server-wide files
     client.force_login(alice)
-    assert "Suspended (admin)" not in client.get(domain.get_absolute_url()).content.decode()
+    assert "Suspended (admin)" not in client.get(url).content.decode()
     client.post(url, {"dkim_enabled": "on"})  # no "suspended" field: must not unsuspend
     domain.refresh_from_db()
     assert domain.suspended

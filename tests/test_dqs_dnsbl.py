@@ -16,6 +16,7 @@ from django.urls import reverse
 from mailadmin.passwords import hash_password
 from mailadmin.models import ApplyJob, AuditEntry, MailAccount, ServerSettings
 from mailconf.render import render_all
+from mailadmin import dnsbl
 from mailadmin.services import apply, server_mail
 from mailadmin.services import domains as domain_service
 from tests import exim_netns
@@ -58,7 +59,7 @@ def test_key_is_stored_lower_case_encrypted_and_shown_only_as_set(admin_client_)
     response = set_key_through_the_view(admin_client_, KEY.upper())
     assert response.status_code == 302
     assert ServerSettings.load().dqs_key == KEY
-    html = admin_client_.get(reverse("mailadmin:server_settings")).content.decode()
+    html = admin_client_.get(reverse("mailadmin:server_blacklists")).content.decode()
     assert "A DQS key is set" in html
     assert KEY not in html.lower()
     with connection.cursor() as cursor:
@@ -88,12 +89,12 @@ def test_clearing_the_key_goes_back_to_the_public_zone(admin_client_):
 
 
 def test_every_public_spamhaus_zone_with_a_dqs_twin_goes_through_dqs():
-    assert apply.dqs_zone("zen.spamhaus.org", KEY) == DQS_ZEN
-    assert apply.dqs_zone("dbl.spamhaus.org", KEY) == f"{KEY}.dbl.dq.spamhaus.net"
-    assert apply.dqs_zone("xbl.spamhaus.org", KEY) == f"{KEY}.xbl.dq.spamhaus.net"
-    assert apply.dqs_zone("bl.spamcop.net", KEY) == "bl.spamcop.net"
-    assert apply.dqs_zone("zen.spamhaus.org", "") == "zen.spamhaus.org"
-    assert apply.dqs_zone("evil.zen.spamhaus.org", KEY) == "evil.zen.spamhaus.org"
+    assert dnsbl.dqs_zone("zen.spamhaus.org", KEY) == DQS_ZEN
+    assert dnsbl.dqs_zone("dbl.spamhaus.org", KEY) == f"{KEY}.dbl.dq.spamhaus.net"
+    assert dnsbl.dqs_zone("xbl.spamhaus.org", KEY) == f"{KEY}.xbl.dq.spamhaus.net"
+    assert dnsbl.dqs_zone("bl.spamcop.net", KEY) == "bl.spamcop.net"
+    assert dnsbl.dqs_zone("zen.spamhaus.org", "") == "zen.spamhaus.org"
+    assert dnsbl.dqs_zone("evil.zen.spamhaus.org", KEY) == "evil.zen.spamhaus.org"
 
 
 # --- the zone list ----------------------------------------------------------------------
@@ -231,5 +232,5 @@ def test_without_js_an_invalid_zone_re_renders_the_whole_page_with_the_error(adm
     response = admin_client_.post(reverse("mailadmin:dnsbl_save"), {"action": "add", "zone": "bad zone"})
     html = response.content.decode()
     assert response.status_code == 400
-    assert "<html" in html and 'id="server-identity"' in html and 'id="dqs"' in html
+    assert "<html" in html and 'aria-current="page">Blacklists</a>' in html and 'id="dqs"' in html
     assert "cannot contain spaces" in html and 'value="bad zone"' in html

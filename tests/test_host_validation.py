@@ -115,7 +115,7 @@ def alice_domain(alice):
 def test_relay_save_refuses_hostile_host_and_keeps_the_rest(alice_client, alice_domain, htmx, value, message):
     headers = {"HX-Request": "true"} if htmx else {}
     response = alice_client.post(
-        reverse("mailadmin:domain_relay_save", args=[alice_domain.pk]), relay_data(value), headers=headers
+        reverse("mailadmin:domain_relay", args=[alice_domain.pk]), relay_data(value), headers=headers
     )
     html = _page(response)
     assert response.status_code == (200 if htmx else 400)
@@ -129,7 +129,7 @@ def test_relay_save_refuses_hostile_host_and_keeps_the_rest(alice_client, alice_
 def test_relay_save_refuses_nul_in_the_host(alice_client, alice_domain, htmx):
     headers = {"HX-Request": "true"} if htmx else {}
     response = alice_client.post(
-        reverse("mailadmin:domain_relay_save", args=[alice_domain.pk]),
+        reverse("mailadmin:domain_relay", args=[alice_domain.pk]),
         relay_data("smtp.example.com\x00"),
         headers=headers,
     )
@@ -150,7 +150,7 @@ def test_relay_test_refuses_the_issue_host_before_connecting(alice_client, alice
 
 
 def test_global_relay_refuses_a_zone_index(admin_client_):
-    response = admin_client_.post(reverse("mailadmin:global_relay_save"), relay_data("fe80::1%eth0"))
+    response = admin_client_.post(reverse("mailadmin:global_relay"), relay_data("fe80::1%eth0"))
     assert response.status_code == 400
     assert ZONE in _page(response) and 'value="kept-user"' in _page(response)
     assert not RelaySettings.objects.exists()
@@ -198,7 +198,7 @@ def panel_smtp_data(host):
 )
 def test_panel_smtp_refuses_hostile_host_and_keeps_the_rest(admin_client_, htmx, value, message):
     headers = {"HX-Request": "true"} if htmx else {}
-    response = admin_client_.post(reverse("mailadmin:panel_smtp_save"), panel_smtp_data(value), headers=headers)
+    response = admin_client_.post(reverse("mailadmin:panel_smtp"), panel_smtp_data(value), headers=headers)
     html = _page(response)
     assert response.status_code == (200 if htmx else 400)
     assert message in html

@@ -86,8 +86,8 @@ def test_two_customers_in_the_same_second_each_see_only_their_own_job_done(
     a, b = tenants
     alice_client, bob_client, admin_client = client_for(alice), client_for(bob), client_for(admin_user)
     headers = {"HX-Request": "true"} if htmx else {}
-    alice_client.post(reverse("mailadmin:domain_relay_save", args=[a.pk]), relay_form(), headers=headers)
-    answer = bob_client.post(reverse("mailadmin:domain_relay_save", args=[b.pk]), relay_form(), headers=headers)
+    alice_client.post(reverse("mailadmin:domain_relay", args=[a.pk]), relay_form(), headers=headers)
+    answer = bob_client.post(reverse("mailadmin:domain_relay", args=[b.pk]), relay_form(), headers=headers)
     alice_job = ApplyJob.objects.get(state="pending", requested_by=alice)
     bob_job = ApplyJob.objects.get(state="pending", requested_by=bob)
     if htmx:  # the answer to bob's save shows bob's job
@@ -120,7 +120,7 @@ def test_a_customers_full_apply_hides_the_other_customers_files(
     run_pending()
     a, b = tenants
     bob_client = client_for(bob)
-    bob_client.post(reverse("mailadmin:domain_relay_save", args=[b.pk]), relay_form())
+    bob_client.post(reverse("mailadmin:domain_relay", args=[b.pk]), relay_form())
     domains.update_domain(alice, a, hosted_elsewhere=True)
     alice_job = ApplyJob.objects.get(state="pending", requested_by=alice)
     bob_job = ApplyJob.objects.get(state="pending", requested_by=bob)
@@ -149,11 +149,11 @@ def test_after_a_save_the_page_shows_the_apply_job_with_the_change_not_a_test_st
     a = tenants[0]
     client = client_for(alice)
     headers = {"HX-Request": "true"} if htmx else {}
-    client.post(reverse("mailadmin:domain_relay_save", args=[a.pk]), relay_form(), headers=headers)
+    client.post(reverse("mailadmin:domain_relay", args=[a.pk]), relay_form(), headers=headers)
     client.post(reverse("mailadmin:domain_relay_test", args=[a.pk]), relay_form(action="test"), headers=headers)
     assert ApplyJob.objects.filter(requested_by=alice, kind="diagnose").exists()
     answer = client.post(
-        reverse("mailadmin:domain_relay_save", args=[a.pk]), relay_form(port="2525"), headers=headers, follow=True
+        reverse("mailadmin:domain_relay", args=[a.pk]), relay_form(port="2525"), headers=headers, follow=True
     )
     apply_job = ApplyJob.objects.get(requested_by=alice, kind="apply")  # the second save joined it
     assert f'id="job-{apply_job.pk}"' in answer.content.decode()
@@ -169,7 +169,7 @@ def loop(alice, bob, tenants):
     """bob: x@bob.example → y@bob.example → info@alice.example. Alice's forward
     info → x@bob.example would close the circle."""
     a, b = tenants
-    info = account_service.add_account(alice, a, "info", PW)
+    info = account_service.add_account(alice, a, "info", PW).object
     account_service.add_account(bob, b, "y", PW)
     account_service.add_alias(bob, b, "x", "y@bob.example")
     account_service.add_forward(bob, MailAccount.objects.get(domain=b, local_part="y"), "info@alice.example")

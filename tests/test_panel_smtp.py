@@ -206,7 +206,7 @@ def test_backend_failure_does_not_carry_the_password():
 
 def test_admin_saves_panel_smtp_and_the_password_is_never_shown(admin_client_):
     response = admin_client_.post(
-        reverse("mailadmin:panel_smtp_save"),
+        reverse("mailadmin:panel_smtp"),
         {
             "enabled": "on",
             "host": "SMTP.Example.NET",
@@ -221,7 +221,7 @@ def test_admin_saves_panel_smtp_and_the_password_is_never_shown(admin_client_):
     server = ServerSettings.load()
     assert server.panel_smtp_enabled and server.panel_smtp_host == "smtp.example.net"
     assert server.panel_smtp_password == PASSWORD
-    html = admin_client_.get(reverse("mailadmin:server_settings")).content.decode()
+    html = admin_client_.get(reverse("mailadmin:panel_smtp")).content.decode()
     assert "smtp.example.net" in html and PASSWORD not in html
     assert "A password is stored" in html
     entry = AuditEntry.objects.get(action="server.panel_smtp")
@@ -231,7 +231,7 @@ def test_admin_saves_panel_smtp_and_the_password_is_never_shown(admin_client_):
 def test_blank_password_keeps_the_stored_one_for_the_same_endpoint(admin_client_):
     configure(2525)
     admin_client_.post(
-        reverse("mailadmin:panel_smtp_save"),
+        reverse("mailadmin:panel_smtp"),
         {"enabled": "on", "host": "127.0.0.1", "port": "2525", "security": "none",
          "username": USER, "password": "", "from_email": "other@example.net"},
     )
@@ -239,7 +239,7 @@ def test_blank_password_keeps_the_stored_one_for_the_same_endpoint(admin_client_
     assert server.panel_smtp_from == "other@example.net" and server.panel_smtp_password == PASSWORD
     # Another port is another endpoint: the password must be typed again (test_secret_endpoint.py).
     response = admin_client_.post(
-        reverse("mailadmin:panel_smtp_save"),
+        reverse("mailadmin:panel_smtp"),
         {"enabled": "on", "host": "127.0.0.1", "port": "2526", "security": "none",
          "username": USER, "password": "", "from_email": "noreply@example.net"},
     )
@@ -249,7 +249,7 @@ def test_blank_password_keeps_the_stored_one_for_the_same_endpoint(admin_client_
 
 def test_invalid_input_gets_clear_errors_and_keeps_what_was_typed(admin_client_):
     response = admin_client_.post(
-        reverse("mailadmin:panel_smtp_save"),
+        reverse("mailadmin:panel_smtp"),
         {"enabled": "on", "host": "bad host!", "port": "70000", "security": "starttls",
          "username": "newuser", "password": "", "from_email": "not-an-address"},
         HTTP_HX_REQUEST="true",
@@ -264,16 +264,16 @@ def test_invalid_input_gets_clear_errors_and_keeps_what_was_typed(admin_client_)
 
 def test_unticking_goes_back_to_the_local_mta_and_clear_wipes(admin_client_):
     configure(2525)
-    admin_client_.post(reverse("mailadmin:panel_smtp_save"), {"security": "none"})
+    admin_client_.post(reverse("mailadmin:panel_smtp"), {"security": "none"})
     server = ServerSettings.load()
     assert not server.panel_smtp_enabled and server.panel_smtp_password == PASSWORD
-    admin_client_.post(reverse("mailadmin:panel_smtp_save"), {"action": "clear", "security": "none"})
+    admin_client_.post(reverse("mailadmin:panel_smtp"), {"action": "clear", "security": "none"})
     server = ServerSettings.load()
     assert server.panel_smtp_password == "" and server.panel_smtp_host == ""
 
 
 def test_customer_cannot_change_or_use_panel_smtp(alice_client):
-    for name in ("panel_smtp_save", "panel_smtp_test"):
+    for name in ("panel_smtp", "panel_smtp_test"):
         response = alice_client.post(reverse(f"mailadmin:{name}"), {"to": "a@example.org", "enabled": "on"})
         assert response.status_code == 404
 

@@ -265,7 +265,7 @@ def test_test_button_shows_the_transcript_and_offers_to_switch_to_plain(
 
     # "Switch to PLAIN" re-shows the form with PLAIN chosen and the typed values kept
     switched = alice_client.post(
-        reverse("mailadmin:domain_relay_save", args=[alice_domain.pk]),
+        reverse("mailadmin:domain_relay", args=[alice_domain.pk]),
         {**button_data(sink), "switch_auth": "plain", "action": ""},
         headers={"HX-Request": "true"},
     ).content.decode()

@@ -21,6 +21,10 @@ pytestmark = pytest.mark.django_db
 SECRET = "S3cret pass: ^$ \"q\" 'x' \\ #ü "
 
 
+def relay_tab(domain):
+    return reverse("mailadmin:domain_relay", args=[domain.pk])
+
+
 @pytest.fixture
 def alice_domain(alice):
     return MailDomain.objects.create(name="alice.example", owner=alice)
@@ -48,7 +52,7 @@ def form_data(**overrides):
 
 
 def save_url(domain):
-    return reverse("mailadmin:domain_relay_save", args=[domain.pk])
+    return reverse("mailadmin:domain_relay", args=[domain.pk])
 
 
 def html_contains_secret(html: str, secret: str = SECRET) -> bool:
@@ -62,7 +66,7 @@ def html_contains_secret(html: str, secret: str = SECRET) -> bool:
 
 def test_customer_saves_domain_relay_without_js_and_is_redirected(alice_client, alice, alice_domain):
     response = alice_client.post(save_url(alice_domain), form_data())
-    assert response.status_code == 302 and response.url == alice_domain.get_absolute_url()
+    assert response.status_code == 302 and response.url == relay_tab(alice_domain) + "#relay-section"
     row = RelaySettings.objects.get(domain=alice_domain)
     assert (row.host, row.port, row.tls, row.username, row.password, row.auth) == (
         "smtp.relay.example", 587, "starttls", "relay-user", SECRET, "login"
@@ -72,7 +76,7 @@ def test_customer_saves_domain_relay_without_js_and_is_redirected(alice_client, 
     assert "password" in entry.fields and SECRET not in json.dumps(entry.fields)
     job = ApplyJob.objects.get()
     assert job.state == "pending" and job.domain == alice_domain
-    page = alice_client.get(alice_domain.get_absolute_url()).content.decode()
+    page = alice_client.get(relay_tab(alice_domain)).content.decode()
     assert "smtp.relay.example:587" in page
     assert not html_contains_secret(page)
 
@@ -93,7 +97,7 @@ def test_password_field_is_never_filled_in(alice_client, alice_domain):
     RelaySettings.objects.create(
         domain=alice_domain, host="smtp.relay.example", username="u", password=SECRET
     )
-    page = alice_client.get(alice_domain.get_absolute_url()).content.decode()
+    page = alice_client.get(relay_tab(alice_domain)).content.decode()
     field = re.search(r'<input[^>]*name="password"[^>]*>', page).group(0)
     assert "value=" not in field
     assert "A password is stored" in page
@@ -234,19 +238,19 @@ def test_remove_relay(alice_client, alice_domain, htmx):
     if htmx:
         assert response.status_code == 200 and "Relay removed" in response.content.decode()
     else:
-        assert response.status_code == 302 and response.url == alice_domain.get_absolute_url()
+        assert response.status_code == 302 and response.url == relay_tab(alice_domain) + "#relay-section"
 
 
 # -- global relay ----------------------------------------------------------
 
 
 def test_admin_saves_and_removes_the_global_relay(admin_client_, admin_user):
-    response = admin_client_.post(reverse("mailadmin:global_relay_save"), form_data(auth="plain"))
-    assert response.status_code == 302 and response.url == reverse("mailadmin:server_settings")
+    response = admin_client_.post(reverse("mailadmin:global_relay"), form_data(auth="plain"))
+    assert response.status_code == 302 and response.url == reverse("mailadmin:global_relay") + "#relay-section"
     row = RelaySettings.objects.get(domain__isnull=True)
     assert row.auth == "plain" and row.password == SECRET
     assert AuditEntry.objects.get(action="relay.set").target == "global"
-    page = admin_client_.get(reverse("mailadmin:server_settings")).content.decode()
+    page = admin_client_.get(reverse("mailadmin:global_relay")).content.decode()
     assert "Global SMTP relay" in page and "smtp.relay.example:587" in page
     assert not html_contains_secret(page)
     admin_client_.post(reverse("mailadmin:global_relay_remove"))
@@ -254,7 +258,7 @@ def test_admin_saves_and_removes_the_global_relay(admin_client_, admin_user):
 
 
 def test_global_form_errors_render_the_settings_page(admin_client_):
-    response = admin_client_.post(reverse("mailadmin:global_relay_save"), form_data(port="70000"))
+    response = admin_client_.post(reverse("mailadmin:global_relay"), form_data(port="70000"))
     assert response.status_code == 400
     html = response.content.decode()
     assert "Server settings" in html and "A port is a number from 1 to 65535." in html
@@ -263,7 +267,7 @@ def test_global_form_errors_render_the_settings_page(admin_client_):
 # -- isolation -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["domain_relay_save", "domain_relay_remove", "domain_relay_test"])
+@pytest.mark.parametrize("name", ["domain_relay", "domain_relay_remove", "domain_relay_test"])
 def test_customer_cannot_reach_other_customers_relay(client, bob, alice_domain, name):
     RelaySettings.objects.create(domain=alice_domain, host="alice.relay.example", username="u", password=SECRET)
     client.force_login(bob)
@@ -274,7 +278,7 @@ def test_customer_cannot_reach_other_customers_relay(client, bob, alice_domain, 
     assert not AuditEntry.objects.exists() and not ApplyJob.objects.exists()
 
 
-@pytest.mark.parametrize("name", ["global_relay_save", "global_relay_remove", "global_relay_test"])
+@pytest.mark.parametrize("name", ["global_relay", "global_relay_remove", "global_relay_test"])
 def test_customer_cannot_reach_the_global_relay(alice_client, name):
     RelaySettings.objects.create(domain=None, host="global.relay.example")
     response = alice_client.post(reverse(f"mailadmin:{name}"), form_data())
@@ -284,7 +288,7 @@ def test_customer_cannot_reach_the_global_relay(alice_client, name):
 
 def test_customer_domain_page_never_shows_the_global_relay(alice_client, alice_domain):
     RelaySettings.objects.create(domain=None, host="global.relay.example", username="g-user", password="g-pass")
-    page = alice_client.get(alice_domain.get_absolute_url()).content.decode()
+    page = alice_client.get(relay_tab(alice_domain)).content.decode()
     assert "global.relay.example" not in page and "g-user" not in page
     assert "has no relay of its own" in page
     assert alice_client.get(reverse("mailadmin:server_settings")).status_code == 404
@@ -293,7 +297,7 @@ def test_customer_domain_page_never_shows_the_global_relay(alice_client, alice_d
 def test_customer_sees_own_relay_not_another_domains(alice_client, alice_domain, bob_domain):
     RelaySettings.objects.create(domain=bob_domain, host="bob.relay.example")
     RelaySettings.objects.create(domain=alice_domain, host="alice.relay.example")
-    page = alice_client.get(alice_domain.get_absolute_url()).content.decode()
+    page = alice_client.get(relay_tab(alice_domain)).content.decode()
     assert "alice.relay.example" in page and "bob.relay.example" not in page
 
 

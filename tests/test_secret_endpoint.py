@@ -55,7 +55,7 @@ def stored(smtp_sinks):
 def store_relay(admin, domain, sink):
     return relay_service.set_relay(
         admin, domain, host="127.0.0.1", port=sink.port, tls="none", username=USER, password=SECRET
-    )
+    ).object
 
 
 # Each change touches exactly one part of the endpoint; the form has the password blank.
@@ -104,10 +104,10 @@ def post(client, url, data, htmx):
 
 def relay_urls(domain):
     if domain is None:
-        return reverse("mailadmin:global_relay_test"), reverse("mailadmin:global_relay_save")
+        return reverse("mailadmin:global_relay_test"), reverse("mailadmin:global_relay")
     return (
         reverse("mailadmin:domain_relay_test", args=[domain.pk]),
-        reverse("mailadmin:domain_relay_save", args=[domain.pk]),
+        reverse("mailadmin:domain_relay", args=[domain.pk]),
     )
 
 
@@ -345,7 +345,7 @@ def test_panel_smtp_save_of_a_changed_endpoint_needs_the_password_again_and_mail
 ):
     store_panel_smtp(stored["good"])
     data = panel_form(stored, change)
-    response = post(admin_client_, reverse("mailadmin:panel_smtp_save"), data, htmx)
+    response = post(admin_client_, reverse("mailadmin:panel_smtp"), data, htmx)
     text = response.content.decode()
     assert response.status_code == (200 if htmx else 400)
     assert expected_message(change) in text
@@ -366,7 +366,7 @@ def test_panel_smtp_on_the_same_endpoint_keeps_the_password_and_a_typed_one_goes
     panel_mail, admin_client_, stored
 ):
     store_panel_smtp(stored["good"])
-    url = reverse("mailadmin:panel_smtp_save")
+    url = reverse("mailadmin:panel_smtp")
     response = admin_client_.post(url, panel_form(stored, from_email="other@panel.example"))
     assert response.status_code == 302
     assert ServerSettings.load().panel_smtp_password == SECRET

@@ -133,7 +133,7 @@ def test_admin_switches_managesieve_on_with_external_access(admin_client_):
     assert response.status_code == 302
     server = ServerSettings.load()
     assert server.sieve_enabled and server.sieve_external
-    page = admin_client_.get(reverse("mailadmin:server_settings")).content.decode()
+    page = admin_client_.get(reverse("mailadmin:server_webmail")).content.decode()
     assert "TCP port 4190 open" in page
 
 

@@ -460,7 +460,7 @@ def test_admin_sees_the_credentials_until_the_file_is_deleted(
     MailDomain.objects.create(name="example.org", owner=admin_user)
     set_hostname("mail.server.test")
 
-    settings_page = admin_client_.get(reverse("mailadmin:server_settings"))
+    settings_page = admin_client_.get(reverse("mailadmin:server_webmail"))
     assert settings_page.status_code == 200
     assert creds["Password"] not in settings_page.content.decode()  # only on its own page
     assert reverse("mailadmin:snappymail_credentials") in settings_page.content.decode()
@@ -480,7 +480,7 @@ def test_admin_sees_the_credentials_until_the_file_is_deleted(
     after = admin_client_.get(reverse("mailadmin:snappymail_credentials")).content.decode()
     assert creds["Password"] not in after and creds["Secret key"] not in after
     assert "has been deleted" in after
-    settings_after = admin_client_.get(reverse("mailadmin:server_settings")).content.decode()
+    settings_after = admin_client_.get(reverse("mailadmin:server_webmail")).content.decode()
     assert "The credentials file has been deleted." in settings_after
 
 
@@ -492,7 +492,7 @@ def test_install_button_starts_the_job_and_the_page_shows_it(
     assert response.status_code == 302
     job = ApplyJob.objects.get(kind=JobKind.SNAPPYMAIL_INSTALL)
     assert job.state == "done", job.log
-    page = admin_client_.get(reverse("mailadmin:server_settings")).content.decode()
+    page = admin_client_.get(reverse("mailadmin:server_webmail")).content.decode()
     assert f'id="job-{job.pk}"' in page
     assert "Re-install SnappyMail" in page
 
@@ -602,14 +602,15 @@ def test_customer_gets_404_on_snappymail_urls(
     assert ApplyJob.objects.filter(kind=JobKind.SNAPPYMAIL_INSTALL).count() == 1
 
 
-def test_customer_domain_page_has_the_webmail_link_once_installed(
+def test_customer_domain_clients_tab_has_the_webmail_link_once_installed(
     live_root, release_tarball, admin_user, alice, alice_client, django_capture_on_commit_callbacks
 ):
     domain = MailDomain.objects.create(name="alice.example", owner=alice)
-    before = alice_client.get(domain.get_absolute_url()).content.decode()
+    clients_tab = reverse("mailadmin:domain_clients", args=[domain.pk])
+    before = alice_client.get(clients_tab).content.decode()
     assert 'id="webmail"' not in before
     install(admin_user, django_capture_on_commit_callbacks)
-    html = alice_client.get(domain.get_absolute_url()).content.decode()
+    html = alice_client.get(clients_tab).content.decode()
     section = html[html.index('<section class="card" id="webmail">'):]
     section = section[: section.index("</section>")]
     assert 'href="https://webmail.alice.example/"' in section

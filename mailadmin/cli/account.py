@@ -66,7 +66,7 @@ def _password():
 def account_add(command, options):
     domain, local = account_service.split_address(options["address"])
     password = _password()
-    account = account_service.add_account(system_actor(), domain, local, password, options["quota"])
+    account = account_service.add_account(system_actor(), domain, local, password, options["quota"]).object
     command.stdout.write(f"added {account_service.address_of(account)}")
 
 
@@ -112,7 +112,7 @@ def account_list(command, options):
 
 def alias_add(command, options):
     domain, local = account_service.split_address(options["alias"])
-    alias = account_service.add_alias(system_actor(), domain, local, options["target"])
+    alias = account_service.add_alias(system_actor(), domain, local, options["target"]).object
     command.stdout.write(f"alias {alias.local_part}@{domain.name} → {alias.target}")
 
 
@@ -127,7 +127,7 @@ def forward_add(command, options):
     account = account_service.get_account(options["address"])
     forward = account_service.add_forward(
         system_actor(), account, options["target"], forward_only=True if options["no_local_copy"] else None
-    )
+    ).object
     note = " (no local copy)" if account.forward_only else ""
     command.stdout.write(f"{account_service.address_of(account)} forwards to {forward.target}{note}")
 

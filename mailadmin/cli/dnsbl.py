@@ -1,6 +1,6 @@
 from ..models import ServerSettings
 from ..services import server_mail
-from ..services.apply import dqs_zone
+from ..dnsbl import dqs_zone
 from .common import add_json_flag, system_actor
 
 

@@ -4,6 +4,7 @@ The password comes only from stdin (--password-stdin), never from argv.
 Validation is the panel's: the same RelayForm checks every value.
 """
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
 from ..checks.relay_test import check_relay
@@ -90,9 +91,13 @@ def relay_set(command, options):
     if not data["host"]:
         raise CommandError("relay set: give --host (or --preset)")
     form = RelayForm(data, stored=row)
-    if not form.is_valid():
+    if form.is_valid():
+        try:
+            row = relay_service.set_relay(system_actor(), domain, **form.service_values()).object
+        except ValidationError as exc:
+            form.add_error(None, exc)
+    if form.errors:
         raise CommandError(_form_errors(form))
-    row = relay_service.set_relay(system_actor(), domain, **form.service_values())
     command.stdout.write(
         f"relay for {relay_service.scope_name(domain)}: {row.host}:{row.port} "
         f"tls={row.tls} auth={row.auth}"
@@ -101,7 +106,7 @@ def relay_set(command, options):
 
 def relay_clear(command, options):
     domain = _scope(options)
-    if relay_service.clear_relay(system_actor(), domain):
+    if relay_service.clear_relay(system_actor(), domain).job is not None:
         command.stdout.write(f"relay for {relay_service.scope_name(domain)} removed")
     else:
         command.stdout.write(f"no relay for {relay_service.scope_name(domain)}")

@@ -25,6 +25,7 @@ from .. import passwords
 from ..models import MailAccount, MailAlias, MailDomain, MailForward, acts_as_admin
 from ..validation import normalize_address, normalize_domain, validate_local_part
 from . import audit, customers, jobs
+from .outcome import Change
 
 MAX_QUOTA_MB = 1024 * 1024  # 1 TiB: beyond any disk this panel runs on
 
@@ -258,15 +259,16 @@ def _drop_dangling_catchall(domain: MailDomain) -> bool:
     return True
 
 
-def _changed(actor, action: str, target: str, fields, domain: MailDomain) -> None:
+def _changed(actor, action: str, target: str, fields, domain: MailDomain):
+    """Audit the change and ask for an apply; returns the apply job."""
     audit.record(actor, action, target, fields)
-    jobs.request_apply(actor, domain=domain)
+    return jobs.request_apply(actor, domain=domain)
 
 
 # --- accounts ----------------------------------------------------------------
 
 
-def add_account(actor, domain: MailDomain, local_part: str, password: str, quota_mb=0) -> MailAccount:
+def add_account(actor, domain: MailDomain, local_part: str, password: str, quota_mb=0) -> Change[MailAccount]:
     errors = {}
     try:
         local = normalize_local_part(local_part)
@@ -303,13 +305,14 @@ def add_account(actor, domain: MailDomain, local_part: str, password: str, quota
                 domain=domain, local_part=local, password_hash=password_hash, quota_mb=quota
             )
             _check_no_loop(actor, domain, "local_part")  # a new account can end a catch-all chain
-            _changed(actor, "account.add", address_of(account), ["local_part", "password_hash", "quota_mb"], domain)
+            fields = ("local_part", "password_hash", "quota_mb")
+            job = _changed(actor, "account.add", address_of(account), fields, domain)
     except IntegrityError:
         raise ValidationError({"local_part": _("The account %(address)s already exists.") % {"address": f"{local}@{domain.unicode_name}"}})
-    return account
+    return Change(account, job, fields)
 
 
-def update_account(actor, account: MailAccount, password: str = "", quota_mb=None, forward_only=None) -> MailAccount:
+def update_account(actor, account: MailAccount, password: str = "", quota_mb=None, forward_only=None) -> Change[MailAccount]:
     """Blank password = keep the current one."""
     errors, changed = {}, []
     new_hash = None
@@ -338,22 +341,22 @@ def update_account(actor, account: MailAccount, password: str = "", quota_mb=Non
         account.forward_only = bool(forward_only)
         changed.append("forward_only")
     if not changed:
-        return account
+        return Change(account)
     with transaction.atomic():
         if "quota_mb" in changed:
             customers.check_mailbox_room(actor, account.domain.owner, quota, account=account)
         account.save(update_fields=[*changed, "updated_at"])
-        _changed(actor, "account.update", address_of(account), changed, account.domain)
-    return account
+        job = _changed(actor, "account.update", address_of(account), changed, account.domain)
+    return Change(account, job, tuple(changed))
 
 
-def set_password(actor, account: MailAccount, password: str) -> MailAccount:
+def set_password(actor, account: MailAccount, password: str) -> Change[MailAccount]:
     if not password:
         raise ValidationError({"password": _("Enter a password.")})
     return update_account(actor, account, password=password)
 
 
-def delete_account(actor, account: MailAccount) -> None:
+def delete_account(actor, account: MailAccount) -> Change[None]:
     """Also removes what only pointed at this mailbox in its domain (aliases
     to it, the catch-all if it was the target): left behind, they would bounce."""
     domain = account.domain
@@ -366,16 +369,17 @@ def delete_account(actor, account: MailAccount) -> None:
             if _drop_dangling_catchall(domain):
                 fields.append("catchall")
             _check_no_loop(actor, domain, "local_part")
-            _changed(actor, "account.delete", address, fields, domain)
+            job = _changed(actor, "account.delete", address, fields, domain)
     except ValidationError:
         domain.refresh_from_db(fields=["catchall"])
         raise
+    return Change(None, job, tuple(fields))
 
 
 # --- aliases -------------------------------------------------------------------
 
 
-def add_alias(actor, domain: MailDomain, local_part: str, target: str) -> MailAlias:
+def add_alias(actor, domain: MailDomain, local_part: str, target: str) -> Change[MailAlias]:
     errors = {}
     try:
         local = normalize_local_part(local_part)
@@ -407,13 +411,13 @@ def add_alias(actor, domain: MailDomain, local_part: str, target: str) -> MailAl
         with transaction.atomic():
             alias = MailAlias.objects.create(domain=domain, local_part=local, target=target_address)
             _check_no_loop(actor, domain, "target")
-            _changed(actor, "alias.add", f"{local}@{domain.name}", ["local_part", "target"], domain)
+            job = _changed(actor, "alias.add", f"{local}@{domain.name}", ["local_part", "target"], domain)
     except IntegrityError:
         raise ValidationError({"target": _("This alias exists already.")})
-    return alias
+    return Change(alias, job, ("local_part", "target"))
 
 
-def delete_alias(actor, alias: MailAlias) -> None:
+def delete_alias(actor, alias: MailAlias) -> Change[None]:
     domain = alias.domain
     address = f"{alias.local_part}@{domain.name}"
     fields = ["local_part", "target"]
@@ -422,7 +426,8 @@ def delete_alias(actor, alias: MailAlias) -> None:
         if _drop_dangling_catchall(domain):
             fields.append("catchall")
         _check_no_loop(actor, domain, "target")
-        _changed(actor, "alias.delete", address, fields, domain)
+        job = _changed(actor, "alias.delete", address, fields, domain)
+    return Change(None, job, tuple(fields))
 
 
 def find_alias(domain: MailDomain, local_part: str, target: str) -> MailAlias:
@@ -439,7 +444,7 @@ def find_alias(domain: MailDomain, local_part: str, target: str) -> MailAlias:
 # --- forwards --------------------------------------------------------------------
 
 
-def add_forward(actor, account: MailAccount, target: str, forward_only=None) -> MailForward:
+def add_forward(actor, account: MailAccount, target: str, forward_only=None) -> Change[MailForward]:
     """forward_only=True/False also sets "keep no local copy"; None leaves it."""
     target_address = normalize_target(target)
     domain = account.domain
@@ -459,17 +464,17 @@ def add_forward(actor, account: MailAccount, target: str, forward_only=None) -> 
                 account.save(update_fields=["forward_only", "updated_at"])
                 fields.append("forward_only")
             _check_no_loop(actor, domain, "target")
-            _changed(actor, "forward.add", address_of(account), fields, domain)
+            job = _changed(actor, "forward.add", address_of(account), fields, domain)
     except IntegrityError:
         account.refresh_from_db(fields=["forward_only"])
         raise ValidationError({"target": _("This forward exists already.")})
     except ValidationError:
         account.refresh_from_db(fields=["forward_only"])  # rolled back: so is the object
         raise
-    return forward
+    return Change(forward, job, tuple(fields))
 
 
-def delete_forward(actor, forward: MailForward) -> None:
+def delete_forward(actor, forward: MailForward) -> Change[None]:
     """Deleting the last forward of a forward-only account turns local
     delivery back on: otherwise its mail would go nowhere."""
     account = forward.account
@@ -480,7 +485,8 @@ def delete_forward(actor, forward: MailForward) -> None:
             account.forward_only = False
             account.save(update_fields=["forward_only", "updated_at"])
             fields.append("forward_only")
-        _changed(actor, "forward.delete", address_of(account), fields, account.domain)
+        job = _changed(actor, "forward.delete", address_of(account), fields, account.domain)
+    return Change(None, job, tuple(fields))
 
 
 def find_forward(account: MailAccount, target: str) -> MailForward:
@@ -494,11 +500,11 @@ def find_forward(account: MailAccount, target: str) -> MailForward:
 # --- catch-all -------------------------------------------------------------------
 
 
-def set_catchall(actor, domain: MailDomain, target: str) -> MailDomain:
+def set_catchall(actor, domain: MailDomain, target: str) -> Change[MailDomain]:
     """target "" clears the catch-all: unknown addresses are refused at RCPT."""
     target_address = normalize_target(target, "catchall") if (target or "").strip() else ""
     if target_address == domain.catchall:
-        return domain
+        return Change(domain)
     if target_address:
         if target_address.rsplit("@", 1)[1] == domain.name:
             local = target_address.rsplit("@", 1)[0]
@@ -513,14 +519,14 @@ def set_catchall(actor, domain: MailDomain, target: str) -> MailDomain:
             domain.save(update_fields=["catchall", "updated_at"])
             _check_no_loop(actor, domain, "catchall")
             action = "catchall.set" if target_address else "catchall.clear"
-            _changed(actor, action, domain.name, ["catchall"], domain)
+            job = _changed(actor, action, domain.name, ["catchall"], domain)
     except Exception:
         domain.catchall = previous  # the row was rolled back; so is the object
         raise
-    return domain
+    return Change(domain, job, ("catchall",))
 
 
-def clear_catchall(actor, domain: MailDomain) -> MailDomain:
+def clear_catchall(actor, domain: MailDomain) -> Change[MailDomain]:
     return set_catchall(actor, domain, "")
 
 

@@ -32,6 +32,7 @@ from ..models import (
     ServerSettings,
 )
 from mailconf.render import render_all
+from .. import dnsbl
 from . import jobs, send_limits
 
 logger = logging.getLogger(__name__)
@@ -40,38 +41,9 @@ logger = logging.getLogger(__name__)
 # /root/.snappymail is written once by the SnappyMail install and never by apply.
 RENDERED_PREFIXES = ("/etc/exim4/", "/etc/dovecot/", "/etc/nftables.d/", "/var/lib/snappymail/")
 
-SPAMHAUS_PUBLIC_ZEN = "zen.spamhaus.org"
-
-
 def layout_from_settings() -> snap.Layout:
     overrides = getattr(settings, "MAILPANEL_LAYOUT", {}) or {}
     return snap.Layout(root=settings.MAILPANEL_ROOT, **overrides)
-
-
-# Public Spamhaus zones that have a DQS twin: <key>.<name>.dq.spamhaus.net.
-SPAMHAUS_DQS_ZONES = ("zen", "sbl", "xbl", "pbl", "dbl", "zrd")
-
-
-def dqs_zone(zone: str, dqs_key: str) -> str:
-    """Pure: a public Spamhaus zone → the key's DQS zone (the public mirrors
-    refuse queries that come through big shared resolvers); others unchanged."""
-    name, _dot, rest = zone.partition(".")
-    if dqs_key and rest == "spamhaus.org" and name in SPAMHAUS_DQS_ZONES:
-        return f"{dqs_key.lower()}.{name}.dq.spamhaus.net"
-    return zone
-
-
-def dnsbl_zones(server: ServerSettings) -> tuple[str, ...]:
-    """The configured zones with the DQS key applied (see dqs_zone)."""
-    zones = []
-    for line in server.dnsbl_zones.splitlines():
-        zone = line.strip().lower().rstrip(".")
-        if not zone:
-            continue
-        zone = dqs_zone(zone, server.dqs_key)
-        if zone not in zones:
-            zones.append(zone)
-    return tuple(zones)
 
 
 def _relay_from_values(row: dict | None) -> snap.Relay | None:
@@ -187,7 +159,7 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
         ),
         domains=tuple(snapshot_domains),
         global_relay=_relay_from_values(global_relay),
-        dnsbl_zones=dnsbl_zones(server),
+        dnsbl_zones=dnsbl.queried_zones(server.dnsbl_zones, server.dqs_key),
         internal_lookup=server.internal_lookup,
         sieve_enabled=server.sieve_enabled,
         sieve_external=server.sieve_external,

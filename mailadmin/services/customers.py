@@ -18,6 +18,7 @@ from django.utils.translation import ngettext
 
 from ..models import MailAccount, MailDomain, ServerSettings, UserProfile, acts_as_admin
 from . import audit, jobs
+from .outcome import Change
 
 LIMIT_FIELDS = ("max_domains", "max_mailboxes", "max_quota_mb")
 
@@ -111,20 +112,21 @@ def set_limits(actor, user, **limits) -> UserProfile:
     return profile
 
 
-def set_suspended(actor, user, suspended: bool) -> UserProfile:
+def set_suspended(actor, user, suspended: bool) -> Change[UserProfile]:
     """All of the user's domains leave (or rejoin) the mail config; they cannot log in."""
     if suspended and user.pk == getattr(actor, "pk", None):
         raise ValidationError(_("You cannot suspend your own account."))
+    job = None
     with transaction.atomic():
         profile, _created = UserProfile.objects.select_for_update().get_or_create(user=user)
         if profile.suspended == suspended:
-            return profile
+            return Change(profile)
         profile.suspended = suspended
         profile.save(update_fields=["suspended", "updated_at"])
         audit.record(actor, "user.suspend" if suspended else "user.unsuspend", user.username, ["suspended"])
         if MailDomain.objects.filter(owner=user).exists():
-            jobs.request_apply(actor)  # several domains, and the send-only list: the whole server
-    return profile
+            job = jobs.request_apply(actor)  # several domains, and the send-only list: the whole server
+    return Change(profile, job, ("suspended",))
 
 
 def set_customers_add_domains(actor, allowed: bool) -> ServerSettings:

@@ -17,7 +17,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone, translation
 
-from .. import dkim
+from .. import dkim, dnsbl
 from ..checks import diagnostics as diag
 from ..checks import dns as dnscheck
 from ..checks import targets
@@ -265,14 +265,8 @@ def diag_fixes_port25() -> list[str]:
 def dnsbl_zone_pairs(server: ServerSettings) -> list[tuple[str, str]]:
     """(zone queried, zone shown): the DQS key is applied for the query and
     masked for anything a person or a log sees."""
-    from .apply import dnsbl_zones
-
-    key = (server.dqs_key or "").lower()
-    pairs = []
-    for zone in dnsbl_zones(server):
-        label = zone.replace(key, "<DQS key>") if key else zone
-        pairs.append((zone, label))
-    return pairs
+    zones = dnsbl.queried_zones(server.dnsbl_zones, server.dqs_key)
+    return [(zone, dnsbl.masked(zone, server.dqs_key)) for zone in zones]
 
 
 def blacklists(on_progress=None) -> list[dict]:

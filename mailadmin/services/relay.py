@@ -20,8 +20,8 @@ from mailconf import snapshot as snap
 from ..models import MailDomain, RelayAuth, RelaySettings, RelayTls, ServerSettings, acts_as_admin
 from mailconf.render.exim import relay_credentials_problem
 from ..secret_endpoint import Endpoint, retype_problem
-from ..validation import normalize_hostname, validate_config_value, validate_port
 from . import audit, dns_checks, jobs
+from .outcome import Change
 
 
 @dataclass(frozen=True)
@@ -115,22 +115,20 @@ def stored_endpoint(row: RelaySettings | None) -> Endpoint | None:
     return relay_endpoint(row) if row is not None and row.password else None
 
 
-def _clean(host, port, tls, username, password, auth) -> dict:
-    """The same rules as the form, for callers that skip it (CLI, scripts)."""
-    values = {
-        "host": normalize_hostname(host),
-        "port": validate_port(port),
-        "tls": tls,
-        "username": validate_config_value(username or "", _("The user name")),
-        "auth": auth,
-    }
-    if tls not in RelayTls.values:
-        raise ValidationError(_("Choose STARTTLS, implicit TLS or none."))
-    if auth not in RelayAuth.values:
-        raise ValidationError(_("Choose LOGIN or PLAIN."))
-    if password is not None:
-        validate_config_value(password, _("The password"))
-    return values
+def resolve_password(row: RelaySettings | None, values: dict) -> str:
+    """The password that goes with `values` (the typed ones): none without a
+    user name; the typed one; else the stored one, but only for the endpoint
+    it was stored for (secret_endpoint). ValidationError({"password": …})
+    when it must be typed."""
+    if not values.get("username"):
+        return ""
+    if values.get("password"):
+        return values["password"]
+    if row is None or not row.password:
+        raise ValidationError({"password": _("Enter the password for the relay user.")})
+    if problem := retype_problem(relay_endpoint(values), stored_endpoint(row)):
+        raise ValidationError({"password": problem})
+    return row.password
 
 
 def check_credentials(username: str, password: str, auth: str) -> None:
@@ -159,45 +157,46 @@ def set_relay(
     password: str | None = None,
     auth: str = RelayAuth.LOGIN,
     preset: str = "custom",
-) -> RelaySettings:
+) -> Change[RelaySettings]:
     """Create or change the relay of a domain (None = the global relay).
 
-    password=None keeps the stored password, but only for the endpoint it was
-    stored for (secret_endpoint); an empty user name makes the relay
-    unauthenticated and forgets the password."""
-    values = _clean(host, port, tls, username, password, auth)
-    if not acts_as_admin(actor):
-        _refuse_non_public_host(values["host"])
+    The values come parsed by RelayForm (the panel and the CLI bind it); this
+    decides what the form cannot: a customer's host must be public, a blank
+    password keeps the stored one only for the endpoint it was stored for
+    (secret_endpoint), an empty user name makes the relay unauthenticated and
+    forgets the password, and Exim must be able to send the credentials."""
+    values = {"host": host, "port": port, "tls": tls, "username": username or "", "auth": auth}
     row = (
         RelaySettings.objects.select_for_update().filter(domain=domain).first()
         if domain is not None
         else RelaySettings.objects.select_for_update().filter(domain__isnull=True).first()
     )
+    errors = {}  # every decision's error at once, as a form shows them
+    for decide in (
+        lambda: None if acts_as_admin(actor) else _refuse_non_public_host(values["host"]),
+        lambda: values.update(password=resolve_password(row, {**values, "password": password})),
+    ):
+        try:
+            decide()
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
+    if errors:
+        raise ValidationError(errors)
     created = row is None
     if created:
         row = RelaySettings(domain=domain)
-    if not values["username"]:
-        values["password"] = ""
-    elif password:
-        values["password"] = password
-    elif created or not row.password:
-        raise ValidationError({"password": _("Enter the password for the relay user.")})
-    elif problem := retype_problem(relay_endpoint(values), stored_endpoint(row)):
-        raise ValidationError({"password": problem})
-    else:
-        values["password"] = row.password
     values["preset"] = preset if preset in PRESETS else "custom"
     check_credentials(values["username"], values["password"], values["auth"])
 
     changed = [name for name, value in values.items() if created or getattr(row, name) != value]
     if not changed:
-        return row
+        return Change(row)
     for name, value in values.items():
         setattr(row, name, value)
     row.save()
     audit.record(actor, "relay.set", scope_name(domain), changed)
-    jobs.request_apply(actor, domain=domain)
-    return row
+    job = jobs.request_apply(actor, domain=domain)
+    return Change(row, job, tuple(changed))
 
 
 def _refuse_non_public_host(host: str) -> None:
@@ -214,16 +213,16 @@ def _refuse_non_public_host(host: str) -> None:
 
 
 @transaction.atomic
-def clear_relay(actor, domain: MailDomain | None) -> bool:
+def clear_relay(actor, domain: MailDomain | None) -> Change[None]:
     """Remove the relay; mail then falls back to the global relay (for a
-    domain) or direct delivery. Returns whether there was one."""
+    domain) or direct delivery. Nothing changed when there was none."""
     row = get_relay(domain)
     if row is None:
-        return False
+        return Change(None)
     row.delete()
-    audit.record(actor, "relay.clear", scope_name(domain), ["host", "port", "username", "password"])
-    jobs.request_apply(actor, domain=domain)
-    return True
+    fields = ("host", "port", "username", "password")
+    audit.record(actor, "relay.clear", scope_name(domain), list(fields))
+    return Change(None, jobs.request_apply(actor, domain=domain), fields)
 
 
 def relay_for_test(domain: MailDomain | None, values: dict | None = None) -> snap.Relay | None:
@@ -242,13 +241,8 @@ def relay_for_test(domain: MailDomain | None, values: dict | None = None) -> sna
             "password": None,
             "auth": row.auth,
         }
-    password = values.get("password") or ""
-    if not values.get("username"):
-        password = ""
-    elif not password and row is not None and row.password:
-        if problem := retype_problem(relay_endpoint(values), stored_endpoint(row)):
-            raise ValidationError({"password": problem})
-        password = row.password
+    password = resolve_password(row, values)
+    check_credentials(values.get("username") or "", password, values["auth"])
     return snap.Relay(
         host=values["host"],
         port=values["port"],

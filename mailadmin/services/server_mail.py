@@ -7,40 +7,14 @@ ever described as "set" (see dqs_status) — it reaches Exim's dnsbl.conf and
 nothing else.
 """
 
-import re
-
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.translation import gettext as _
 
+from ..dnsbl import configured_zones, normalize_dqs_key, normalize_zone
 from ..models import ServerSettings
-from ..validation import normalize_domain
 from . import audit, jobs
-
-# A Spamhaus DQS key: 26 letters and digits, one per customer account.
-_DQS_KEY = re.compile(r"^[A-Za-z0-9]{26}$")
-DQS_KEY_LENGTH = 26
-
-
-def normalize_dqs_key(value: str) -> str:
-    """The key as pasted → lower case. The error never repeats what was typed
-    (it may be a real key with one character missing)."""
-    key = (value or "").strip()
-    if not key:
-        raise ValidationError(_("Paste the DQS key from your Spamhaus account."))
-    if not _DQS_KEY.match(key):
-        if len(key) != DQS_KEY_LENGTH:
-            raise ValidationError(
-                _(
-                    "A Spamhaus DQS key is 26 letters and digits; what you entered has "
-                    "%(count)s characters."
-                )
-                % {"count": len(key)}
-            )
-        raise ValidationError(
-            _("A Spamhaus DQS key has only letters and digits (no spaces, dots or dashes).")
-        )
-    return key.lower()
+from .outcome import Change
 
 
 def dqs_status(server: ServerSettings) -> str:
@@ -50,52 +24,34 @@ def dqs_status(server: ServerSettings) -> str:
     return _("No DQS key: the public Spamhaus zones are used.")
 
 
-def _save(actor, server: ServerSettings, action: str, fields: list[str]) -> ServerSettings:
+def _save(actor, server: ServerSettings, action: str, fields: list[str]) -> Change[ServerSettings]:
     with transaction.atomic():
         server.save(update_fields=[*fields, "updated_at"])
         audit.record(actor, action, "server", fields)
-        jobs.request_apply(actor)
-    return server
+        job = jobs.request_apply(actor)
+    return Change(server, job, tuple(fields))
 
 
-def set_dqs_key(actor, key: str) -> ServerSettings:
+def set_dqs_key(actor, key: str) -> Change[ServerSettings]:
     clean = normalize_dqs_key(key)
     server = ServerSettings.load()
     server.dqs_key = clean
     return _save(actor, server, "server.dqs.set", ["dqs_key"])
 
 
-def clear_dqs_key(actor) -> ServerSettings:
+def clear_dqs_key(actor) -> Change[ServerSettings]:
     server = ServerSettings.load()
     server.dqs_key = ""
     return _save(actor, server, "server.dqs.clear", ["dqs_key"])
 
 
 def zone_list(server: ServerSettings) -> list[str]:
-    """The zones as the admin configured them (the public names; the DQS key is
-    applied only when rendering, in services.apply.dnsbl_zones)."""
-    zones = []
-    for line in server.dnsbl_zones.splitlines():
-        zone = line.strip().lower().rstrip(".")
-        if zone and zone not in zones:
-            zones.append(zone)
-    return zones
+    """The zones as the admin configured them (the DQS key is applied only
+    for the queries: mailadmin.dnsbl.queried_zones)."""
+    return configured_zones(server.dnsbl_zones)
 
 
-def normalize_zone(value: str) -> str:
-    zone = normalize_domain(value)
-    if zone.endswith(".dq.spamhaus.net") or zone == "dq.spamhaus.net":
-        # A DQS zone name carries the key: it would be shown in this list.
-        raise ValidationError(
-            _(
-                "Add the public Spamhaus zone (zen.spamhaus.org) and paste the DQS key "
-                "in its own field: a DQS zone name contains the key."
-            )
-        )
-    return zone
-
-
-def add_zone(actor, value: str) -> ServerSettings:
+def add_zone(actor, value: str) -> Change[ServerSettings]:
     zone = normalize_zone(value)
     server = ServerSettings.load()
     zones = zone_list(server)
@@ -105,7 +61,7 @@ def add_zone(actor, value: str) -> ServerSettings:
     return _save(actor, server, "server.dnsbl.add", ["dnsbl_zones"])
 
 
-def remove_zone(actor, value: str) -> ServerSettings:
+def remove_zone(actor, value: str) -> Change[ServerSettings]:
     zone = (value or "").strip().lower().rstrip(".")
     server = ServerSettings.load()
     zones = zone_list(server)
@@ -116,9 +72,9 @@ def remove_zone(actor, value: str) -> ServerSettings:
     return _save(actor, server, "server.dnsbl.remove", ["dnsbl_zones"])
 
 
-def set_internal_lookup(actor, enabled: bool) -> ServerSettings:
+def set_internal_lookup(actor, enabled: bool) -> Change[ServerSettings]:
     server = ServerSettings.load()
     if server.internal_lookup == enabled:
-        return server
+        return Change(server)
     server.internal_lookup = enabled
     return _save(actor, server, "server.internal_lookup", ["internal_lookup"])

@@ -6,10 +6,9 @@ form does a POST and a redirect (or re-renders the page with the errors);
 with htmx the same views return the section partial.
 """
 
-from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import HttpResponseBadRequest
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -28,26 +27,17 @@ from ..models import MailAccount, MailAlias, MailForward
 from ..services import accounts as account_service
 from ..services import jobs
 from .common import get_domain_for_user
+from .domain_page import DOMAIN_PAGE, client_settings
+from .shell import Section, done, respond
 
-SECTION = "mailadmin/accounts/_section.html"
-USAGE_PAGE = "mailadmin/accounts/usage.html"
+SECTION = "mailadmin/accounts/_section.html#accounts-section"
 EDIT_PAGE = "mailadmin/accounts/account_edit.html"
-
-
-def client_settings(domain) -> dict:
-    """What a mail client needs; the same for every account of the domain."""
-    server = f"mail.{domain.unicode_name}"
-    return {
-        "server": server,
-        "imap_port": 993,
-        "smtps_port": 465,
-        "submission_port": 587,
-        "webmail_url": f"https://webmail.{domain.unicode_name}/",
-    }
+USAGE_PAGE = "mailadmin/accounts/usage.html"
 
 
 def section_context(request, domain, **forms) -> dict:
-    """The "Accounts" section of the domain page (registered in sections.py)."""
+    """The Accounts tab: mailboxes, aliases, catch-all. `forms` replace the
+    blank forms with bound ones (errors shown)."""
     accounts = list(domain.accounts.prefetch_related("forwards").order_by("local_part"))
     aliases = list(domain.aliases.order_by("local_part", "target"))
     by_target: dict[str, list[MailAlias]] = {}
@@ -60,6 +50,7 @@ def section_context(request, domain, **forms) -> dict:
         account.alias_list = by_target.get(account.address, [])
         account.forward_list = _with_display(account.forwards.all())
     return {
+        "domain": domain,
         "accounts": accounts,
         "account_aliases": aliases,
         "account_add_form": forms.get("account_add_form") or AccountAddForm(),
@@ -67,8 +58,11 @@ def section_context(request, domain, **forms) -> dict:
         "catchall_form": forms.get("catchall_form")
         or CatchallForm(initial={"catchall": account_service.display_address(domain.catchall)}),
         "catchall_display": account_service.display_address(domain.catchall),
-        "client_settings": client_settings(domain),
     }
+
+
+ACCOUNTS_TAB = DOMAIN_PAGE.tab("accounts", SECTION, section_context)
+ACCOUNTS = DOMAIN_PAGE.section("accounts", "accounts", SECTION, section_context)
 
 
 def _with_display(forwards):
@@ -78,64 +72,11 @@ def _with_display(forwards):
     return forwards
 
 
-def _latest_job(request):
-    return jobs.latest_apply(request.user)
-
-
-def _section_response(request, domain, status=200, notice="", **forms):
-    """htmx: the section partial (+ the job area out of band); else the full
-    domain page (errors) — successes redirect before getting here."""
-    if request.htmx:
-        ctx = {
-            "domain": domain,
-            "accounts_notice": notice,
-            "job": _latest_job(request),
-            "job_oob": True,
-            **section_context(request, domain, **forms),
-        }
-        # htmx does not swap 4xx answers: errors come back as 200 with the form.
-        return render(request, SECTION + "#accounts-section", ctx)
-    from .domains import domain_context
-
-    ctx = domain_context(request, domain, **section_context(request, domain, **forms))
-    return render(request, "mailadmin/domain_detail.html", ctx, status=status)
-
-
-def _done(request, domain, message):
-    if request.htmx:
-        return _section_response(request, domain, notice=message)
-    messages.success(request, message)
-    return redirect(reverse("mailadmin:domain_detail", args=[domain.pk]) + "#accounts")
-
-
 def _get_account(domain, account_id) -> MailAccount:
     return get_object_or_404(MailAccount.objects.select_related("domain"), pk=account_id, domain=domain)
 
 
-# --- accounts ---------------------------------------------------------------
-
-
-@require_POST
-def account_add(request, domain_id):
-    domain = get_domain_for_user(request, domain_id)
-    form = AccountAddForm(request.POST)
-    if form.is_valid():
-        try:
-            account = account_service.add_account(
-                request.user,
-                domain,
-                form.cleaned_data["local_part"],
-                form.cleaned_data["password"],
-                quota_mb=form.cleaned_data["quota_mb"] or 0,
-            )
-        except ValidationError as exc:
-            form.add_error(None, exc)
-        else:
-            return _done(request, domain, _("Mail account %(address)s added.") % {"address": str(account)})
-    return _section_response(request, domain, status=400, account_add_form=form)
-
-
-def _edit_context(request, domain, account, **forms):
+def edit_context(request, domain, account, **forms) -> dict:
     account.forward_list = _with_display(account.forwards.all())
     account.alias_list = list(
         MailAlias.objects.filter(domain=domain, target=f"{account.local_part}@{domain.name}")
@@ -147,18 +88,46 @@ def _edit_context(request, domain, account, **forms):
         or AccountEditForm(initial={"quota_mb": account.quota_mb, "forward_only": account.forward_only}),
         "forward_form": forms.get("forward_form") or ForwardForm(initial={"forward_only": account.forward_only}),
         "client_settings": client_settings(domain),
-        "job": _latest_job(request),
-        "notice": forms.get("notice", ""),
     }
 
 
-def _edit_response(request, domain, account, partial="account-edit", status=200, **forms):
-    account.refresh_from_db()
-    ctx = _edit_context(request, domain, account, **forms)
-    if request.htmx:
-        ctx["job_oob"] = True
-        return render(request, f"{EDIT_PAGE}#{partial}", ctx)
-    return render(request, EDIT_PAGE, ctx, status=status)
+ACCOUNT_EDIT = Section(
+    name="account-edit",
+    partial=EDIT_PAGE + "#account-edit",
+    page=EDIT_PAGE,
+    context=edit_context,
+    url=lambda domain, account: reverse("mailadmin:account_edit", args=[domain.pk, account.pk]),
+    page_context=lambda request, domain, account: {"job": jobs.latest_apply(request.user)},
+)
+
+
+@require_GET
+def domain_accounts(request, domain_id):
+    return respond(request, ACCOUNTS_TAB, get_domain_for_user(request, domain_id))
+
+
+# --- accounts ---------------------------------------------------------------
+
+
+@require_POST
+def account_add(request, domain_id):
+    domain = get_domain_for_user(request, domain_id)
+    form = AccountAddForm(request.POST)
+    if form.is_valid():
+        try:
+            change = account_service.add_account(
+                request.user,
+                domain,
+                form.cleaned_data["local_part"],
+                form.cleaned_data["password"],
+                quota_mb=form.cleaned_data["quota_mb"] or 0,
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            notice = _("Mail account %(address)s added.") % {"address": str(change.object)}
+            return done(request, ACCOUNTS, domain, notice=notice, job=change.job)
+    return respond(request, ACCOUNTS, domain, status=400, account_add_form=form)
 
 
 @require_http_methods(["GET", "POST"])
@@ -166,11 +135,11 @@ def account_edit(request, domain_id, account_id):
     domain = get_domain_for_user(request, domain_id)
     account = _get_account(domain, account_id)
     if request.method == "GET":
-        return render(request, EDIT_PAGE, _edit_context(request, domain, account))
+        return respond(request, ACCOUNT_EDIT, domain, account)
     form = AccountEditForm(request.POST)
     if form.is_valid():
         try:
-            account_service.update_account(
+            change = account_service.update_account(
                 request.user,
                 account,
                 password=form.cleaned_data["password"],
@@ -179,13 +148,11 @@ def account_edit(request, domain_id, account_id):
             )
         except ValidationError as exc:
             form.add_error(None, exc)
+            account.refresh_from_db()
         else:
-            message = _("Mail account %(address)s saved.") % {"address": str(account)}
-            if request.htmx:
-                return _edit_response(request, domain, account, notice=message)
-            messages.success(request, message)
-            return redirect("mailadmin:account_edit", domain.pk, account.pk)
-    return _edit_response(request, domain, account, status=400, edit_form=form)
+            notice = _("Mail account %(address)s saved.") % {"address": str(account)}
+            return done(request, ACCOUNT_EDIT, domain, account, notice=notice, job=change.job)
+    return respond(request, ACCOUNT_EDIT, domain, account, status=400, edit_form=form)
 
 
 @require_http_methods(["GET", "POST"])
@@ -195,8 +162,10 @@ def account_delete(request, domain_id, account_id):
     if request.method == "GET":
         return render(request, "mailadmin/accounts/account_delete.html", {"domain": domain, "account": account})
     name = str(account)
-    account_service.delete_account(request.user, account)
-    return _done(request, domain, _("Mail account %(address)s deleted.") % {"address": name})
+    change = account_service.delete_account(request.user, account)
+    domain.refresh_from_db(fields=["catchall"])  # the catch-all goes with its mailbox
+    notice = _("Mail account %(address)s deleted.") % {"address": name}
+    return done(request, ACCOUNTS, domain, notice=notice, job=change.job)
 
 
 @require_POST
@@ -227,18 +196,15 @@ def forward_add(request, domain_id, account_id):
     form = ForwardForm(request.POST)
     if form.is_valid():
         try:
-            account_service.add_forward(
+            change = account_service.add_forward(
                 request.user, account, form.cleaned_data["target"], forward_only=form.cleaned_data["forward_only"]
             )
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            message = _("Forward to %(target)s added.") % {"target": form.cleaned_data["target"].strip()}
-            if request.htmx:
-                return _edit_response(request, domain, account, notice=message)
-            messages.success(request, message)
-            return redirect("mailadmin:account_edit", domain.pk, account.pk)
-    return _edit_response(request, domain, account, status=400, forward_form=form)
+            notice = _("Forward to %(target)s added.") % {"target": change.object.target}
+            return done(request, ACCOUNT_EDIT, domain, account, notice=notice, job=change.job)
+    return respond(request, ACCOUNT_EDIT, domain, account, status=400, forward_form=form)
 
 
 @require_POST
@@ -247,12 +213,9 @@ def forward_delete(request, domain_id, account_id, forward_id):
     account = _get_account(domain, account_id)
     forward = get_object_or_404(MailForward, pk=forward_id, account=account)
     target = forward.target
-    account_service.delete_forward(request.user, forward)
-    message = _("Forward to %(target)s removed.") % {"target": target}
-    if request.htmx:
-        return _edit_response(request, domain, account, notice=message)
-    messages.success(request, message)
-    return redirect("mailadmin:account_edit", domain.pk, account.pk)
+    change = account_service.delete_forward(request.user, forward)
+    notice = _("Forward to %(target)s removed.") % {"target": target}
+    return done(request, ACCOUNT_EDIT, domain, account, notice=notice, job=change.job)
 
 
 # --- aliases and catch-all ---------------------------------------------------------
@@ -264,22 +227,18 @@ def alias_add(request, domain_id):
     form = AliasForm(request.POST)
     if form.is_valid():
         try:
-            alias = account_service.add_alias(
+            change = account_service.add_alias(
                 request.user, domain, form.cleaned_data["local_part"], form.cleaned_data["target"]
             )
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            return _done(
-                request,
-                domain,
-                _("Alias %(alias)s → %(target)s added.")
-                % {
-                    "alias": f"{alias.local_part}@{domain.unicode_name}",
-                    "target": account_service.display_address(alias.target),
-                },
-            )
-    return _section_response(request, domain, status=400, alias_form=form)
+            notice = _("Alias %(alias)s → %(target)s added.") % {
+                "alias": f"{change.object.local_part}@{domain.unicode_name}",
+                "target": account_service.display_address(change.object.target),
+            }
+            return done(request, ACCOUNTS, domain, notice=notice, job=change.job)
+    return respond(request, ACCOUNTS, domain, status=400, alias_form=form)
 
 
 @require_POST
@@ -288,13 +247,11 @@ def alias_delete(request, domain_id, alias_id):
     alias = get_object_or_404(MailAlias, pk=alias_id, domain=domain)
     name = f"{alias.local_part}@{domain.unicode_name}"
     try:
-        account_service.delete_alias(request.user, alias)
+        change = account_service.delete_alias(request.user, alias)
     except ValidationError as exc:
-        if request.htmx:
-            return _section_response(request, domain, notice=" ".join(exc.messages))
-        messages.error(request, " ".join(exc.messages))
-        return redirect(reverse("mailadmin:domain_detail", args=[domain.pk]) + "#accounts")
-    return _done(request, domain, _("Alias %(alias)s removed.") % {"alias": name})
+        return done(request, ACCOUNTS, domain, error=" ".join(exc.messages))
+    domain.refresh_from_db(fields=["catchall"])
+    return done(request, ACCOUNTS, domain, notice=_("Alias %(alias)s removed.") % {"alias": name}, job=change.job)
 
 
 @require_POST
@@ -304,35 +261,29 @@ def catchall_set(request, domain_id):
     if form.is_valid():
         target = "" if request.POST.get("action") == "clear" else form.cleaned_data["catchall"]
         try:
-            account_service.set_catchall(request.user, domain, target)
+            change = account_service.set_catchall(request.user, domain, target)
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
             if domain.catchall:
-                message = _("Mail to unknown addresses now goes to %(target)s.") % {
+                notice = _("Mail to unknown addresses now goes to %(target)s.") % {
                     "target": account_service.display_address(domain.catchall)
                 }
             else:
-                message = _("The catch-all is off: mail to unknown addresses is refused.")
-            return _done(request, domain, message)
-    return _section_response(request, domain, status=400, catchall_form=form)
+                notice = _("The catch-all is off: mail to unknown addresses is refused.")
+            return done(request, ACCOUNTS, domain, notice=notice, job=change.job)
+    return respond(request, ACCOUNTS, domain, status=400, catchall_form=form)
 
 
-@require_GET
-def account_usage(request, domain_id):
-    """Mailbox usage, loaded after the domain page (htmx, on load) because it
-    costs a helper call; without JavaScript a link opens it as a page."""
-    domain = get_domain_for_user(request, domain_id)
+def usage_context(request, domain) -> dict:
+    """Each mailbox's size and message count, as Dovecot counts them (a
+    helper call): None when the helper cannot tell."""
     usage = mailbox_usage(domain.name)
     rows = []
     for account in domain.accounts.order_by("local_part"):
         used = None if usage is None else usage.get(account.local_part)
         used_mb = None if used is None else used["bytes"] / (1024 * 1024)
-        percent = (
-            round(100 * used_mb / account.quota_mb)
-            if used_mb is not None and account.quota_mb
-            else None
-        )
+        percent = round(100 * used_mb / account.quota_mb) if used_mb is not None and account.quota_mb else None
         rows.append(
             {
                 "address": f"{account.local_part}@{domain.unicode_name}",
@@ -342,5 +293,20 @@ def account_usage(request, domain_id):
                 "percent": percent,
             }
         )
-    template = USAGE_PAGE + ("#mailbox-usage" if request.htmx else "")
-    return render(request, template, {"domain": domain, "usage_rows": rows, "usage_known": usage is not None})
+    return {"domain": domain, "usage_rows": rows, "usage_known": usage is not None}
+
+
+USAGE = Section(
+    name="mailbox-usage",
+    partial=USAGE_PAGE + "#mailbox-usage",
+    page=USAGE_PAGE,
+    context=usage_context,
+    url=lambda domain: reverse("mailadmin:account_usage", args=[domain.pk]),
+)
+
+
+@require_GET
+def account_usage(request, domain_id):
+    """Mailbox usage, loaded after the Accounts tab (htmx, on load) because it
+    costs a helper call; without JavaScript a link opens it as a page."""
+    return respond(request, USAGE, get_domain_for_user(request, domain_id))

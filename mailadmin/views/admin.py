@@ -1,25 +1,27 @@
-"""Admin-only pages: users and the server identity."""
+"""Admin-only pages: users, and the server settings page's Server tab (the
+server identity, whether customers may add domains, internal lookup, the DKIM
+key policy)."""
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db.models import Count
+from django.db.models import Count, Sum
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-
-from django.db.models import Sum
-from django.urls import reverse
 
 from ..forms import ServerIdentityForm, UserAddForm, UserLimitsForm
 from ..models import MailAccount, MailDomain, ServerSettings, UserProfile
 from ..services import audit, customers, jobs
 from ..services.users import add_user, set_active
 from .common import require_admin
-from .sections import settings_sections_context
+from .dkim import policy_section
+from .server_mail import internal_lookup_context
+from .settings_page import SETTINGS_PAGE
+from .shell import Section, done, respond
 
 USER_PAGE = "mailadmin/users/detail.html"
-CUSTOMER_DOMAINS = "mailadmin/users/customer_domains.html"
 
 
 def user_rows():
@@ -76,36 +78,64 @@ def user_active(request, user_id):
     return redirect("mailadmin:user_list")
 
 
+# --- the server settings page's Server tab -------------------------------------
+
+
+def identity_context(request, form=None) -> dict:
+    return {"form": form or ServerIdentityForm(instance=ServerSettings.load())}
+
+
+def customer_domains_context(request) -> dict:
+    return {"customers_add_domains": ServerSettings.load_public().customers_add_domains}
+
+
+SERVER_TAB = SETTINGS_PAGE.tab(
+    "server",
+    "mailadmin/server_tab.html",
+    identity_context,
+    customer_domains_context,
+    internal_lookup_context,
+    policy_section,
+)
+IDENTITY = SETTINGS_PAGE.section("server", "server-identity", "mailadmin/server_tab.html#server-identity", identity_context)
+CUSTOMER_DOMAINS = SETTINGS_PAGE.section(
+    "server", "customer-domains", "mailadmin/users/customer_domains.html#customer-domains", customer_domains_context
+)
+
+
 @require_http_methods(["GET", "POST"])
 def server_settings(request):
     require_admin(request)
-    server = ServerSettings.load()
-    form = ServerIdentityForm(request.POST or None, instance=server)
-    if request.method == "POST":
-        if form.is_valid():
-            form.save()
-            audit.record(request.user, "server.identity", "server", form.changed_data)
-            jobs.request_apply(request.user)
-            messages.success(request, _("Server identity saved."))
-            return redirect("mailadmin:server_settings")
-        return render(
-            request,
-            "mailadmin/server_settings.html",
-            {"form": form, **settings_sections_context(request)},
-            status=400,
-        )
-    return render(
-        request, "mailadmin/server_settings.html", {"form": form, **settings_sections_context(request)}
-    )
+    if request.method == "GET":
+        return respond(request, SERVER_TAB)
+    form = ServerIdentityForm(request.POST, instance=ServerSettings.load())
+    if not form.is_valid():
+        return respond(request, IDENTITY, status=400, form=form)
+    form.save()
+    audit.record(request.user, "server.identity", "server", form.changed_data)
+    job = jobs.request_apply(request.user)
+    return done(request, IDENTITY, notice=_("Server identity saved."), job=job)
+
+
+@require_POST
+def customer_domains_save(request):
+    require_admin(request)
+    allowed = request.POST.get("customers_add_domains") == "on"
+    customers.set_customers_add_domains(request.user, allowed)
+    if allowed:
+        notice = _("Customers can add mail domains; each stays pending until its DNS proves it is theirs.")
+    else:
+        notice = _("Only administrators can add mail domains now.")
+    return done(request, CUSTOMER_DOMAINS, notice=notice)
 
 
 # --- one user: limits and suspension ------------------------------------------
 
 
-def user_context(user, **extra) -> dict:
+def user_context(request, user, limits_form=None) -> dict:
     profile = UserProfile.for_user(user)
     accounts = MailAccount.objects.filter(domain__owner=user)
-    ctx = {
+    return {
         "subject": user,
         "profile": profile,
         "usage": {
@@ -113,34 +143,40 @@ def user_context(user, **extra) -> dict:
             "mailboxes": accounts.count(),
             "quota_mb": accounts.aggregate(total=Sum("quota_mb"))["total"] or 0,
         },
-        "limits_form": UserLimitsForm(initial={f: getattr(profile, f) for f in customers.LIMIT_FIELDS}),
+        "limits_form": limits_form
+        or UserLimitsForm(initial={f: getattr(profile, f) for f in customers.LIMIT_FIELDS}),
     }
-    ctx.update(extra)
-    return ctx
 
 
-def _user_response(request, user, partial, notice="", status=200, **extra):
-    """htmx: the section; else redirect after a change, the page with errors otherwise."""
-    if request.htmx:
-        return render(request, f"{USER_PAGE}#{partial}", user_context(user, notice=notice, **extra))
-    if status == 200:
-        if notice:
-            messages.success(request, notice)
-        return redirect(reverse("mailadmin:user_detail", args=[user.pk]) + f"#{partial}")
-    return render(request, USER_PAGE, user_context(user, **extra), status=status)
+def _user_section(name):
+    return Section(
+        name=name,
+        partial=f"{USER_PAGE}#{name}",
+        page=USER_PAGE,
+        context=user_context,
+        url=lambda user: reverse("mailadmin:user_detail", args=[user.pk]),
+        page_context=lambda request, user: {"job": jobs.latest_apply(request.user)},
+    )
+
+
+USER_PAGE_SECTION = _user_section("user")
+LIMITS = _user_section("limits")
+SUSPENSION = _user_section("suspension")
+
+
+def _get_user(request, user_id):
+    require_admin(request)
+    return get_object_or_404(get_user_model(), pk=user_id)
 
 
 @require_GET
 def user_detail(request, user_id):
-    require_admin(request)
-    user = get_object_or_404(get_user_model(), pk=user_id)
-    return render(request, USER_PAGE, user_context(user))
+    return respond(request, USER_PAGE_SECTION, _get_user(request, user_id))
 
 
 @require_POST
 def user_limits(request, user_id):
-    require_admin(request)
-    user = get_object_or_404(get_user_model(), pk=user_id)
+    user = _get_user(request, user_id)
     form = UserLimitsForm(request.POST)
     if form.is_valid():
         try:
@@ -148,49 +184,20 @@ def user_limits(request, user_id):
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            return _user_response(request, user, "limits", _("Limits saved."))
-    return _user_response(request, user, "limits", status=400, limits_form=form)
+            return done(request, LIMITS, user, notice=_("Limits saved."))
+    return respond(request, LIMITS, user, status=400, limits_form=form)
 
 
 @require_POST
 def user_suspend(request, user_id):
-    require_admin(request)
-    user = get_object_or_404(get_user_model(), pk=user_id)
+    user = _get_user(request, user_id)
     suspend = request.POST.get("suspended") == "1"
     try:
-        customers.set_suspended(request.user, user, suspend)
+        change = customers.set_suspended(request.user, user, suspend)
     except ValidationError as exc:
-        if request.htmx:
-            return _user_response(request, user, "suspension", " ".join(exc.messages))
-        messages.error(request, " ".join(exc.messages))
-        return redirect("mailadmin:user_detail", user.pk)
+        return done(request, SUSPENSION, user, error=" ".join(exc.messages))
     if suspend:
         notice = _("%(name)s is suspended: their mail domains are off and they cannot log in.")
     else:
         notice = _("%(name)s is no longer suspended: their domains work again, except those suspended on their own.")
-    return _user_response(request, user, "suspension", notice % {"name": user.username})
-
-
-# --- may customers add domains? (a server settings section) --------------------
-
-
-def customer_domains_section(request, server=None) -> dict:
-    """Registered in sections.SETTINGS_SECTIONS."""
-    server = server or ServerSettings.load_public()
-    return {"customers_add_domains": server.customers_add_domains}
-
-
-@require_POST
-def customer_domains_save(request):
-    require_admin(request)
-    allowed = request.POST.get("customers_add_domains") == "on"
-    server = customers.set_customers_add_domains(request.user, allowed)
-    if allowed:
-        notice = _("Customers can add mail domains; each stays pending until its DNS proves it is theirs.")
-    else:
-        notice = _("Only administrators can add mail domains now.")
-    if request.htmx:
-        ctx = {**customer_domains_section(request, server), "notice": notice}
-        return render(request, f"{CUSTOMER_DOMAINS}#customer-domains", ctx)
-    messages.success(request, notice)
-    return redirect(reverse("mailadmin:server_settings") + "#customer-domains")
+    return done(request, SUSPENSION, user, notice=notice % {"name": user.username}, job=change.job)

@@ -44,7 +44,7 @@ def _context(request, job=None, selected=None) -> dict:
         "selected_domain": selected,
         "diag_job": job,
         "latest_server_job": latest_server,
-        "relay_url": reverse("mailadmin:server_settings") + "#relay-section",
+        "relay_url": reverse("mailadmin:global_relay") + "#relay-section",
     }
 
 

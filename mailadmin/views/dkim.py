@@ -1,36 +1,41 @@
-"""The domain page's DKIM section: the signing key, its age, and the guided
-rotation (services.dkim_rotation). One URL, the button's name says the step;
-htmx swaps the section, a plain POST redirects back to the page."""
+"""The DKIM key section of the domain page's DNS tab: the signing key, its
+age, and the guided rotation (services.dkim_rotation); and the admin's key
+policy on the server settings page's Server tab. One URL, the button's name
+says the step; htmx swaps the section, a plain POST redirects back to the tab."""
 
-from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from ..forms import ServerIdentityForm
 from ..forms_dkim import DkimPolicyForm, DkimRotateForm
 from ..models import ServerSettings
 from ..services import dkim_rotation
 from .common import get_domain_for_user, require_admin
-from .sections import settings_sections_context
+from .domain_page import DOMAIN_PAGE
+from .settings_page import SETTINGS_PAGE
+from .shell import done, respond
 
-SECTION = "mailadmin/dkim/section.html"
-POLICY = "mailadmin/dkim/policy.html"
 
-
-def dkim_section(request, domain, status=None, **extra) -> dict:
-    """Registered in sections.DOMAIN_SECTIONS."""
-    status = status or dkim_rotation.status(domain)
+def dkim_section(request, domain, form=None, verdict=None) -> dict:
+    """The DKIM key as it stands, for the DNS tab."""
+    status = dkim_rotation.status(domain)
     return {
+        "domain": domain,
         "dkim": status,
         "dkim_records": {record.purpose: record for record in status.records},
-        "dkim_form": extra.get("form") or DkimRotateForm(),
-        "dkim_verdict": extra.get("verdict"),
-        "dkim_notice": extra.get("notice", ""),
-        "dkim_error": extra.get("error", ""),
+        "dkim_form": form or DkimRotateForm(),
+        "dkim_verdict": verdict,
     }
+
+
+def policy_section(request, form=None) -> dict:
+    server = ServerSettings.load_public()
+    initial = {"dkim_grace_days": server.dkim_grace_days, "dkim_max_age_months": server.dkim_max_age_months}
+    return {"dkim_policy_form": form or DkimPolicyForm(initial=initial)}
+
+
+DKIM = DOMAIN_PAGE.section("dns", "dkim", "mailadmin/dkim/section.html#dkim", dkim_section)
+DKIM_POLICY = SETTINGS_PAGE.section("server", "dkim-policy", "mailadmin/dkim/policy.html#dkim-policy", policy_section)
 
 
 @require_POST
@@ -67,31 +72,13 @@ def domain_dkim(request, domain_id):
         if form is not None and hasattr(exc, "error_dict"):
             form.add_error(None, exc)
         error = " ".join(exc.messages)
-    if request.htmx:
-        ctx = {"domain": domain, **dkim_section(request, domain, form=form, verdict=verdict, notice=notice, error=error)}
-        return render(request, SECTION + "#dkim", ctx)
-    if error:
-        messages.error(request, error)
-    elif notice:
-        messages.success(request, notice)
-    return redirect(domain.get_absolute_url() + "#dkim")
-
-
-# --- the admin's policy (server settings page) ---------------------------------------
-
-
-def policy_section(request, form=None) -> dict:
-    """Registered in sections.SETTINGS_SECTIONS."""
-    server = ServerSettings.load_public()
-    initial = {"dkim_grace_days": server.dkim_grace_days, "dkim_max_age_months": server.dkim_max_age_months}
-    return {"dkim_policy_form": form or DkimPolicyForm(initial=initial)}
+    return done(request, DKIM, domain, notice=notice, error=error, form=form, verdict=verdict)
 
 
 @require_POST
 def dkim_policy_save(request):
     require_admin(request)
     form = DkimPolicyForm(request.POST)
-    notice = ""
     if form.is_valid():
         try:
             dkim_rotation.set_policy(
@@ -100,16 +87,5 @@ def dkim_policy_save(request):
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            notice = _("Saved.")
-    ok = not form.errors
-    if request.htmx:
-        return render(request, POLICY + "#dkim-policy", {**policy_section(request, form if not ok else None), "notice": notice})
-    if ok:
-        messages.success(request, notice)
-        return redirect(reverse("mailadmin:server_settings") + "#dkim-policy")
-    ctx = {
-        "form": ServerIdentityForm(instance=ServerSettings.load()),
-        **settings_sections_context(request),
-        **policy_section(request, form),
-    }
-    return render(request, "mailadmin/server_settings.html", ctx, status=400)
+            return done(request, DKIM_POLICY, notice=_("Saved."))
+    return respond(request, DKIM_POLICY, status=400, form=form)

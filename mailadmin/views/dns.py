@@ -1,21 +1,23 @@
-"""A domain's DNS records: the list (SPEC §1.3), "Check now" (§1.4) and the
-BIND download. Every URL takes the domain through get_domain_for_user (404
-for outsiders)."""
+"""A domain's DNS tab: the records it needs (SPEC §1.3), "Check now" (§1.4),
+the BIND download, and the DKIM key (views.dkim). Every URL takes the domain
+through get_domain_for_user (404 for outsiders)."""
 
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_POST
 
 from ..models import ApplyJob, JobKind, ServerSettings
 from ..services import dns_checks, user_checks
 from ..zonefile import render_zone
 from .common import get_domain_for_user
+from .dkim import dkim_section
+from .domain_page import DOMAIN_PAGE
+from .shell import respond
 
-PAGE = "mailadmin/dns/records.html"
 DNS_CHECK_TASK = "mailadmin.tasks_dns.dns_check"
 
 
-def dns_context(request, domain, result=None, job=None, error="") -> dict:
+def dns_context(request, domain, result=None, check_job=None) -> dict:
     identity = dns_checks.server_identity(ServerSettings.load_public())
     records = dns_checks.domain_records(domain, identity)
     if result is None:
@@ -30,20 +32,17 @@ def dns_context(request, domain, result=None, job=None, error="") -> dict:
         "dns_result": result,
         "dns_server_incomplete": not (identity.ipv4 or identity.ipv6),
         "dns_cloudflare": any(row["verdict"] and row["verdict"].get("cloudflare") for row in rows),
-        "dns_job": job,
-        "dns_error": error,
+        "dns_job": check_job,
     }
 
 
-def domain_section(request, domain) -> dict:
-    """Registered in sections.DOMAIN_SECTIONS."""
-    return dns_context(request, domain)
+DNS_TAB = DOMAIN_PAGE.tab("dns", "mailadmin/domain/dns.html", dns_context, dkim_section)
+DNS_RECORDS = DOMAIN_PAGE.section("dns", "dns-records", "mailadmin/dns/section.html#dns-records", dns_context)
 
 
 @require_GET
 def domain_dns(request, domain_id):
-    domain = get_domain_for_user(request, domain_id)
-    return render(request, PAGE, dns_context(request, domain))
+    return respond(request, DNS_TAB, get_domain_for_user(request, domain_id))
 
 
 @require_POST
@@ -55,12 +54,9 @@ def domain_dns_check(request, domain_id):
             request.user, JobKind.DNS_CHECK, domain, DNS_CHECK_TASK, domain_ids=[domain.pk]
         )
     except user_checks.TooManyChecks as exc:
-        ctx = dns_context(request, domain, error=str(exc))
-        if request.htmx:  # htmx swaps only 2xx answers
-            return render(request, PAGE + "#dns-records", ctx)
-        return render(request, PAGE, ctx, status=429)
+        return respond(request, DNS_RECORDS, domain, status=429, error=str(exc))
     if request.htmx:
-        return render(request, PAGE + "#dns-records", dns_context(request, domain, job=job))
+        return respond(request, DNS_RECORDS, domain, check_job=job)
     return redirect("mailadmin:domain_dns_check_status", domain.pk, job.pk)
 
 
@@ -72,8 +68,7 @@ def domain_dns_check_status(request, domain_id, job_id):
     job = get_object_or_404(
         ApplyJob, pk=job_id, kind=JobKind.DNS_CHECK, domain=domain, requested_by=request.user
     )
-    template = PAGE + "#dns-records" if request.htmx else PAGE
-    return render(request, template, dns_context(request, domain, job=job))
+    return respond(request, DNS_RECORDS, domain, check_job=job)
 
 
 @require_GET

@@ -1,19 +1,18 @@
-"""A pending domain's "Verify" button: looks the ownership TXT record up now
-(htmx swaps the section; without JavaScript a POST and a redirect). Admins can
-also approve a domain without the record."""
+"""A pending domain's "Verify" button on the Overview tab: looks the ownership
+TXT record up now (htmx swaps the section; without JavaScript a POST and a
+redirect). Admins can also approve a domain without the record."""
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from ..dnsrecords import ownership_record
 from ..services import ownership
 from .common import get_domain_for_user
-
-SECTION = "mailadmin/ownership/section.html"
+from .domain_page import OWNERSHIP
+from .shell import done
 
 
 @require_POST
@@ -26,23 +25,14 @@ def domain_verify(request, domain_id):
     except ValidationError as exc:
         outcome = ownership.VerifyOutcome(domain, False, problem=" ".join(exc.messages))
     if outcome.verified:
-        # The whole page changes (records, sections, the apply job): load it again.
+        # The whole page changes (badges, records, the apply job): load it again.
         messages.success(
             request, _("%(name)s is verified. The mail server is being updated.") % {"name": domain.unicode_name}
         )
         if request.htmx:
             return HttpResponseClientRedirect(domain.get_absolute_url())
         return redirect(domain)
-    notice = _("%(name)s is not verified yet.") % {"name": domain.unicode_name}
+    problem = _("%(name)s is not verified yet.") % {"name": domain.unicode_name}
     if outcome.problem:
-        notice += " " + outcome.problem
-    if request.htmx:
-        ctx = {
-            "domain": domain,
-            "ownership_record": ownership_record(domain.name, domain.verify_token),
-            "ownership_verdict": outcome.verdict,
-            "ownership_notice": notice,
-        }
-        return render(request, SECTION + "#ownership", ctx)
-    messages.error(request, notice)
-    return redirect(domain.get_absolute_url() + "#ownership")
+        problem += " " + outcome.problem
+    return done(request, OWNERSHIP, domain, error=problem, verdict=outcome.verdict)

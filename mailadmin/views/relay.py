@@ -1,63 +1,60 @@
-"""SMTP relay sections: a domain's own relay (domain page, owner and admin)
-and the global relay (server settings page, admin only).
+"""SMTP relays: a domain's own (the domain page's Relay tab, owner and admin)
+and the global one (the server settings page's Global relay tab, admin only).
 
-htmx requests get the section partial back; plain POSTs redirect after a
-change, or render the whole page when there is something to show (form
-errors, a test transcript). Every domain URL goes through get_domain_for_user.
+Each tab's URL shows the tab (GET) and saves the relay (POST). Every domain
+URL goes through get_domain_for_user.
 """
 
-from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from ..forms import ServerIdentityForm
 from ..forms_relay import RelayForm
-from ..models import ApplyJob, JobKind, ServerSettings
+from ..models import ApplyJob, JobKind
 from ..services import relay as relay_service
-from ..services import jobs, relay_test
+from ..services import relay_test
 from ..services.user_checks import TooManyChecks
 from .common import get_domain_for_user, require_admin
-from .sections import settings_sections_context
+from .domain_page import DOMAIN_PAGE
+from .settings_page import SETTINGS_PAGE
+from .shell import done, respond
 
-SECTION = "mailadmin/relay/section.html"
+SECTION = "mailadmin/relay/section.html#relay-section"
 
 
 def _urls(domain) -> dict:
     if domain is None:
-        return {
-            "save": reverse("mailadmin:global_relay_save"),
-            "remove": reverse("mailadmin:global_relay_remove"),
-            "test": reverse("mailadmin:global_relay_test"),
-        }
+        return {"save": reverse("mailadmin:global_relay"), "test": reverse("mailadmin:global_relay_test"),
+                "remove": reverse("mailadmin:global_relay_remove")}
     return {
-        "save": reverse("mailadmin:domain_relay_save", args=[domain.pk]),
+        "save": reverse("mailadmin:domain_relay", args=[domain.pk]),
         "remove": reverse("mailadmin:domain_relay_remove", args=[domain.pk]),
         "test": reverse("mailadmin:domain_relay_test", args=[domain.pk]),
     }
 
 
-def relay_context(request, domain, *, form=None, **extra) -> dict:
-    row = relay_service.get_relay(domain)
+def relay_context(request, domain=None, *, form=None, test_job=None, retype_password=False) -> dict:
+    """The relay section: the stored relay (fetched once) and its form, or
+    the bound form with its errors; a relay test's progress or transcript."""
+    row = form.stored if form is not None else relay_service.get_relay(domain)
     ctx = {
         "relay": row,
         "relay_domain": domain,
         "relay_form": form if form is not None else RelayForm.from_relay(row),
         "relay_urls": _urls(domain),
-        "relay_test": None,
-        "relay_test_job": None,
-        "relay_notice": "",
-        "relay_job": None,
-        "relay_retype_password": False,
+        "relay_test": relay_test.result_of(test_job),
+        "relay_test_job": test_job,
+        "relay_retype_password": retype_password,
     }
-    ctx.update(extra)
-    job = ctx["relay_test_job"]
-    if job is not None:
-        ctx["relay_test"] = relay_test.result_of(job)
-        ctx["relay_test_url"] = _test_result_url(domain, job)
+    if test_job is not None:
+        ctx["relay_test_url"] = _test_result_url(domain, test_job)
     return ctx
+
+
+def global_relay_context(request, **kwargs) -> dict:
+    return relay_context(request, None, **kwargs)
 
 
 def _test_result_url(domain, job) -> str:
@@ -66,103 +63,83 @@ def _test_result_url(domain, job) -> str:
     return reverse("mailadmin:domain_relay_test_result", args=[domain.pk, job.pk])
 
 
-def domain_section(request, domain) -> dict:
-    """Registered in sections.DOMAIN_SECTIONS."""
-    return relay_context(request, domain)
+DOMAIN_RELAY_TAB = DOMAIN_PAGE.tab("relay", SECTION, relay_context)
+DOMAIN_RELAY = DOMAIN_PAGE.section("relay", "relay-section", SECTION, relay_context)
+GLOBAL_RELAY_TAB = SETTINGS_PAGE.tab("relay", SECTION, global_relay_context)
+GLOBAL_RELAY = SETTINGS_PAGE.section("relay", "relay-section", SECTION, global_relay_context)
+# The test's progress alone, polled in place inside the section.
+TEST = "mailadmin/relay/section.html#relay-test"
+DOMAIN_RELAY_TEST = DOMAIN_PAGE.section("relay", "relay-test", TEST, relay_context)
+GLOBAL_RELAY_TEST = SETTINGS_PAGE.section("relay", "relay-test", TEST, global_relay_context)
 
 
-def global_section(request) -> dict:
-    """Registered in sections.SETTINGS_SECTIONS (the page is admin-only)."""
-    return relay_context(request, None)
-
-
-def _render(request, domain, status=200, **relay_ctx):
-    if request.htmx:
-        # htmx swaps only 2xx answers: form errors come back as 200.
-        return render(request, SECTION + "#relay-section", relay_context(request, domain, **relay_ctx))
+def _section(domain, test=False):
     if domain is not None:
-        from .domains import domain_context
-
-        ctx = domain_context(request, domain, **relay_context(request, domain, **relay_ctx))
-        return render(request, "mailadmin/domain_detail.html", ctx, status=status)
-    ctx = {
-        "form": ServerIdentityForm(instance=ServerSettings.load()),
-        **settings_sections_context(request),
-        **relay_context(request, None, **relay_ctx),
-    }
-    return render(request, "mailadmin/server_settings.html", ctx, status=status)
+        return DOMAIN_RELAY_TEST if test else DOMAIN_RELAY
+    return GLOBAL_RELAY_TEST if test else GLOBAL_RELAY
 
 
-def _done(request, domain, notice: str):
-    if request.htmx:
-        job = jobs.latest_apply(request.user)
-        return _render(request, domain, relay_notice=notice, relay_job=job)
-    messages.success(request, notice)
-    if domain is not None:
-        return redirect(domain)
-    return redirect("mailadmin:server_settings")
+def _scope(domain) -> tuple:
+    """The section's arguments: the domain page takes the domain, the
+    settings page none."""
+    return (domain,) if domain is not None else ()
 
 
-def _bound_form(request, domain) -> RelayForm:
-    row = relay_service.get_relay(domain)
-    return RelayForm(request.POST, stored=row)
+def _respond(request, domain, test=False, **kwargs):
+    return respond(request, _section(domain, test), *_scope(domain), **kwargs)
+
+
+def _done(request, domain, notice, job):
+    return done(request, _section(domain), *_scope(domain), notice=notice, job=job)
 
 
 def _save(request, domain):
-    form = _bound_form(request, domain)
+    form = RelayForm(request.POST, stored=relay_service.get_relay(domain))
     if "switch_auth" in request.POST:
-        auth = request.POST["switch_auth"]
-        return _render(request, domain, form=form.redisplay(auth=auth), relay_retype_password=True)
+        return _respond(request, domain, form=form.redisplay(auth=request.POST["switch_auth"]), retype_password=True)
     if request.POST.get("action") == "preset":
-        return _render(request, domain, form=form.prefilled_with_preset())
+        return _respond(request, domain, form=form.prefilled_with_preset())
     if form.is_valid():
         try:
-            relay_service.set_relay(request.user, domain, **form.service_values())
+            change = relay_service.set_relay(request.user, domain, **form.service_values())
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            return _done(request, domain, _("Relay saved. The mail server is being updated."))
-    return _render(request, domain, status=400, form=form)
+            return _done(request, domain, _("Relay saved. The mail server is being updated."), change.job)
+    return _respond(request, domain, status=400, form=form)
 
 
 def _remove(request, domain):
-    if relay_service.clear_relay(request.user, domain):
-        if domain is not None:
-            notice = _("Relay removed: mail from this domain now leaves like the server's other mail.")
-        else:
-            notice = _("Global relay removed: mail is delivered directly unless a domain has its own relay.")
-    else:
+    change = relay_service.clear_relay(request.user, domain)
+    if change.job is None:
         notice = _("There was no relay to remove.")
-    return _done(request, domain, notice)
+    elif domain is not None:
+        notice = _("Relay removed: mail from this domain now leaves like the server's other mail.")
+    else:
+        notice = _("Global relay removed: mail is delivered directly unless a domain has its own relay.")
+    return _done(request, domain, notice, change.job)
 
 
 def _test(request, domain):
-    form = _bound_form(request, domain)
+    form = RelayForm(request.POST, stored=relay_service.get_relay(domain))
     if not form.is_valid():
-        return _render(request, domain, status=400, form=form)
+        return _respond(request, domain, status=400, form=form)
     try:
-        relay = relay_service.relay_for_test(domain, form.cleaned_data)
-    except ValidationError as exc:  # the relay changed since the form read it
+        target = relay_service.relay_for_test(domain, form.cleaned_data)
+        # The worker talks to the relay; the section polls the job.
+        job = relay_test.start_relay_test(request.user, domain, target)
+    except ValidationError as exc:
         form.add_error(None, exc)
-        return _render(request, domain, status=400, form=form)
-    try:
-        # The worker talks to the relay; this page polls the job.
-        job = relay_test.start_relay_test(request.user, domain, relay)
+        return _respond(request, domain, status=400, form=form)
     except TooManyChecks as exc:
         form.add_error(None, str(exc))
-        return _render(request, domain, status=429, form=form)
-    return _render(
-        request,
-        domain,
-        form=form,
-        relay_test_job=job,
-        relay_retype_password=bool(form.cleaned_data.get("password")),
-    )
+        return _respond(request, domain, status=429, form=form)
+    return _respond(request, domain, form=form, test_job=job, retype_password=bool(form.cleaned_data.get("password")))
 
 
 def _test_result(request, domain, job_id):
-    """The test's progress and transcript; polled by htmx until it is finished.
-    Only the requester's own test of this relay (404 otherwise)."""
+    """The test's progress and transcript; polled by htmx until it is
+    finished. Only the requester's own test of this relay (404 otherwise)."""
     job = get_object_or_404(
         ApplyJob,
         pk=job_id,
@@ -171,14 +148,15 @@ def _test_result(request, domain, job_id):
         requested_by=request.user,
         domain=domain,
     )
-    if request.htmx:
-        return render(request, SECTION + "#relay-test", relay_context(request, domain, relay_test_job=job))
-    return _render(request, domain, relay_test_job=job)
+    return _respond(request, domain, test=True, test_job=job)
 
 
-@require_POST
-def domain_relay_save(request, domain_id):
-    return _save(request, get_domain_for_user(request, domain_id))
+@require_http_methods(["GET", "POST"])
+def domain_relay(request, domain_id):
+    domain = get_domain_for_user(request, domain_id)
+    if request.method == "GET":
+        return respond(request, DOMAIN_RELAY_TAB, domain)
+    return _save(request, domain)
 
 
 @require_POST
@@ -196,9 +174,11 @@ def domain_relay_test_result(request, domain_id, job_id):
     return _test_result(request, get_domain_for_user(request, domain_id), job_id)
 
 
-@require_POST
-def global_relay_save(request):
+@require_http_methods(["GET", "POST"])
+def global_relay(request):
     require_admin(request)
+    if request.method == "GET":
+        return respond(request, GLOBAL_RELAY_TAB)
     return _save(request, None)
 
 

@@ -1,16 +1,13 @@
-"""Server settings sections (admin only): panel SMTP, Spamhaus DQS, DNSBL zones,
-internal lookup. Each section is one template with one partial; htmx swaps the
-partial, a plain POST redirects back to the settings page (or re-renders it
-with the errors)."""
+"""Server settings sections (admin only): panel SMTP (the Panel mail tab),
+Spamhaus DQS and DNSBL zones (the Blacklists tab), internal lookup (the
+Server tab). Each is a Section of the settings page; htmx swaps it, a plain
+POST redirects back to its tab (or shows the tab with the errors)."""
 
-from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from ..forms import ServerIdentityForm
+from ..dnsbl import dqs_zone
 from ..forms_server_mail import (
     DnsblZoneForm,
     DqsKeyForm,
@@ -19,110 +16,83 @@ from ..forms_server_mail import (
     PanelSmtpTestForm,
 )
 from ..models import ServerSettings
-from ..services import jobs, panel_smtp, server_mail
+from ..services import panel_smtp, server_mail
 from .common import require_admin
-from .sections import settings_sections_context
+from .settings_page import SETTINGS_PAGE
+from .shell import done, respond
 
-T_PANEL_SMTP = "mailadmin/server_mail/panel_smtp.html"
-T_DQS = "mailadmin/server_mail/dqs.html"
-T_DNSBL = "mailadmin/server_mail/dnsbl.html"
-T_INTERNAL_LOOKUP = "mailadmin/server_mail/internal_lookup.html"
+# --- contexts ----------------------------------------------------------------------
 
 
-# --- section builders (registered in views/sections.py) -------------------------
-
-
-def panel_smtp_section(request, server=None, **bound) -> dict:
-    server = server or ServerSettings.load()
+def panel_smtp_context(request, form=None, test_form=None, result=None) -> dict:
+    server = form.server if form is not None else ServerSettings.load()
     return {
         "panel_smtp_server": server,
-        "panel_smtp_form": bound.get("form") or PanelSmtpForm(server=server),
-        "panel_smtp_test_form": bound.get("test_form") or PanelSmtpTestForm(),
+        "panel_smtp_form": form or PanelSmtpForm(server=server),
+        "panel_smtp_test_form": test_form or PanelSmtpTestForm(),
         "panel_smtp_local": panel_smtp.local_mta_address(),
+        "panel_smtp_result": result,
     }
 
 
-def dqs_section(request, server=None, **bound) -> dict:
-    server = server or ServerSettings.load()
+def dqs_context(request, form=None) -> dict:
+    server = ServerSettings.load()
     return {
         "dqs_is_set": bool(server.dqs_key),
         "dqs_status": server_mail.dqs_status(server),
-        "dqs_form": bound.get("form") or DqsKeyForm(),
+        "dqs_form": form or DqsKeyForm(),
     }
 
 
-def dnsbl_section(request, server=None, **bound) -> dict:
-    server = server or ServerSettings.load()
-    zones = server_mail.zone_list(server)
-    from ..services.apply import dqs_zone
-
+def dnsbl_context(request, form=None) -> dict:
+    server = ServerSettings.load()
     return {
         # (zone as configured, queried through DQS?) — never the DQS zone name itself.
-        "dnsbl_rows": [(zone, dqs_zone(zone, server.dqs_key) != zone) for zone in zones],
-        "dnsbl_form": bound.get("form") or DnsblZoneForm(),
+        "dnsbl_rows": [(zone, dqs_zone(zone, server.dqs_key) != zone) for zone in server_mail.zone_list(server)],
+        "dnsbl_form": form or DnsblZoneForm(),
     }
 
 
-def internal_lookup_section(request, server=None, **bound) -> dict:
-    server = server or ServerSettings.load()
+def internal_lookup_context(request) -> dict:
+    enabled = ServerSettings.load_public().internal_lookup
     return {
-        "internal_lookup": server.internal_lookup,
-        "internal_lookup_form": InternalLookupForm(initial={"internal_lookup": server.internal_lookup}),
+        "internal_lookup": enabled,
+        "internal_lookup_form": InternalLookupForm(initial={"internal_lookup": enabled}),
     }
 
 
-# --- responses --------------------------------------------------------------------
-
-
-def _respond(request, template, partial, section_ctx, ok, notice="", anchor=""):
-    """htmx: the section's partial (200 even with errors: htmx swaps only 2xx),
-    with the apply job the change started (panel SMTP starts none).
-    Plain POST: redirect on success, the whole page with the errors otherwise."""
-    if request.htmx:
-        job = None
-        if ok and template != T_PANEL_SMTP:
-            job = jobs.latest_apply(request.user)
-        ctx = {**section_ctx, "notice": notice, "section_job": job}
-        return render(request, f"{template}#{partial}", ctx)
-    if ok:
-        if notice:
-            messages.success(request, notice)
-        return redirect(reverse("mailadmin:server_settings") + (f"#{anchor}" if anchor else ""))
-    ctx = {
-        "form": ServerIdentityForm(instance=ServerSettings.load()),
-        **settings_sections_context(request),
-        **section_ctx,
-    }
-    return render(request, "mailadmin/server_settings.html", ctx, status=400)
+PANEL_SMTP_TAB = SETTINGS_PAGE.tab("panel-smtp", "mailadmin/server_mail/panel_smtp.html#panel-smtp", panel_smtp_context)
+PANEL_SMTP = SETTINGS_PAGE.section(
+    "panel-smtp", "panel-smtp", "mailadmin/server_mail/panel_smtp.html#panel-smtp", panel_smtp_context
+)
+BLACKLISTS_TAB = SETTINGS_PAGE.tab("blacklists", "mailadmin/server_mail/blacklists.html", dqs_context, dnsbl_context)
+DQS = SETTINGS_PAGE.section("blacklists", "dqs", "mailadmin/server_mail/dqs.html#dqs", dqs_context)
+DNSBL = SETTINGS_PAGE.section("blacklists", "dnsbl", "mailadmin/server_mail/dnsbl.html#dnsbl", dnsbl_context)
+INTERNAL_LOOKUP = SETTINGS_PAGE.section(
+    "server", "internal-lookup", "mailadmin/server_mail/internal_lookup.html#internal-lookup", internal_lookup_context
+)
 
 
 # --- panel SMTP -------------------------------------------------------------------
 
 
-@require_POST
-def panel_smtp_save(request):
+@require_http_methods(["GET", "POST"])
+def panel_smtp_tab(request):
     require_admin(request)
-    server = ServerSettings.load()
-    if request.POST.get("action") == "clear" or not request.POST.get("enabled"):
-        # Unticked: back to the local MTA, the settings kept for later; "clear" wipes them.
-        if request.POST.get("action") == "clear":
-            server = panel_smtp.clear_settings(request.user)
-        else:
-            server = panel_smtp.disable(request.user)
-        return _respond(
-            request,
-            T_PANEL_SMTP,
-            "panel-smtp",
-            panel_smtp_section(request, server),
-            True,
-            _("Panel mail now goes through the local mail server."),
-            "panel-smtp",
-        )
-    form = PanelSmtpForm(request.POST, server=server)
+    if request.method == "GET":
+        return respond(request, PANEL_SMTP_TAB)
+    if request.POST.get("action") == "clear":
+        panel_smtp.clear_settings(request.user)
+        return done(request, PANEL_SMTP, notice=_("Panel mail now goes through the local mail server."))
+    if not request.POST.get("enabled"):
+        # Unticked: back to the local MTA, the settings kept for later.
+        panel_smtp.disable(request.user)
+        return done(request, PANEL_SMTP, notice=_("Panel mail now goes through the local mail server."))
+    form = PanelSmtpForm(request.POST, server=ServerSettings.load())
     if form.is_valid():
         data = form.cleaned_data
         try:
-            server = panel_smtp.save_settings(
+            panel_smtp.save_settings(
                 request.user,
                 host=data["host"],
                 port=data["port"],
@@ -135,62 +105,41 @@ def panel_smtp_save(request):
             for name, errors in exc.message_dict.items():
                 form.add_error(name if name in form.fields else None, errors)
         else:
-            return _respond(
-                request,
-                T_PANEL_SMTP,
-                "panel-smtp",
-                panel_smtp_section(request, server),
-                True,
-                _("Panel SMTP saved. Send a test mail to check it."),
-                "panel-smtp",
-            )
-    return _respond(
-        request, T_PANEL_SMTP, "panel-smtp", panel_smtp_section(request, server, form=form), False
-    )
+            return done(request, PANEL_SMTP, notice=_("Panel SMTP saved. Send a test mail to check it."))
+    return respond(request, PANEL_SMTP, status=400, form=form)
 
 
 @require_POST
 def panel_smtp_test(request):
+    """The result is the answer to this POST: shown in place, not redirected away."""
     require_admin(request)
-    server = ServerSettings.load()
     test_form = PanelSmtpTestForm(request.POST)
-    ctx = panel_smtp_section(request, server, test_form=test_form)
-    if test_form.is_valid():
-        ctx["panel_smtp_result"] = panel_smtp.send_test_mail(test_form.cleaned_data["to"])
-    template = f"{T_PANEL_SMTP}#panel-smtp" if request.htmx else "mailadmin/server_settings.html"
-    if not request.htmx:
-        ctx = {
-            "form": ServerIdentityForm(instance=server),
-            **settings_sections_context(request),
-            **ctx,
-        }
-    # The result is the answer to this POST: shown in place, not redirected away.
-    return render(request, template, ctx, status=200 if test_form.is_valid() or request.htmx else 400)
+    if not test_form.is_valid():
+        return respond(request, PANEL_SMTP, status=400, test_form=test_form)
+    result = panel_smtp.send_test_mail(test_form.cleaned_data["to"])
+    return respond(request, PANEL_SMTP, test_form=test_form, result=result)
 
 
-# --- Spamhaus DQS -----------------------------------------------------------------
+# --- blacklists: Spamhaus DQS and DNSBL zones ---------------------------------------
+
+
+@require_GET
+def blacklists_tab(request):
+    require_admin(request)
+    return respond(request, BLACKLISTS_TAB)
 
 
 @require_POST
 def dqs_save(request):
     require_admin(request)
     if request.POST.get("action") == "clear":
-        server = server_mail.clear_dqs_key(request.user)
-        return _respond(
-            request, T_DQS, "dqs", dqs_section(request, server), True,
-            _("DQS key removed: the public Spamhaus zones are used again."), "dqs",
-        )
+        change = server_mail.clear_dqs_key(request.user)
+        return done(request, DQS, notice=_("DQS key removed: the public Spamhaus zones are used again."), job=change.job)
     form = DqsKeyForm(request.POST)
     if form.is_valid():
-        server = server_mail.set_dqs_key(request.user, form.cleaned_data["key"])
-        return _respond(
-            request, T_DQS, "dqs", dqs_section(request, server), True,
-            _("DQS key saved. The mail server is being updated."), "dqs",
-        )
-    return _respond(request, T_DQS, "dqs", dqs_section(request, form=form), False)
-
-
-# --- DNSBL zones ------------------------------------------------------------------
+        change = server_mail.set_dqs_key(request.user, form.cleaned_data["key"])
+        return done(request, DQS, notice=_("DQS key saved. The mail server is being updated."), job=change.job)
+    return respond(request, DQS, status=400, form=form)
 
 
 @require_POST
@@ -198,27 +147,19 @@ def dnsbl_save(request):
     require_admin(request)
     if request.POST.get("action") == "remove":
         try:
-            server = server_mail.remove_zone(request.user, request.POST.get("zone", ""))
+            change = server_mail.remove_zone(request.user, request.POST.get("zone", ""))
         except ValidationError as exc:
-            form = DnsblZoneForm()
-            form.add_error(None, exc)
-            return _respond(request, T_DNSBL, "dnsbl", dnsbl_section(request, form=form), False)
-        return _respond(
-            request, T_DNSBL, "dnsbl", dnsbl_section(request, server), True,
-            _("Zone removed. The mail server is being updated."), "dnsbl",
-        )
+            return done(request, DNSBL, error=" ".join(exc.messages))
+        return done(request, DNSBL, notice=_("Zone removed. The mail server is being updated."), job=change.job)
     form = DnsblZoneForm(request.POST)
     if form.is_valid():
         try:
-            server = server_mail.add_zone(request.user, form.cleaned_data["zone"])
+            change = server_mail.add_zone(request.user, form.cleaned_data["zone"])
         except ValidationError as exc:
             form.add_error("zone", exc)
         else:
-            return _respond(
-                request, T_DNSBL, "dnsbl", dnsbl_section(request, server), True,
-                _("Zone added. The mail server is being updated."), "dnsbl",
-            )
-    return _respond(request, T_DNSBL, "dnsbl", dnsbl_section(request, form=form), False)
+            return done(request, DNSBL, notice=_("Zone added. The mail server is being updated."), job=change.job)
+    return respond(request, DNSBL, status=400, form=form)
 
 
 # --- internal lookup --------------------------------------------------------------
@@ -230,13 +171,10 @@ def internal_lookup_save(request):
     form = InternalLookupForm(request.POST)
     form.is_valid()  # a checkbox: always valid
     enabled = bool(form.cleaned_data.get("internal_lookup"))
-    server = server_mail.set_internal_lookup(request.user, enabled)
+    change = server_mail.set_internal_lookup(request.user, enabled)
     notice = (
         _("Internal lookup is on: mail for domains hosted here is delivered locally.")
         if enabled
         else _("Internal lookup is off: mail for domains listed here is routed by their MX records.")
     )
-    return _respond(
-        request, T_INTERNAL_LOOKUP, "internal-lookup", internal_lookup_section(request, server),
-        True, notice, "internal-lookup",
-    )
+    return done(request, INTERNAL_LOOKUP, notice=notice, job=change.job)

@@ -1,26 +1,22 @@
-"""ManageSieve (admin): on/off and external access, one section of the server
-settings page."""
+"""ManageSieve (admin): on/off and external access, a section of the server
+settings page's "Webmail and filters" tab."""
 
-from django.contrib import messages
-from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from ..models import ServerSettings
 from ..services import sieve
 from .common import require_admin
+from .settings_page import SETTINGS_PAGE
+from .shell import done
 
-T_SECTION = "mailadmin/sieve/section.html"
+
+def sieve_context(request) -> dict:
+    server = ServerSettings.load_public()
+    return {"sieve_enabled": server.sieve_enabled, "sieve_external": server.sieve_external}
 
 
-def settings_section(request, **extra) -> dict:
-    server = ServerSettings.load()
-    return {
-        "sieve_enabled": server.sieve_enabled,
-        "sieve_external": server.sieve_external,
-        **extra,
-    }
+SIEVE = SETTINGS_PAGE.section("webmail", "sieve", "mailadmin/sieve/section.html#sieve", sieve_context)
 
 
 @require_POST
@@ -31,11 +27,8 @@ def sieve_save(request):
     job = sieve.set_sieve(request.user, enabled, external)
     if not enabled:
         notice = _("ManageSieve switched off. The mail server is being updated.")
-    elif external and enabled:
+    elif external:
         notice = _("ManageSieve switched on for SnappyMail and external mail clients (port 4190). The mail server is being updated.")
     else:
         notice = _("ManageSieve switched on for SnappyMail (port 4190 closed to other hosts). The mail server is being updated.")
-    if request.htmx:
-        return render(request, f"{T_SECTION}#sieve", settings_section(request, sieve_notice=notice, sieve_job=job))
-    messages.success(request, notice)
-    return redirect(reverse("mailadmin:server_settings") + "#sieve")
+    return done(request, SIEVE, notice=notice, job=job)

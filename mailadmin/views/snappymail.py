@@ -14,15 +14,13 @@ from ..helper_client import HelperError
 from ..models import ApplyJob, JobKind, ServerSettings
 from ..services import snappymail
 from .common import require_admin
-
-T_SECTION = "mailadmin/snappymail/section.html"
-
-
-# --- section builders (registered in views/sections.py) -------------------------
+from .settings_page import SETTINGS_PAGE
+from .shell import done, respond
+from .sieve import sieve_context
 
 
-def settings_section(request, **extra) -> dict:
-    server = ServerSettings.load()
+def snappymail_context(request) -> dict:
+    server = ServerSettings.load_public()
     try:
         snappymail.install_source()
         source_error = ""
@@ -33,29 +31,19 @@ def settings_section(request, **extra) -> dict:
         "snappymail_admin_login": server.snappymail_admin_login,
         "snappymail_credentials_file": server.snappymail_credentials_file,
         "snappymail_source_error": source_error,
+        # The install job is the section's own (not an apply): it stays in view.
         "snappymail_job": ApplyJob.objects.filter(kind=JobKind.SNAPPYMAIL_INSTALL).order_by("-id").first(),
-        **extra,
     }
 
 
-def domain_webmail_section(request, domain) -> dict:
-    return {
-        "webmail_installed": ServerSettings.load_public().snappymail_installed,
-        "webmail_url": f"https://webmail.{domain.name}/",
-    }
+WEBMAIL_TAB = SETTINGS_PAGE.tab("webmail", "mailadmin/snappymail/webmail_tab.html", snappymail_context, sieve_context)
+SNAPPYMAIL = SETTINGS_PAGE.section("webmail", "snappymail", "mailadmin/snappymail/section.html#snappymail", snappymail_context)
 
 
-# --- views --------------------------------------------------------------------------
-
-
-def _back(request, notice="", error=""):
-    if request.htmx:
-        return render(request, f"{T_SECTION}#snappymail", settings_section(request, snappymail_notice=notice, snappymail_error=error))
-    if notice:
-        messages.success(request, notice)
-    if error:
-        messages.error(request, error)
-    return redirect(reverse("mailadmin:server_settings") + "#snappymail")
+@require_GET
+def webmail_tab(request):
+    require_admin(request)
+    return respond(request, WEBMAIL_TAB)
 
 
 @require_POST
@@ -64,8 +52,8 @@ def snappymail_install(request):
     try:
         snappymail.start_install(request.user)
     except ValidationError as exc:
-        return _back(request, error=" ".join(exc.messages))
-    return _back(request, notice=_("SnappyMail is being installed; the progress is shown below."))
+        return done(request, SNAPPYMAIL, error=" ".join(exc.messages))
+    return done(request, SNAPPYMAIL, notice=_("SnappyMail is being installed; the progress is shown below."))
 
 
 @never_cache
@@ -106,4 +94,4 @@ def snappymail_credentials_delete(request):
         messages.error(request, _("The credentials file could not be deleted: %(error)s") % {"error": exc})
         return redirect("mailadmin:snappymail_credentials")
     messages.success(request, _("The credentials file was deleted."))
-    return redirect(reverse("mailadmin:server_settings") + "#snappymail")
+    return redirect(SNAPPYMAIL.url() + "#snappymail")

@@ -1,0 +1,178 @@
+"""The domain page: tabs with their own URLs — Overview, Accounts, Relay, DNS,
+Webmail and clients, Settings. Each tab is a link that works without
+JavaScript; htmx swaps the tab and pushes its URL. A view renders only its
+tab. The tabs of other features are defined next to their views (accounts,
+relay, dns); this module holds the frame and the Overview, Webmail and
+Settings tabs."""
+
+from django.core.exceptions import ValidationError
+from django.db.models import Count, OuterRef, Subquery
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_GET, require_http_methods
+
+from ..dnsrecords import ownership_record
+from ..forms import DomainSettingsForm, LocalSendersForm
+from ..models import MailAccount, MailAlias, MailDomain, RelaySettings, ServerSettings, is_admin
+from ..services import domains as domain_service
+from ..services import jobs
+from .common import get_domain_for_user
+from .shell import Section, Tab, TabbedPage, done, respond
+
+PAGE = "mailadmin/domain/page.html"
+
+
+def frame(request, domain) -> dict:
+    """Around every tab: the domain's name and badges, and the job area with
+    the person's newest apply (after a plain POST and its redirect, the one
+    their change started)."""
+    return {"domain": domain, "job": jobs.latest_apply(request.user)}
+
+
+DOMAIN_PAGE = TabbedPage(
+    PAGE,
+    (
+        Tab("overview", gettext_lazy("Overview"), "mailadmin:domain_detail"),
+        Tab("accounts", gettext_lazy("Accounts"), "mailadmin:domain_accounts"),
+        Tab("relay", gettext_lazy("Relay"), "mailadmin:domain_relay"),
+        Tab("dns", gettext_lazy("DNS"), "mailadmin:domain_dns"),
+        Tab("clients", gettext_lazy("Webmail and clients"), "mailadmin:domain_clients"),
+        Tab("settings", gettext_lazy("Settings"), "mailadmin:domain_settings"),
+    ),
+    frame,
+    url_args=lambda domain: [domain.pk],
+    names=lambda domain: {"domain": domain},
+)
+
+
+# --- Overview -------------------------------------------------------------------
+
+
+def _count(model, **filters):
+    return Subquery(
+        model.objects.filter(**filters).order_by().values("domain").annotate(n=Count("pk")).values("n")[:1]
+    )
+
+
+def overview_context(request, domain) -> dict:
+    """One query: the counts and the relay host beside what the page already has."""
+    summary = (
+        MailDomain.objects.filter(pk=domain.pk)
+        .annotate(
+            account_count=_count(MailAccount, domain=OuterRef("pk")),
+            alias_count=_count(MailAlias, domain=OuterRef("pk")),
+            relay_host=Subquery(RelaySettings.objects.filter(domain=OuterRef("pk")).values("host")[:1]),
+            relay_port=Subquery(RelaySettings.objects.filter(domain=OuterRef("pk")).values("port")[:1]),
+        )
+        .values("account_count", "alias_count", "relay_host", "relay_port")
+        .get()
+    )
+    return {
+        "overview": {**summary, "account_count": summary["account_count"] or 0, "alias_count": summary["alias_count"] or 0},
+    }
+
+
+def ownership_context(request, domain, verdict=None) -> dict:
+    """The Verify section of a pending domain (with the last lookup's verdict)."""
+    if not domain.pending:
+        return {"ownership_record": None}
+    return {
+        "domain": domain,
+        "ownership_record": ownership_record(domain.name, domain.verify_token),
+        "ownership_verdict": verdict,
+    }
+
+
+OVERVIEW_TAB = DOMAIN_PAGE.tab("overview", "mailadmin/domain/overview.html", ownership_context, overview_context)
+OWNERSHIP = DOMAIN_PAGE.section("overview", "ownership", "mailadmin/ownership/section.html#ownership", ownership_context)
+
+
+@require_GET
+def domain_detail(request, domain_id):
+    return respond(request, OVERVIEW_TAB, get_domain_for_user(request, domain_id))
+
+
+# --- Webmail and clients ------------------------------------------------------------
+
+
+def client_settings(domain) -> dict:
+    """What a mail client needs; the same for every account of the domain."""
+    server = f"mail.{domain.unicode_name}"
+    return {
+        "server": server,
+        "imap_port": 993,
+        "smtps_port": 465,
+        "submission_port": 587,
+        "webmail_url": f"https://webmail.{domain.unicode_name}/",
+    }
+
+
+def clients_context(request, domain) -> dict:
+    example = domain.accounts.order_by("local_part").values_list("local_part", flat=True).first() or "info"
+    return {
+        "client_settings": client_settings(domain),
+        "client_example_address": f"{example}@{domain.unicode_name}",
+        "webmail_installed": ServerSettings.load_public().snappymail_installed,
+        "webmail_url": f"https://webmail.{domain.name}/",
+    }
+
+
+CLIENTS_TAB = DOMAIN_PAGE.tab("clients", "mailadmin/domain/clients.html", clients_context)
+
+
+@require_GET
+def domain_clients(request, domain_id):
+    return respond(request, CLIENTS_TAB, get_domain_for_user(request, domain_id))
+
+
+# --- Settings -----------------------------------------------------------------------
+
+
+def settings_context(request, domain, form=None, senders=None) -> dict:
+    return {
+        "domain": domain,
+        "settings_form": form,
+        "senders_form": senders,
+    }
+
+
+SETTINGS_TAB = DOMAIN_PAGE.tab("settings", "mailadmin/domain/settings.html", settings_context)
+DOMAIN_SETTINGS = DOMAIN_PAGE.section(
+    "settings", "domain-settings", "mailadmin/domain/settings.html#domain-settings", settings_context
+)
+
+
+@require_http_methods(["GET", "POST"])
+def domain_settings(request, domain_id):
+    domain = get_domain_for_user(request, domain_id)
+    if request.method == "GET":
+        return respond(request, SETTINGS_TAB, domain)
+    form = DomainSettingsForm(request.POST, instance=MailDomain.objects.get(pk=domain.pk))
+    senders = LocalSendersForm(request.POST) if is_admin(request.user) else None
+    if form.is_valid() and (senders is None or senders.is_valid()):
+        changes = {field: form.cleaned_data[field] for field in DomainSettingsForm.Meta.fields}
+        if senders is not None:  # customers cannot lift (or set) a suspension, nor map users
+            changes["suspended"] = request.POST.get("suspended") == "on"
+            changes["local_senders"] = senders.cleaned_data["local_senders"]
+        try:
+            change = domain_service.update_domain(request.user, domain, **changes)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            return done(
+                request,
+                DOMAIN_SETTINGS,
+                change.object,
+                notice=_("Settings saved. The mail server is being updated.") if change.job else _("Nothing changed."),
+                job=change.job,
+            )
+    problems = [e for f in (form, senders) if f is not None for errors in f.errors.values() for e in errors]
+    return respond(
+        request,
+        DOMAIN_SETTINGS,
+        domain,
+        status=400,
+        error=_("The settings could not be saved: %(problems)s") % {"problems": " ".join(problems)},
+        form=form,
+        senders=senders,
+    )
