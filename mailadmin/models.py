@@ -503,3 +503,21 @@ class SendHold(models.Model):
         """The identity Exim holds it under (acl_m_mp_sender)."""
         return f"{self.local_part}@{self.domain.name}"
 
+
+
+class MailboxVacation(models.Model):
+    """A mailbox's out-of-office reply as its owner last saved it in the panel
+    (services.mailbox): what the page shows. The reply itself is a Sieve
+    script the panel uploaded over ManageSieve with the owner's password at
+    that moment; nothing here can change it later."""
+
+    account = models.OneToOneField(MailAccount, on_delete=models.CASCADE, related_name="vacation")
+    enabled = models.BooleanField(_("send an out-of-office reply"), default=False)
+    subject = models.CharField(_("subject"), max_length=200, blank=True)
+    body = models.TextField(_("message"), blank=True)
+    start = models.DateField(_("from"), null=True, blank=True)  # None: at once
+    end = models.DateField(_("until"), null=True, blank=True)  # None: until switched off
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"vacation of account {self.account_id}"
