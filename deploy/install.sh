@@ -332,7 +332,7 @@ code() {
       pip+=(--no-index --find-links "$WHEELS")
     fi
     printf '%s\n' "$requirements" >"$VENV/.requirements.txt"
-    PIP_CONFIG_FILE=/dev/null "${pip[@]}" -r "$VENV/.requirements.txt"
+    "${pip[@]}" -r "$VENV/.requirements.txt"
     printf '%s\n' "$requirements" >"$stamp"
     changed "Python packages"
   fi

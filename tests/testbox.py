@@ -483,10 +483,13 @@ class Scenario:
         return f"jobs {states}; passwd written through sudo and the helper ({verify.stdout.strip()})"
 
     def smtp_to_imaps(self) -> str:
-        subject = f"port 25 {time.time_ns()}"
-        self.client("smtp-send", port=25, **{"from": "someone@remote.example.test", "to": "info@example.test",
-                                              "subject": subject})
-        return self.client("imap-wait", self.passwords["info"], user="info@example.test", subject=subject)
+        subject, tagged = f"port 25 {time.time_ns()}", f"tagged {time.time_ns()}"
+        for to, what in (("info@example.test", subject), ("info+news@example.test", tagged)):
+            self.client("smtp-send", port=25, **{"from": "someone@remote.example.test", "to": to,
+                                                  "subject": what})
+        got = self.client("imap-wait", self.passwords["info"], user="info@example.test", subject=subject)
+        self.client("imap-wait", self.passwords["info"], user="info@example.test", subject=tagged)
+        return f"{got}; info+news@ lands in info's INBOX too"
 
     def submission(self) -> str:
         subject = f"submission {time.time_ns()}"
