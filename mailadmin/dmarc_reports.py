@@ -18,6 +18,7 @@ import email.policy
 import gzip
 import io
 import ipaddress
+import logging
 import re
 import zipfile
 import zlib
@@ -27,6 +28,8 @@ from datetime import UTC, date, datetime
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 from django.utils.translation import gettext as _
+
+logger = logging.getLogger(__name__)
 
 # The email parser holds about seven times a mail while it decodes it.
 MAX_MESSAGE_BYTES = 5 * 1024 * 1024  # a report mail as fetched
@@ -321,15 +324,22 @@ def parse_report(payload: bytes) -> AggregateReport:
 
 
 def read_message(raw: bytes) -> tuple[list[AggregateReport], list[str]]:
-    """Every report a mail carries, and why the others were refused."""
+    """Every report a mail carries, and why the others were refused. Input
+    nobody foresaw is refused too (and logged), never a crashed job."""
     try:
         found = attachments(raw)
     except ReportRefused as exc:
         return [], [str(exc)]
+    except Exception:
+        logger.exception("a DMARC report mail could not be parsed")
+        return [], [_("the mail cannot be parsed")]
     reports, problems = [], []
     for name, payload in found:
         try:
             reports.append(parse_report(payload))
         except ReportRefused as exc:
             problems.append(f"{name or _('attachment')}: {exc}")
+        except Exception:
+            logger.exception("a DMARC report could not be parsed")
+            problems.append(f"{name or _('attachment')}: {_('the report cannot be parsed')}")
     return reports, problems

@@ -496,3 +496,74 @@ def test_the_reports_timer_runs_mail_dmarc_read(tmp_path):
     from tests.test_dkim_rotation import check_timer_units
 
     check_timer_units("mailpanel-dmarc-reports", "mail dmarc read", tmp_path)
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("local", ["a b", "../x", "x+tag", "${run{/bin/id}}", "a" * 65, "é"])
+def test_the_page_refuses_a_bad_mailbox_name_and_says_why(alice_client, domain, local):
+    from django.urls import reverse
+
+    from mailadmin.models import DmarcMailbox, MailAccount
+
+    url = reverse("mailadmin:domain_dmarc", args=[domain.pk])
+    response = alice_client.post(url, {"local_part": local}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and 'id="dmarc-error"' in response.content.decode()
+    assert alice_client.post(url, {"local_part": local}).status_code == 400
+    assert not DmarcMailbox.objects.exists() and not MailAccount.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_tab_shows_each_source_per_day_and_marks_the_unknown_ones(alice_client, domain, django_assert_max_num_queries):
+    from django.urls import reverse
+
+    from mailadmin.models import DmarcRow
+
+    alice_client.post(reverse("mailadmin:domain_dmarc", args=[domain.pk]), {"local_part": "dmarc"})
+    _store_fixtures(domain)
+    DmarcRow.objects.update(day=__import__("datetime").date.today())  # inside the last 31 days
+    with django_assert_max_num_queries(12):
+        page = alice_client.get(reverse("mailadmin:domain_dmarc", args=[domain.pk])).content.decode()
+    assert "dmarc@example.org" in page and "rua=mailto:dmarc@example.org" in page
+    rows = page.split('id="dmarc-sources"', 1)[1].split("</table>", 1)[0]
+    assert rows.count("<tr class=") == 4  # one day: four addresses
+    other = rows.split('data-source="other"', 1)[1].split("</tr>", 1)[0]
+    assert "203.0.113.77" in other and "not this server or its relay" in other
+    assert 'class="dmarc-other bad"' in rows
+    assert rows.count('data-source="server"') == 2 and rows.count('data-source="relay"') == 1
+    dns = alice_client.get(reverse("mailadmin:domain_dns", args=[domain.pk])).content.decode()
+    assert "rua=mailto:dmarc@example.org;" in dns
+
+
+@pytest.mark.django_db
+def test_the_live_check_finds_a_dmarc_record_without_our_rua(domain, alice, settings):
+    from mailadmin.checks import dns as dnscheck
+    from mailadmin.models import ServerSettings
+    from mailadmin.services import dmarc_reports as svc
+    from mailadmin.services import dns_checks
+    from tests.dnsserver import DnsServer, txt
+
+    svc.set_mailbox(alice, domain, "dmarc")
+    domain.refresh_from_db()
+    (record,) = [r for r in dns_checks.domain_records(domain, dns_checks.server_identity(ServerSettings.load()))
+                 if r.purpose == "dmarc"]
+    policy = "v=DMARC1; p=quarantine; sp=quarantine; adkim=s; aspf=s;"
+    with DnsServer([f"_dmarc.example.org. 300 IN TXT {txt(policy)}",
+                    f"_dmarc.ours.example. 300 IN TXT {txt(policy + ' rua=mailto:elsewhere@x.example,mailto:DMARC@example.org!10m;')}"]) as server:
+        settings.MAILPANEL_RESOLVERS = [server.address]
+        settings.MAILPANEL_CHECK_TIMEOUT = 2.0
+        ours = dnscheck.Record("_dmarc.ours.example", "TXT", record.value, "dmarc", record.level, "")
+        (without, with_rua) = [v[0] for v in dns_checks.check_record_sets([(1, [record]), (2, [ours])]).values()]
+    assert without.status == dnscheck.DIFFERENT and "do not come to dmarc@example.org" in without.detail
+    assert with_rua.status == dnscheck.OK
+
+
+def test_input_nobody_foresaw_is_refused_not_a_crashed_job(monkeypatch):
+    def boom(payload):
+        raise TypeError("a bug meeting odd input")
+
+    monkeypatch.setattr(dr, "parse_report", boom)
+    reports, problems = dr.read_message(report_mail(("r.xml", fixture("google.xml"), "text/xml")))
+    assert reports == [] and problems == ["r.xml: the report cannot be parsed"]

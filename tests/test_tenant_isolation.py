@@ -193,3 +193,52 @@ def test_boundary_urls_for_every_role(client, alice, bob, admin_user, alices_obj
     assert bool(profile and profile.suspended) is admin_posted
     assert bool(profile and profile.max_domains == 0) is admin_posted
     assert (server is not None and not server.customers_add_domains) is admin_posted
+
+
+# --- DKIM rotation and DMARC reports, role by role ----------------------------------
+
+
+@pytest.mark.parametrize("role", ["alice", "bob", "admin", "anonymous"])
+@pytest.mark.parametrize("htmx", [False, True])
+def test_dkim_and_dmarc_urls_for_every_role(client, alice, bob, admin_user, role, htmx):
+    """alice's DMARC rows are seen by alice and admins only; a rotation and the
+    reports mailbox are hers and the admin's to change; the key policy is the
+    admin's alone."""
+    import datetime
+
+    from mailadmin import dkim
+    from mailadmin.models import DmarcMailbox, DmarcReport, DmarcRow, ServerSettings
+
+    domain = MailDomain.objects.create(
+        name="keys.example", owner=alice, dkim_private_key=dkim.generate_private_pem(1024)
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    report = DmarcReport.objects.create(domain=domain, org_name="google.com", report_id="r1", begin=now, end=now)
+    DmarcRow.objects.create(
+        report=report, domain=domain, day=now.date(), source_ip="203.0.113.77", source="other", count=3,
+        disposition="reject", dkim_aligned=False, spf_aligned=False,
+    )
+    users = {"alice": alice, "bob": bob, "admin": admin_user}
+    if role in users:
+        client.force_login(users[role])
+    headers = {"HX-Request": "true"} if htmx else {}
+    may = role in ("alice", "admin")
+
+    def expect(response, allowed):
+        if role == "anonymous":
+            assert response.status_code == 302 and response.url.startswith(reverse("login"))
+        else:
+            assert response.status_code in ({200, 302} if allowed else {404}), (role, response.status_code)
+        return response
+
+    tab = expect(client.get(reverse("mailadmin:domain_dmarc", args=[domain.pk]), headers=headers), may)
+    assert ("203.0.113.77" in tab.content.decode()) is may
+    expect(client.post(reverse("mailadmin:domain_dkim", args=[domain.pk]),
+                       {"action": "rotate", "selector": "k2", "bits": "1024"}, headers=headers), may)
+    expect(client.post(reverse("mailadmin:domain_dmarc", args=[domain.pk]), {"local_part": "dmarc"}, headers=headers), may)
+    expect(client.post(reverse("mailadmin:dkim_policy_save"),
+                       {"dkim_grace_days": "3", "dkim_max_age_months": "6"}, headers=headers), role == "admin")
+    domain.refresh_from_db()
+    assert (domain.dkim_pending_selector == "k2") is may
+    assert DmarcMailbox.objects.filter(domain=domain).exists() is may
+    assert (ServerSettings.load().dkim_grace_days == 3) is (role == "admin")

@@ -36,6 +36,7 @@ DOMAIN_PAGE = TabbedPage(
         Tab("accounts", gettext_lazy("Accounts"), "mailadmin:domain_accounts"),
         Tab("relay", gettext_lazy("Relay"), "mailadmin:domain_relay"),
         Tab("dns", gettext_lazy("DNS"), "mailadmin:domain_dns"),
+        Tab("dmarc", gettext_lazy("DMARC reports"), "mailadmin:domain_dmarc"),
         Tab("clients", gettext_lazy("Webmail and clients"), "mailadmin:domain_clients"),
         Tab("settings", gettext_lazy("Settings"), "mailadmin:domain_settings"),
     ),
