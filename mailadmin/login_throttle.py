@@ -8,11 +8,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
 from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import ngettext
 
 from .usernames import MAX_LENGTH, username_key
+from .validation import normalize_address
 
 
 def failure_limit(request, credentials) -> int:
@@ -30,8 +32,16 @@ def throttle_username(request, credentials) -> str | None:
         name = request.POST.get("username")
     if not name or len(name) > MAX_LENGTH:
         return None  # the login form refuses it before anything is counted
+    key = username_key(name)
+    if "@" in key:
+        # A mailbox address (mailbox_session): münchen.example and
+        # xn--mnchen-3ya.example are one mailbox, so one counter.
+        try:
+            key = normalize_address(key)
+        except ValidationError:
+            pass
     # Casefolding can triple the length; no account has a key this long anyway.
-    return username_key(name)[:MAX_LENGTH]
+    return key[:MAX_LENGTH]
 
 
 def lockout_response(request, original_response=None, credentials=None):

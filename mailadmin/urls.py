@@ -102,3 +102,6 @@ urlpatterns = [
 
 # Sending: the mail queue, held senders, "where is my mail?", sending limits.
 urlpatterns += [path("", include("mailadmin.urls_sending"))]
+
+# Mailbox self-service, and the Apple profile of one mailbox.
+urlpatterns += [path("", include("mailadmin.urls_mailbox"))]

@@ -257,7 +257,8 @@ AXES_LOCKOUT_CALLABLE = "mailadmin.login_throttle.lockout_response"
 AXES_RESET_ON_SUCCESS = True
 # No row per successful login (nothing shows them; the audit log is ours).
 AXES_DISABLE_ACCESS_LOG = True
-AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "password", "csrfmiddlewaretoken"]
+# new_password: the mailbox self-service form counts a wrong current password as a failed login.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "password", "new_password", "csrfmiddlewaretoken"]
 MAILPANEL_DOMAINS_PER_PAGE = 50
 # Network checks a customer starts (relay test, DNS check, diagnostics): at most
 # this many in a sliding window of this many seconds (admins are not limited).
@@ -279,6 +280,9 @@ MAILPANEL_KEEP_DELETED_MAIL_DAYS = env_int("MAILPANEL_KEEP_DELETED_MAIL_DAYS", 3
 # IMAP here (host:port; 993 = IMAPS), with the password it made for it.
 MAILPANEL_DMARC_IMAP = os.environ.get("MAILPANEL_DMARC_IMAP", "127.0.0.1:143")
 MAILPANEL_DMARC_IMAP_TIMEOUT = env_float("MAILPANEL_DMARC_IMAP_TIMEOUT", 30)
+# Mailbox self-service puts the out-of-office Sieve script here (host:port),
+# logged in as the mailbox with the password its owner types.
+MAILPANEL_MANAGESIEVE = os.environ.get("MAILPANEL_MANAGESIEVE", "127.0.0.1:4190")
 # Aggregate report rows are deleted by housekeeping after this many days.
 MAILPANEL_KEEP_DMARC_DAYS = env_int("MAILPANEL_KEEP_DMARC_DAYS", 400)
 

@@ -217,7 +217,10 @@ def _loop_as_seen_by(actor, loop: list[str]) -> str:
     if acts_as_admin(actor):
         return " → ".join(display_address(address) for address in loop)
     domains = {address.rpartition("@")[2] for address in loop}
-    own = set(MailDomain.objects.filter(owner=actor, name__in=domains).values_list("name", flat=True))
+    if hasattr(actor, "own_domains"):  # a mailbox acting on itself (mailbox_session.MailboxActor)
+        own = domains & set(actor.own_domains)
+    else:
+        own = set(MailDomain.objects.filter(owner=actor, name__in=domains).values_list("name", flat=True))
     foreign = _("an address outside your domains")
     shown: list[str] = []
     for address in loop:

@@ -1,5 +1,7 @@
 """Mail programs that set themselves up: Thunderbird's autoconfig and
-Outlook's autodiscover. Anonymous machine endpoints, routed by Host.
+Outlook's autodiscover (anonymous machine endpoints, routed by Host), and
+the Apple .mobileconfig profile of one mailbox (for its domain's owner and
+admins here; for the mailbox itself in views/mailbox.py).
 
 Thunderbird asks https://autoconfig.<domain>/mail/config-v1.1.xml (then
 https://<domain>/.well-known/autoconfig/mail/config-v1.1.xml); Outlook POSTs
@@ -26,10 +28,13 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpResponse, HttpResponseNotFound
 from django.http.request import split_domain_port, validate_host
-from django.views.decorators.http import require_POST, require_safe
+from django.shortcuts import get_object_or_404
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from .. import client_config as cc
 from ..services import client_config as service
+from .common import get_domain_for_user
 
 THUNDERBIRD_PATHS = ("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml")
 AUTODISCOVER_PATH = "/autodiscover/autodiscover.xml"  # Outlook also spells it Autodiscover/Autodiscover.xml
@@ -116,3 +121,22 @@ class AutoconfigMiddleware:
         if view is None:
             return self.get_response(request)
         return view(request, requested_domain(request))
+
+
+# --- Apple profile -----------------------------------------------------------------------
+
+
+def mobileconfig_response(account) -> HttpResponse:
+    """The profile of one mailbox, without a password: the device asks."""
+    address = f"{account.local_part}@{account.domain.name}"
+    body = cc.mobileconfig(service.client_settings(account.domain), address)
+    response = HttpResponse(body, content_type=cc.MOBILECONFIG_CONTENT_TYPE)
+    response["Content-Disposition"] = content_disposition_header(True, f"{address}.mobileconfig")
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+def account_mobileconfig(request, domain_id, account_id):
+    domain = get_domain_for_user(request, domain_id)
+    return mobileconfig_response(get_object_or_404(domain.accounts.select_related("domain"), pk=account_id))
