@@ -4,7 +4,7 @@ errors next to the fields with the input kept, and customers stay in their own d
 import pytest
 from django.urls import reverse
 
-from mailadmin.models import AuditEntry, MailAccount, MailAlias, MailDomain, MailForward
+from mailadmin.models import AuditEntry, MailAccount, MailAlias, MailDomain, MailForward, ServerSettings
 from mailadmin.services import accounts as svc
 
 pytestmark = pytest.mark.django_db
@@ -33,8 +33,12 @@ def test_accounts_tab_lists_accounts_and_the_clients_tab_their_settings(alice_cl
     assert "info@example.org" in page and "250 MB" in page
     assert "sales@example.org" in page and "boss@elsewhere.example" in page
     assert info.password_hash not in page
+    ServerSettings.objects.update_or_create(pk=1, defaults={"hostname": "mail.hoster.test"})
     clients = alice_client.get(url("domain_clients", domain.pk)).content.decode()
-    assert "mail.example.org" in clients and "993" in clients and "465" in clients and "587" in clients
+    # the server's host name: its certificate is what the mail program checks
+    assert "mail.hoster.test" in clients and "993" in clients and "465" in clients and "587" in clients
+    assert "<code>mail.example.org</code>" not in clients
+    assert url("account_mobileconfig", domain.pk, info.pk) in clients
     assert "https://webmail.example.org/" in clients and "info@example.org" in clients
     overview = alice_client.get(domain.get_absolute_url()).content.decode()
     assert "1 mailbox" in overview and "1 alias" in overview

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from ..dnsrecords import ownership_record
 from ..forms import DomainSettingsForm, LocalSendersForm
 from ..models import MailAccount, MailAlias, MailDomain, RelaySettings, ServerSettings, is_admin
+from ..services import client_config
 from ..services import domains as domain_service
 from ..services import jobs
 from .common import get_domain_for_user
@@ -96,24 +97,30 @@ def domain_detail(request, domain_id):
 # --- Webmail and clients ------------------------------------------------------------
 
 
-def client_settings(domain) -> dict:
-    """What a mail client needs; the same for every account of the domain."""
-    server = f"mail.{domain.unicode_name}"
+def client_settings(domain, server=None) -> dict:
+    """What a mail client needs; the same for every account of the domain.
+    The server is the host name, whose certificate clients check — what
+    autoconfig, autodiscover and the SRV records say too (client_config)."""
+    settings = client_config.client_settings(domain, server)
+    smtp = settings.offered("smtp")
     return {
-        "server": server,
-        "imap_port": 993,
-        "smtps_port": 465,
-        "submission_port": 587,
+        "server": settings.host,
+        "imap_port": settings.imap.port,
+        "smtps_port": smtp[0].port,
+        "submission_port": smtp[-1].port,
         "webmail_url": f"https://webmail.{domain.unicode_name}/",
     }
 
 
 def clients_context(request, domain) -> dict:
-    example = domain.accounts.order_by("local_part").values_list("local_part", flat=True).first() or "info"
+    server = ServerSettings.load_public()
+    accounts = list(domain.accounts.order_by("local_part").values("pk", "local_part"))
+    example = accounts[0]["local_part"] if accounts else "info"
     return {
-        "client_settings": client_settings(domain),
+        "client_settings": client_settings(domain, server),
         "client_example_address": f"{example}@{domain.unicode_name}",
-        "webmail_installed": ServerSettings.load_public().snappymail_installed,
+        "client_accounts": accounts,
+        "webmail_installed": server.snappymail_installed,
         "webmail_url": f"https://webmail.{domain.name}/",
     }
 
