@@ -255,7 +255,12 @@ def test_the_list_reads_envelopes_oldest_first_with_held_mail_marked(queue_tree)
     layout, _sink, ids = queue_tree
     code, answer = run_helper(layout.root, {"op": "queue_list"})
     assert code == 0, answer
-    assert (answer["total"], answer["frozen"], answer["held"]) == (6, 2, 2)
+    # no filter: a page read alone, nothing counted
+    assert (answer["total"], answer["frozen"], answer["held"]) == (6, None, None)
+    code, counted = run_helper(layout.root, {"op": "queue_list", "frozen": False})
+    assert (counted["total"], counted["frozen"], counted["held"]) == (4, 0, 0)
+    code, counted = run_helper(layout.root, {"op": "queue_list", "domains": ["hosted.example"]})
+    assert (counted["total"], counted["frozen"], counted["held"]) == (4, 2, 2)
     messages = answer["messages"]
     assert [m["id"] for m in messages] == ids["mapped"] + ids["unmapped"] + ids["inbound"]
     first, third = messages[0], messages[2]

@@ -109,7 +109,9 @@ def test_the_admin_sees_the_whole_queue(client, admin_user, queue):
     client.force_login(admin_user)
     page = listed(client)
     assert all(ids[k] in page for k in ("outgoing", "incoming", "stranger", "held"))
-    assert "5 messages, 1 frozen, 1 held" in page
+    assert "5 messages in the queue." in page
+    assert "1 messages, 1 frozen, 1 held" in listed(client, "?state=frozen")
+    assert "4 messages, 0 frozen, 0 held" in listed(client, "?state=active")
     held_only = listed(client, "?state=held")
     assert ids["held"] in held_only and ids["stranger"] not in held_only
     by_domain = listed(client, "?domain=bob.example")
@@ -171,7 +173,7 @@ def test_pages_of_fifty(client, admin_user, queue):
     submit(layout, [("s@foreign.example", ["t@foreign.example"], f"bulk{n}") for n in range(60)])
     client.force_login(admin_user)
     first = listed(client)
-    assert "Page 1 of 2" in first and "65 messages" in first and ids["outgoing"] in first
+    assert "Page 1 of 2" in first and "65 messages in the queue" in first and ids["outgoing"] in first
     second = listed(client, "?page=2")
     assert "Page 2 of 2" in second and ids["outgoing"] not in second
     assert second.count("<code>") == 15

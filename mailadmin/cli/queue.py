@@ -63,8 +63,8 @@ def queue_list(command, options):
     )
     page = mail_queue.list_page(system_actor(), filters, options["page"])
     if not options["json"]:
-        command.stdout.write(f"{page.total} messages ({page.frozen} frozen, {page.held} held), "
-                             f"page {page.number} of {page.pages}")
+        counts = "" if page.frozen is None else f" ({page.frozen} frozen, {page.held} held)"
+        command.stdout.write(f"{page.total} messages{counts}, page {page.number} of {page.pages}")
         for m in page.messages:
             state = "held" if m["held"] else "frozen" if m["frozen"] else ""
             command.stdout.write(f"{m['id']}  {_when(m['received'])}  {m['size']:>8}  <{m['sender']}>  "

@@ -41,8 +41,8 @@ class QueuePage:
     total: int
     number: int
     pages: int
-    frozen: int = 0
-    held: int = 0
+    frozen: int | None = None  # None: not counted (an unfiltered page)
+    held: int | None = None
     domains: list[str] = field(default_factory=list)  # a customer's scope
 
     @property
@@ -103,8 +103,7 @@ def list_page(user, filters: QueueFilter, number: int = 1) -> QueuePage:
         request["offset"] = (number - 1) * PAGE_SIZE
         answer = call_helper(request)
     messages = [as_seen_by(m, domains) for m in answer["messages"] if is_theirs(m, domains)]
-    return QueuePage(messages, total, number, pages, answer.get("frozen", 0), answer.get("held", 0),
-                     domains or [])
+    return QueuePage(messages, total, number, pages, answer.get("frozen"), answer.get("held"), domains or [])
 
 
 def show(user, message_id: str, body: bool = False) -> dict | None:

@@ -1,0 +1,227 @@
+"""The mail queue page with 5,000 messages in Exim's queue (issue 16).
+
+Renders a throw-away mail tree, has the real Exim queue N messages in it
+(one `exim -bs -odq` session per 500: senders and recipients spread over
+20 domains, 100 of them held by a sending limit), serves the panel with
+gunicorn on 127.0.0.1 with the real helper reading that spool, and prints
+the median time of queue pages against the empty logged-in page (the audit
+log) of the same run. Target: ≤ 300 ms a page. Must run as root (Exim's
+spool); nothing leaves 127.0.0.1.
+
+    .venv/bin/python bench/mail_queue.py [N]
+"""
+
+import http.client
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+RUNS = 5 if os.environ.get("BENCH_QUICK") == "1" else 15
+WORK = Path(tempfile.mkdtemp(prefix="mailpanel-bench-queue-"))
+DOMAINS = [f"d{i:02}.example" for i in range(20)]
+HELPER = ROOT / "deploy" / "mailpanel_helper.py"
+
+sys.path.insert(0, str(ROOT))
+from mailconf.snapshot import Domain, Mailbox, Relay, SendLimits, ServerIdentity, Snapshot  # noqa: E402
+from tests import mailstack  # noqa: E402
+
+
+def ms(seconds):
+    return f"{seconds * 1000:.1f} ms"
+
+
+def median_time(fn, runs):
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class Gunicorn:
+    """The panel on a free loopback port (as bench/run.py serves it)."""
+
+    def __init__(self, workers):
+        self.port = mailstack.free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "panel.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
+             "--workers", str(workers), "--log-level", "warning"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                self.get("/login/", "")
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("gunicorn did not start")
+
+    def get(self, path, cookie):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.request("GET", path, headers={"Cookie": cookie} if cookie else {})
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status}")
+        return body
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def session_cookie(user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+def fill_queue(layout, count):
+    """count messages through real Exim, queued only; the last 100 of them
+    from www-data, mapped to d00.example and past its limit (held)."""
+    start = time.perf_counter()
+    plain = count - 100
+
+    def session(first):
+        lines = [b"EHLO bench.example"]
+        for n in range(first, min(first + 500, plain)):
+            sender = f"s{n}@{DOMAINS[n % 20]}"
+            rcpt = f"r{n}@{DOMAINS[(n * 7) % 20]}" if n % 3 else f"r{n}@remote.example"
+            body = mailstack.make_message(sender, rcpt, subject=f"bench {n}").replace(b"\n", b"\r\n") + b"."
+            lines += [f"MAIL FROM:<{sender}>".encode(), f"RCPT TO:<{rcpt}>".encode(), b"DATA", body]
+        lines.append(b"QUIT")
+        mailstack._exim(layout, "-odq", "-bs", input=b"\r\n".join(lines) + b"\r\n", timeout=600)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        list(pool.map(session, range(0, plain, 500)))
+    lines = [b"EHLO bench.example"]
+    for n in range(100):
+        body = mailstack.make_message("web@d00.example", f"w{n}@remote.example", subject=f"web {n}")
+        lines += [b"MAIL FROM:<web@d00.example>", f"RCPT TO:<w{n}@remote.example>".encode(), b"DATA",
+                  body.replace(b"\n", b"\r\n") + b"."]
+    lines.append(b"QUIT")
+    mailstack._exim(layout, "-odq", "-oMt", "www-data", "-bs", input=b"\r\n".join(lines) + b"\r\n", timeout=600)
+    queued = len(list((Path(layout.path(layout.spool_dir)) / "input").glob("*-H")))
+    return queued, time.perf_counter() - start
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("bench/mail_queue.py runs as root (it reads Exim's spool through the helper)")
+    mailstack.TREES = WORK / "trees"
+    snapshot = Snapshot(
+        server=ServerIdentity(hostname="mx.bench.example"),
+        domains=tuple(Domain(name, dkim_enabled=False, mailboxes=(Mailbox("box", "{PLAIN}x"),),
+                             catchall=f"box@{name}",  # every r<n>@ passes the RCPT check
+                             local_senders=("www-data",) if name == "d00.example" else ())
+                      for name in DOMAINS),
+        global_relay=Relay("127.0.0.1", 9, tls="none"),
+        send_limits=SendLimits(per_hour=1),
+    )
+    layout = mailstack.render_tree(snapshot, WORK)
+    queued, seconds = fill_queue(layout, N)
+    print(f"queued {queued} messages with real Exim in {seconds:.1f} s", flush=True)
+
+    os.environ.update({
+        "DJANGO_SETTINGS_MODULE": "panel.settings",
+        "DATABASE_URL": f"sqlite:///{WORK / 'bench.sqlite3'}",
+        "MAILPANEL_VAR_DIR": str(WORK / "var"),
+        "MAILPANEL_ROOT": layout.root,
+        "MAILPANEL_HELPER": f"{sys.executable} {HELPER} --root {layout.root}",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,testserver",
+        "MAILPANEL_LOG_LEVEL": "WARNING",
+    })
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from mailadmin.models import MailDomain
+
+    call_command("migrate", verbosity=0)
+    User = get_user_model()
+    admin = User.objects.create_user("bench-admin", password="x", is_staff=True)
+    customer = User.objects.create_user("bench-customer", password="x")
+    MailDomain.objects.bulk_create([MailDomain(name=name, owner=customer if i < 2 else admin)
+                                    for i, name in enumerate(DOMAINS)])
+
+    def helper_run(request):
+        """(wall, CPU) seconds of one helper process: CPU time moves less with
+        the machine's load than wall time does."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, str(HELPER), "--root", layout.root],
+                             input=json.dumps(request).encode(), capture_output=True, check=True).stdout
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return wall, cpu, json.loads(out)
+
+    helper_rows = []
+    for name, request in (
+        ("refused request (the helper's fixed cost)", {"op": "queue_show", "id": "x"}),
+        ("last page, no filter", {"op": "queue_list", "offset": queued - 50, "limit": 50}),
+        ("held only", {"op": "queue_list", "held": True, "limit": 50}),
+        ("two domains (a customer)", {"op": "queue_list", "domains": DOMAINS[:2], "limit": 50}),
+    ):
+        runs = [helper_run(request) for _ in range(RUNS)]
+        helper_rows.append((name, statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)))
+
+    admin_cookie, customer_cookie = session_cookie(admin), session_cookie(customer)
+    server = Gunicorn(workers=2)
+    rows = []
+    try:
+        for _ in range(3):
+            server.get("/audit/", admin_cookie)
+            server.get("/queue/", admin_cookie)
+        floor = median_time(lambda: server.get("/audit/", admin_cookie), RUNS)
+        pages = {
+            "queue, page 1 (admin)": ("/queue/", admin_cookie),
+            f"queue, page {queued // 50} of {queued // 50} (admin)": (f"/queue/?page={queued // 50}", admin_cookie),
+            "queue, held only (admin)": ("/queue/?state=held", admin_cookie),
+            "queue, one domain (admin)": ("/queue/?domain=d07.example", admin_cookie),
+            "queue, sender filter (admin)": ("/queue/?sender=s4999%40", admin_cookie),
+            "queue, a customer's 2 domains": ("/queue/", customer_cookie),
+        }
+        for name, (path, cookie) in pages.items():
+            rows.append((name, median_time(lambda: server.get(path, cookie), RUNS)))
+    finally:
+        server.stop()
+
+    print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    for name, wall, cpu in helper_rows:
+        print(f"helper alone, {name}: {ms(wall)} wall, {ms(cpu)} CPU")
+    print(f"empty logged-in page (audit log): {ms(floor)}")
+    worst = max(seconds for _name, seconds in rows)
+    for name, seconds in rows:
+        print(f"{name}: {ms(seconds)} ({seconds / floor:.1f}× the empty page)")
+    verdict = "met" if worst <= 0.300 else "MISSED"
+    print(f"queue list with {queued} messages: slowest page {ms(worst)} "
+          f"(≤ 300 ms: {verdict}); empty page {ms(floor)}, ratio {worst / floor:.1f}×")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        if os.environ.get("BENCH_KEEP") == "1":  # for profiling: print where it is
+            mailstack._trees.clear()
+            print(f"kept {WORK}")
+        else:
+            shutil.rmtree(WORK, ignore_errors=True)
