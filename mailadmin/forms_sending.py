@@ -96,7 +96,7 @@ class LogSearchForm(forms.Form):
     )
 
     def clean_q(self):
-        value = _no_control_characters(self.cleaned_data["q"])
-        if len(value) < 3:
-            raise forms.ValidationError(_("Search for at least 3 characters."))
-        return value
+        try:
+            return mail_log.clean_query(self.cleaned_data["q"])
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.messages) from None

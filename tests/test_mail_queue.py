@@ -232,6 +232,19 @@ def test_a_hostile_log_search_is_a_form_error(client, admin_user, queue, query):
     assert "errorlist" in page and "<pre class=\"log\">" not in page
 
 
+@pytest.mark.parametrize("term", ["ab", "alice\nfake", "a\x00bc", "x" * 321])
+def test_cli_log_search_refuses_a_bad_term(queue, term):
+    with pytest.raises(CommandError):
+        call_command("mail", "log", "search", term)
+
+
+def test_cli_says_what_the_helper_said_without_a_traceback(queue, settings):
+    settings.MAILPANEL_HELPER = "false"
+    for args in (("queue", "list"), ("log", "search", "alice"), ("held", "check")):
+        with pytest.raises(CommandError, match="helper"):
+            call_command("mail", *args)
+
+
 def test_cli_log_search(queue, capsys):
     layout, ids = queue
     call_command("mail", "log", "search", ids["incoming"], "--json")

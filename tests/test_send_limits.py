@@ -129,6 +129,13 @@ def test_the_owner_sees_what_applies_and_cannot_change_it(client, alice, admin_u
     assert SendLimit.objects.get(account=hosted["info"]).per_hour == 7
 
 
+def test_the_owner_finds_the_limits_page_from_the_held_page(client, alice, hosted):
+    client.force_login(alice)
+    page = client.get("/held/").content.decode()
+    assert f"/domains/{hosted['domain'].pk}/sending-limits/" in page
+    assert f"/domains/{hosted['bobs'].pk}/sending-limits/" not in page
+
+
 def test_another_customer_gets_404(client, bob, hosted):
     client.force_login(bob)
     assert client.get(f"/domains/{hosted['domain'].pk}/sending-limits/").status_code == 404

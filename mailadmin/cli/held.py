@@ -11,6 +11,7 @@ from ..models import ApplyJob, SendHold
 from ..services import holds
 from ..validation import normalize_domain
 from .common import add_json_flag, read_secret_from_stdin, system_actor
+from .queue import via_helper
 
 
 def register(nouns):
@@ -44,6 +45,7 @@ def held_list(command, options):
     return rows
 
 
+@via_helper
 def held_check(command, options):
     created = holds.check_held(log=command.stdout.write)
     if created:
@@ -60,6 +62,7 @@ def _hold(address: str) -> SendHold:
     return hold
 
 
+@via_helper
 def held_end(command, options):
     hold = _hold(options["address"])
     password = read_secret_from_stdin("password") if options["password_stdin"] else ""

@@ -3,6 +3,7 @@ delivery log searched through the helper, each message's lines joined."""
 
 from ..services import mail_log
 from .common import add_json_flag, system_actor
+from .queue import via_helper
 
 
 def register(nouns):
@@ -16,6 +17,7 @@ def register(nouns):
     search.set_defaults(handler=log_search)
 
 
+@via_helper
 def log_search(command, options):
     lines, truncated = mail_log.search(system_actor(), options["term"], options["days"])
     if not options["json"]:

@@ -2,9 +2,11 @@
 delete, bounce) through the helper, as in the panel."""
 
 import datetime
+import functools
 
 from django.core.management.base import CommandError
 
+from ..helper_client import HelperError
 from ..services import mail_queue
 from .common import add_json_flag, system_actor
 
@@ -47,10 +49,24 @@ def register(nouns):
         sub.set_defaults(handler=queue_act, action=action)
 
 
+def via_helper(handler):
+    """The helper's refusal or failure as a clear error, not a traceback."""
+
+    @functools.wraps(handler)
+    def run(command, options):
+        try:
+            return handler(command, options)
+        except HelperError as exc:
+            raise CommandError(exc.message) from None
+
+    return run
+
+
 def _when(epoch):
     return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+@via_helper
 def queue_list(command, options):
     from ..validation import normalize_domain
 
@@ -72,6 +88,7 @@ def queue_list(command, options):
     return {"total": page.total, "page": page.number, "pages": page.pages, "messages": page.messages}
 
 
+@via_helper
 def queue_show(command, options):
     if not mail_queue.MESSAGE_ID_RE.fullmatch(options["id"]):
         raise CommandError(f"{options['id']!r} is not an Exim message id")
@@ -87,6 +104,7 @@ def queue_show(command, options):
     return shown
 
 
+@via_helper
 def queue_act(command, options):
     bad = [i for i in options["ids"] if not mail_queue.MESSAGE_ID_RE.fullmatch(i)]
     if bad:

@@ -17,6 +17,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext as _
+
 from ..helper_client import call_helper
 from .mail_queue import MESSAGE_ID_RE, domain_of, own_domains
 
@@ -112,10 +115,23 @@ def visible_lines(lines: list[LogLine], domains: list[str] | None) -> list[LogLi
     return shown
 
 
+def clean_query(query: str) -> str:
+    """A search term: no control characters (checked before stripping), at
+    least 3 characters, at most 320."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in query or ""):
+        raise ValidationError(_("No control characters, please."))
+    term = (query or "").strip(" ")
+    if not 3 <= len(term) <= 320:
+        raise ValidationError(_("Search for 3 to 320 characters."))
+    return term
+
+
 def search(user, query: str, days: int = DEFAULT_DAYS) -> tuple[list[LogLine], bool]:
     """(lines the user may see, whether the helper cut its answer)."""
+    if not 1 <= days <= MAX_DAYS:
+        raise ValidationError(_("Search the last 1 to %(max)d days.") % {"max": MAX_DAYS})
     answer = call_helper(
-        {"op": "log_search", "terms": [query.strip()], "days": days, "limit": MAX_LINES}
+        {"op": "log_search", "terms": [clean_query(query)], "days": days, "limit": MAX_LINES}
     )
     lines = parse(answer.get("lines", []))
     return visible_lines(lines, own_domains(user)), bool(answer.get("truncated"))

@@ -11,15 +11,17 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from ..forms_sending import HoldResolveForm, LogSearchForm, QueueActionForm, QueueFilterForm, SendLimitForm
 from ..helper_client import HelperError
-from ..models import MailAccount, is_admin
+from ..models import MailAccount, MailDomain, is_admin
 from ..services import holds, mail_log, mail_queue, send_limits
-from .common import get_domain_for_user, require_admin, template_for
+from .common import get_domain_for_user, require_admin
+from .shell import Section, respond
 
 QUEUE_PAGE = "mailadmin/sending/queue.html"
 MESSAGE_PAGE = "mailadmin/sending/message.html"
@@ -28,6 +30,16 @@ HOLD_PAGE = "mailadmin/sending/hold.html"
 LOG_PAGE = "mailadmin/sending/log.html"
 LIMITS_PAGE = "mailadmin/sending/limits.html"
 DOMAIN_LIMITS_PAGE = "mailadmin/sending/domain_limits.html"
+
+
+def _given(request, given: dict) -> dict:
+    """The context the view built itself."""
+    return given
+
+
+# htmx swaps the table when a filter changes, the results of a search.
+QUEUE = Section("queue-table", QUEUE_PAGE + "#queue-table", QUEUE_PAGE, _given, lambda: reverse("mailadmin:queue_list"))
+LOG = Section("log-results", LOG_PAGE + "#log-results", LOG_PAGE, _given, lambda: reverse("mailadmin:mail_log"))
 
 
 def _helper_failed(request, exc: HelperError) -> str:
@@ -70,7 +82,7 @@ def queue_list(request):
     query.pop("page", None)
     ctx = {"form": form, "page": page, "error": error, "query": query.urlencode(),
            "can_act": is_admin(request.user)}
-    return render(request, template_for(request, QUEUE_PAGE, "queue-table"), ctx)
+    return respond(request, QUEUE, given=ctx)
 
 
 @require_http_methods(["GET", "POST"])
@@ -105,7 +117,9 @@ def queue_message(request, message_id):
 
 @require_GET
 def held_list(request):
-    return render(request, HELD_PAGE, {"holds": holds.visible_holds(request.user)})
+    # a customer's way to their domains' sending limits (admins have the menu)
+    domains = [] if is_admin(request.user) else list(MailDomain.objects.visible_to(request.user).only("pk", "name")[:100])
+    return render(request, HELD_PAGE, {"holds": holds.visible_holds(request.user), "domains": domains})
 
 
 @require_http_methods(["GET", "POST"])
@@ -144,7 +158,7 @@ def mail_log_search(request):
         except HelperError as exc:
             error = _helper_failed(request, exc)
     ctx = {"form": form, "lines": lines, "truncated": truncated, "error": error}
-    return render(request, template_for(request, LOG_PAGE, "log-results"), ctx)
+    return respond(request, LOG, given=ctx)
 
 
 # --- limits ----------------------------------------------------------------------------
