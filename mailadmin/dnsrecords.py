@@ -104,6 +104,19 @@ def client_records(domain: str, server: ServerIdentity, services=SERVICES) -> li
                 )
     if not names_a_host(server.hostname):
         return records
+    # Outlook looks this up after its HTTPS tries on the domain's own names
+    # fail (no certificate for them): it then asks the host name, whose
+    # certificate matches, and autodiscover answers there by the address.
+    records.append(
+        Record(
+            f"_autodiscover._tcp.{domain}",
+            "SRV",
+            f"0 0 443 {server.hostname.rstrip('.')}.",
+            "srv_autodiscover",
+            OPTIONAL,
+            _("Lets Outlook find its settings on this server's own name (HTTPS, port 443)."),
+        )
+    )
     for service in services:
         if not service.offered:
             explanation = _("Tells mail programs that %(service)s is not offered here.") % {

@@ -341,6 +341,7 @@ def world(dkim_value: str, other_dkim_value: str) -> list[str]:
         f"_imap._tcp.good.test. 300 IN SRV 10 1 143 {SERVER_HOSTNAME}.",
         f"_submissions._tcp.good.test. 300 IN SRV 0 1 465 {SERVER_HOSTNAME}.",
         f"_submission._tcp.good.test. 300 IN SRV 5 2 587 {SERVER_HOSTNAME}.",  # own priority, weight: fine
+        f"_autodiscover._tcp.good.test. 300 IN SRV 0 0 443 {SERVER_HOSTNAME}.",
         # missing.test: the name exists (NS) but none of the mail records do
         "missing.test. 300 IN NS ns.missing.test.",
         # different.test: every record present with another value
@@ -359,6 +360,7 @@ def world(dkim_value: str, other_dkim_value: str) -> list[str]:
         "autodiscover.different.test. 300 IN AAAA 2001:db8:ffff::7",
         "_imaps._tcp.different.test. 300 IN SRV 0 1 993 mail.different.test.",  # not the certificate's name
         "_imap._tcp.different.test. 300 IN SRV 10 1 143 imap.elsewhere.test.",
+        "_autodiscover._tcp.different.test. 300 IN SRV 0 0 443 autodiscover.elsewhere.test.",
         "_submission._tcp.different.test. 300 IN SRV 0 0 0 .",  # "not offered"
         f"_submissions._tcp.different.test. 300 IN SRV 0 1 4650 {SERVER_HOSTNAME}.",  # wrong port
         # include.test: SPF authorises the server two include: hops down

@@ -71,6 +71,7 @@ def test_every_record_of_a_correct_domain_is_ok(dns_server, keys):
         "srv_imap": "ok",
         "srv_submissions": "ok",
         "srv_submission": "ok",
+        "srv_autodiscover": "ok",
     }
     assert dnscheck.summarize(verdicts.values()) == "ok"
 
@@ -108,6 +109,7 @@ def test_records_with_other_values_are_different_and_show_what_dns_returned(dns_
         "srv_imap": "different",
         "srv_submissions": "different",
         "srv_submission": "different",
+        "srv_autodiscover": "different",
     }
     assert verdicts["mail_a"].found == ["198.51.100.7"]
     assert verdicts["mx"].found == ["10 mx.elsewhere.test."]

@@ -83,6 +83,8 @@ def test_srv_records_name_the_server_hostname_with_implicit_tls_preferred():
         "srv_imap": ("_imap._tcp.example.test", "SRV", "10 1 143 mail.panel.test.", "optional"),
         "srv_submissions": ("_submissions._tcp.example.test", "SRV", "0 1 465 mail.panel.test.", "optional"),
         "srv_submission": ("_submission._tcp.example.test", "SRV", "10 1 587 mail.panel.test.", "optional"),
+        # Outlook: https://<host name>/autodiscover/autodiscover.xml, where the certificate matches
+        "srv_autodiscover": ("_autodiscover._tcp.example.test", "SRV", "0 0 443 mail.panel.test.", "optional"),
     }
     for purpose in ("autoconfig_a", "autodiscover_a"):
         assert (records[purpose].type, records[purpose].value) == ("A", "192.0.2.10")
