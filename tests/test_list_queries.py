@@ -75,3 +75,88 @@ def test_domain_page_query_count_is_the_same_for_1_and_200_accounts(alice_client
     one = count_queries(alice_client, domain.get_absolute_url())
     make_accounts(1, 199)
     assert count_queries(alice_client, domain.get_absolute_url()) == one
+
+
+# --- the domain page's tabs and the server settings tabs: pinned counts ------------------
+
+# session, user (with its profile), the domain (with its owner), the job area
+FRAME = 4
+DOMAIN_TAB_QUERIES = {
+    "overview": FRAME + 1,  # the counts and the relay in one query
+    "accounts": FRAME + 3,  # accounts, their forwards, aliases
+    "relay": FRAME + 1,
+    # the server settings (once for records and DKIM policy), the DMARC
+    # reports mailbox in the records, the last check
+    "dns": FRAME + 3,
+    "clients": FRAME + 2,  # the server settings, the accounts for the examples
+    "settings": FRAME,
+}
+
+
+def fill_domain(domain, start, count):
+    from mailadmin.models import MailAccount, MailAlias, MailForward, RelaySettings
+
+    RelaySettings.objects.get_or_create(domain=domain, defaults={"host": "smtp.relay.example"})
+    accounts = MailAccount.objects.bulk_create(
+        [MailAccount(domain=domain, local_part=f"user{i:03}", password_hash="{PLAIN}x") for i in range(start, start + count)]
+    )
+    MailAlias.objects.bulk_create(
+        [MailAlias(domain=domain, local_part=f"alias{a.local_part}", target=f"{a.local_part}@{domain.name}") for a in accounts]
+    )
+    MailForward.objects.bulk_create([MailForward(account=a, target="out@elsewhere.example") for a in accounts])
+
+
+def test_every_domain_tab_runs_the_same_queries_for_1_and_200_accounts(alice_client, alice):
+    from mailadmin.views.domain_page import DOMAIN_PAGE
+
+    domain = MailDomain.objects.create(name="example.org", owner=alice)
+    fill_domain(domain, 0, 1)
+    alice_client.get(DOMAIN_PAGE.url("dns", domain))  # the first visit creates the server settings row
+    urls = {tab.name: DOMAIN_PAGE.url(tab.name, domain) for tab in DOMAIN_PAGE.tabs}
+    one = {name: count_queries(alice_client, url) for name, url in urls.items()}
+    fill_domain(domain, 1, 199)
+    assert {name: count_queries(alice_client, url) for name, url in urls.items()} == one
+    assert {name: one[name] for name in DOMAIN_TAB_QUERIES} == DOMAIN_TAB_QUERIES
+
+
+def test_switching_tabs_with_htmx_skips_the_frame(alice_client, alice):
+    """The tab partial has no job area: one query fewer than the whole page,
+    and the answer says it varies with HX-Request."""
+    from mailadmin.views.domain_page import DOMAIN_PAGE
+
+    domain = MailDomain.objects.create(name="example.org", owner=alice)
+    fill_domain(domain, 0, 3)
+    alice_client.get(DOMAIN_PAGE.url("dns", domain))  # the first visit creates the server settings row
+    for tab in DOMAIN_PAGE.tabs:
+        url = DOMAIN_PAGE.url(tab.name, domain)
+        whole = count_queries(alice_client, url)
+        with CaptureQueriesContext(connection) as ctx:
+            response = alice_client.get(url, headers={"HX-Request": "true"})
+        assert response.status_code == 200 and b"<html" not in response.content
+        assert "HX-Request" in response["Vary"]
+        assert len(ctx.captured_queries) == whole - 1, tab.name
+
+
+SETTINGS_TAB_QUERIES = {  # session, user, the job area, then each tab's own
+    "server": 3 + 1,  # the server settings, read once for its four sections
+    "relay": 3 + 1,
+    "panel-smtp": 3 + 1,
+    "blacklists": 3 + 2,  # the server settings, and the DQS key (deferred: a secret) for its status
+    "webmail": 3 + 2,  # the server settings, the install job
+}
+
+
+def test_every_server_settings_tab_runs_a_pinned_number_of_queries(admin_client_):
+    from mailadmin.views.settings_page import SETTINGS_PAGE
+
+    admin_client_.get(reverse("mailadmin:server_settings"))
+    counts = {tab.name: count_queries(admin_client_, SETTINGS_PAGE.url(tab.name)) for tab in SETTINGS_PAGE.tabs}
+    assert {name: counts[name] for name in SETTINGS_TAB_QUERIES} == SETTINGS_TAB_QUERIES
+
+
+def test_domain_list_runs_four_queries_on_any_page(admin_client_, alice):
+    """session, user, the page's ids and its rows (one statement: the ids a
+    subquery), the paginator's count."""
+    make_domains(alice, 120)
+    for url in (reverse("mailadmin:domain_list"), reverse("mailadmin:domain_list") + "?page=3"):
+        assert count_queries(admin_client_, url) == 4, url

@@ -15,7 +15,7 @@ from ..forms import ServerIdentityForm, UserAddForm, UserLimitsForm
 from ..models import MailAccount, MailDomain, ServerSettings, UserProfile
 from ..services import audit, customers, jobs
 from ..services.users import add_user, set_active
-from .common import require_admin
+from .common import require_admin, server_of
 from .dkim import policy_section
 from .server_mail import internal_lookup_context
 from .settings_page import SETTINGS_PAGE
@@ -82,11 +82,11 @@ def user_active(request, user_id):
 
 
 def identity_context(request, form=None) -> dict:
-    return {"form": form or ServerIdentityForm(instance=ServerSettings.load())}
+    return {"form": form or ServerIdentityForm(instance=server_of(request))}
 
 
 def customer_domains_context(request) -> dict:
-    return {"customers_add_domains": ServerSettings.load_public().customers_add_domains}
+    return {"customers_add_domains": server_of(request).customers_add_domains}
 
 
 SERVER_TAB = SETTINGS_PAGE.tab(

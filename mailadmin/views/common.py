@@ -3,7 +3,7 @@
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
-from ..models import MailDomain, is_admin
+from ..models import MailDomain, ServerSettings, is_admin
 
 
 def get_domain_for_user(request, domain_id) -> MailDomain:
@@ -19,6 +19,11 @@ def require_admin(request) -> None:
         raise Http404
 
 
-def template_for(request, page: str, partial: str) -> str:
-    """Full page for normal requests, the named partial for htmx."""
-    return f"{page}#{partial}" if request.htmx else page
+def server_of(request) -> ServerSettings:
+    """The server settings row without its secrets (not fetched, so not
+    decrypted), read once a request however many sections show a part of it.
+    A section that needs a secret reads it from this object (one more query,
+    for that field only)."""
+    if not hasattr(request, "_mailpanel_server"):
+        request._mailpanel_server = ServerSettings.load_public()
+    return request._mailpanel_server

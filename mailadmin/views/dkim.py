@@ -8,9 +8,8 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from ..forms_dkim import DkimPolicyForm, DkimRotateForm
-from ..models import ServerSettings
 from ..services import dkim_rotation
-from .common import get_domain_for_user, require_admin
+from .common import get_domain_for_user, require_admin, server_of
 from .domain_page import DOMAIN_PAGE
 from .settings_page import SETTINGS_PAGE
 from .shell import done, respond
@@ -18,7 +17,7 @@ from .shell import done, respond
 
 def dkim_section(request, domain, form=None, verdict=None) -> dict:
     """The DKIM key as it stands, for the DNS tab."""
-    status = dkim_rotation.status(domain)
+    status = dkim_rotation.status(domain, server=server_of(request))
     return {
         "domain": domain,
         "dkim": status,
@@ -29,7 +28,7 @@ def dkim_section(request, domain, form=None, verdict=None) -> dict:
 
 
 def policy_section(request, form=None) -> dict:
-    server = ServerSettings.load_public()
+    server = server_of(request)
     initial = {"dkim_grace_days": server.dkim_grace_days, "dkim_max_age_months": server.dkim_max_age_months}
     return {"dkim_policy_form": form or DkimPolicyForm(initial=initial)}
 

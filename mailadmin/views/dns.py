@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 from ..models import ApplyJob, JobKind, ServerSettings
 from ..services import dns_checks, user_checks
 from ..zonefile import render_zone
-from .common import get_domain_for_user
+from .common import get_domain_for_user, server_of
 from .dkim import dkim_section
 from .domain_page import DOMAIN_PAGE
 from .shell import respond
@@ -18,7 +18,7 @@ DNS_CHECK_TASK = "mailadmin.tasks_dns.dns_check"
 
 
 def dns_context(request, domain, result=None, check_job=None) -> dict:
-    identity = dns_checks.server_identity(ServerSettings.load_public())
+    identity = dns_checks.server_identity(server_of(request))
     records = dns_checks.domain_records(domain, identity)
     if result is None:
         result = dns_checks.latest_result(domain)

@@ -17,7 +17,7 @@ from ..models import MailAccount, MailAlias, MailDomain, RelaySettings, ServerSe
 from ..services import client_config
 from ..services import domains as domain_service
 from ..services import jobs
-from .common import get_domain_for_user
+from .common import get_domain_for_user, server_of
 from .shell import Section, Tab, TabbedPage, done, respond
 
 PAGE = "mailadmin/domain/page.html"
@@ -113,7 +113,7 @@ def client_settings(domain, server=None) -> dict:
 
 
 def clients_context(request, domain) -> dict:
-    server = ServerSettings.load_public()
+    server = server_of(request)
     accounts = list(domain.accounts.order_by("local_part").values("pk", "local_part"))
     example = accounts[0]["local_part"] if accounts else "info"
     return {

@@ -17,7 +17,7 @@ from ..forms_server_mail import (
 )
 from ..models import ServerSettings
 from ..services import panel_smtp, server_mail
-from .common import require_admin
+from .common import require_admin, server_of
 from .settings_page import SETTINGS_PAGE
 from .shell import done, respond
 
@@ -36,7 +36,7 @@ def panel_smtp_context(request, form=None, test_form=None, result=None) -> dict:
 
 
 def dqs_context(request, form=None) -> dict:
-    server = ServerSettings.load()
+    server = server_of(request)
     return {
         "dqs_is_set": bool(server.dqs_key),
         "dqs_status": server_mail.dqs_status(server),
@@ -45,7 +45,7 @@ def dqs_context(request, form=None) -> dict:
 
 
 def dnsbl_context(request, form=None) -> dict:
-    server = ServerSettings.load()
+    server = server_of(request)
     return {
         # (zone as configured, queried through DQS?) — never the DQS zone name itself.
         "dnsbl_rows": [(zone, dqs_zone(zone, server.dqs_key) != zone) for zone in server_mail.zone_list(server)],
@@ -54,7 +54,7 @@ def dnsbl_context(request, form=None) -> dict:
 
 
 def internal_lookup_context(request) -> dict:
-    enabled = ServerSettings.load_public().internal_lookup
+    enabled = server_of(request).internal_lookup
     return {
         "internal_lookup": enabled,
         "internal_lookup_form": InternalLookupForm(initial={"internal_lookup": enabled}),

@@ -4,15 +4,14 @@ settings page's "Webmail and filters" tab."""
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from ..models import ServerSettings
 from ..services import sieve
-from .common import require_admin
+from .common import require_admin, server_of
 from .settings_page import SETTINGS_PAGE
 from .shell import done
 
 
 def sieve_context(request) -> dict:
-    server = ServerSettings.load_public()
+    server = server_of(request)
     return {"sieve_enabled": server.sieve_enabled, "sieve_external": server.sieve_external}
 
 

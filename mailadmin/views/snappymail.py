@@ -13,14 +13,14 @@ from .. import snappymail_release as release
 from ..helper_client import HelperError
 from ..models import ApplyJob, JobKind, ServerSettings
 from ..services import snappymail
-from .common import require_admin
+from .common import require_admin, server_of
 from .settings_page import SETTINGS_PAGE
 from .shell import done, respond
 from .sieve import sieve_context
 
 
 def snappymail_context(request) -> dict:
-    server = ServerSettings.load_public()
+    server = server_of(request)
     try:
         snappymail.install_source()
         source_error = ""
