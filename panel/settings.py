@@ -4,6 +4,7 @@ Production sets DJANGO_SECRET_KEY, MAILPANEL_ENCRYPTION_KEY, DATABASE_URL,
 MAILPANEL_BASE_URL, MAILPANEL_ROOT=/ and MAILPANEL_HELPER="sudo /usr/local/sbin/mailpanel-helper".
 """
 
+import json
 import os
 import secrets
 import sys
@@ -219,6 +220,25 @@ LOGGING = {
 # --- mailpanel ---------------------------------------------------------------
 MAILPANEL_BASE_URL = os.environ.get("MAILPANEL_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 MAILPANEL_ROOT = os.environ.get("MAILPANEL_ROOT", str(VAR_DIR / "root"))
+
+
+def _layout_file(path: str) -> dict:
+    """The helper's Layout (/etc/mailpanel/layout.json, written by install.sh):
+    the panel renders with the same values, so its hashes match the live files."""
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ImproperlyConfigured(f"MAILPANEL_LAYOUT_FILE {path}: {e}") from e
+    if not isinstance(values, dict):
+        raise ImproperlyConfigured(f"MAILPANEL_LAYOUT_FILE {path}: not a JSON object")
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+
+
+# Layout overrides (mailconf.snapshot.Layout fields); tests set the setting directly.
+MAILPANEL_LAYOUT = _layout_file(os.environ.get("MAILPANEL_LAYOUT_FILE", ""))
 MAILPANEL_HELPER = os.environ.get(
     "MAILPANEL_HELPER",
     f"{sys.executable} {BASE_DIR / 'deploy' / 'mailpanel_helper.py'} --root {MAILPANEL_ROOT} --no-chown --service-command true",
