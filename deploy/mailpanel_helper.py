@@ -171,6 +171,9 @@ SERVICES = {
     "dovecot": "dovecot",
     "php-fpm": "php8.2-fpm",
     "firewall": None,
+    "nginx": "nginx",
+    # SnappyMail's own PHP-FPM master (mailconf/render/webmail.py)
+    "webmail-php": "mailpanel-webmail-php",
 }
 FIREWALL_RULES = "/etc/nftables.d/mailpanel.nft"
 
@@ -611,18 +614,21 @@ def _program(name):
     return path
 
 
-def sandbox_argv(argv, net_admin=False):
+def sandbox_argv(argv, net_admin=False, bind_ports=False):
     """argv wrapped to run as nobody with no network. As root: a new network
     namespace (unshare) and then setpriv to nobody, no groups, no new
     privileges (setuid exim stays nobody); net_admin keeps CAP_NET_ADMIN
     inside that empty namespace only (nft -c needs it). Not root
     (development): the caller is unprivileged already; nft gets a user
-    namespace for the same reason."""
+    namespace for the same reason. bind_ports keeps CAP_NET_BIND_SERVICE
+    there, the same way (nginx -t binds its listen ports)."""
     if os.geteuid() != 0:
-        if net_admin:
+        if net_admin or bind_ports:
             return [_program("unshare"), "--user", "--map-root-user", "--net", "--"] + argv
         return argv
-    caps = ["--inh-caps=+net_admin", "--ambient-caps=+net_admin"] if net_admin else []
+    names = [name for name, wanted in (("net_admin", net_admin), ("net_bind_service", bind_ports)) if wanted]
+    keep = ",".join("+" + name for name in names)
+    caps = ["--inh-caps=" + keep, "--ambient-caps=" + keep] if names else []
     return [
         _program("unshare"), "--net", "--",
         _program("setpriv"), "--reuid=%d" % SANDBOX_USER, "--regid=%d" % SANDBOX_USER,
@@ -630,7 +636,7 @@ def sandbox_argv(argv, net_admin=False):
     ] + argv
 
 
-def run_sandboxed(argv, content, name, timeout=VALIDATE_TIMEOUT, net_admin=False):
+def run_sandboxed(argv, content, name, timeout=VALIDATE_TIMEOUT, net_admin=False, bind_ports=False):
     """Run argv (where "{file}" stands for the candidate) on a private copy of
     content. Returns (exit status, stdout, stderr)."""
     folder = tempfile.mkdtemp(prefix="mailpanel-validate-")
@@ -648,7 +654,7 @@ def run_sandboxed(argv, content, name, timeout=VALIDATE_TIMEOUT, net_admin=False
         if os.geteuid() == 0:
             os.chown(folder, SANDBOX_USER, SANDBOX_USER)
         argv = [path if arg == "{file}" else arg for arg in argv]
-        return _run(sandbox_argv(argv, net_admin), timeout, {"HOME": folder, "TMPDIR": folder})
+        return _run(sandbox_argv(argv, net_admin, bind_ports), timeout, {"HOME": folder, "TMPDIR": folder})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -668,8 +674,8 @@ def first_error_line(text):
     return line[:MAX_VALIDATOR_OUTPUT]
 
 
-def _validate(argv, content, name, net_admin=False):
-    code, _stdout, stderr = run_sandboxed(argv, content, name, net_admin=net_admin)
+def _validate(argv, content, name, net_admin=False, bind_ports=False):
+    code, _stdout, stderr = run_sandboxed(argv, content, name, net_admin=net_admin, bind_ports=bind_ports)
     # stdout is never shown: doveconf -n prints the whole configuration there.
     if code == 0:
         return True, ""
@@ -700,11 +706,51 @@ def validate_php_ini(content):
     return _validate([php, "-n", "-r", code, "{file}"], content, "application.ini")
 
 
+# nginx -t needs a whole configuration: the candidate goes inside http {}
+# (or a server {} for locations) of this one, whose pid file and temporary
+# folders are relative to the private folder (-p "$HOME/", run_sandboxed's).
+NGINX_TEST_MAIN = b"""pid nginx.pid;
+events {}
+http {
+    client_body_temp_path body; proxy_temp_path proxy; fastcgi_temp_path fastcgi;
+    uwsgi_temp_path uwsgi; scgi_temp_path scgi;
+    access_log off;
+%s
+}
+"""
+NGINX_TEST_SERVER = b"server {\n    listen 8080;\n%s\n}\n"
+
+
+def validate_nginx(content, inside_server=False):
+    nginx = shutil.which("nginx", path=SAFE_PATH)
+    if nginx is None:
+        return True, "nginx not installed: not checked"
+    body = NGINX_TEST_SERVER % content if inside_server else content
+    script = 'exec "$0" -t -q -e stderr -p "$HOME/" -c "$1"'
+    return _validate([_program("sh"), "-c", script, nginx, "{file}"], NGINX_TEST_MAIN % body,
+                     "nginx.conf", bind_ports=True)
+
+
+def validate_php_fpm(content):
+    # Debian names the binary after the PHP version (php-fpm8.2, php-fpm8.4).
+    found = sorted(
+        (name for d in SAFE_PATH.split(":") if os.path.isdir(d) for name in os.listdir(d)
+         if re.fullmatch(r"php-fpm[0-9.]+", name)),
+        key=lambda name: [int(x) for x in name[7:].split(".") if x.isdigit()],
+    )
+    if not found:
+        return True, "php-fpm not installed: the pool file not checked"
+    return _validate([_program(found[-1]), "-t", "-y", "{file}"], content, "webmail-php-fpm.conf")
+
+
 VALIDATORS = {
     "exim": validate_exim,
     "doveconf": validate_doveconf,
     "nft": validate_nft,
     "php-ini": validate_php_ini,
+    "php-fpm": validate_php_fpm,
+    "nginx": validate_nginx,
+    "nginx-locations": lambda content: validate_nginx(content, inside_server=True),
 }
 
 

@@ -19,6 +19,9 @@ Two kinds, because root must never write a program it did not write itself:
 | /etc/dovecot/dovecot.conf              | code | doveconf -n            | dovecot  |
 | /etc/nftables.d/mailpanel.nft          | code | nft -c                 | firewall |
 | SnappyMail configs/application.ini     | code | PHP parse_ini_file     |          |
+| /etc/mailpanel/webmail-php-fpm.conf    | code | php-fpm -t             | webmail-php |
+| /etc/nginx/snippets/mailpanel-webmail.conf | code | nginx -t (in a server) | nginx |
+| /etc/nginx/conf.d/mailpanel-webmail.conf | code | nginx -t             | nginx    |
 | /etc/exim4/smtp_relay.conf             | data | relay                  |          |
 | /etc/exim4/dnsbl.conf                  | data | dnsbl                  |          |
 | /etc/exim4/send_only_domains           | data | domain_list            |          |
@@ -52,6 +55,9 @@ MANAGED_FILES = (
     ("/etc/dovecot/dovecot.conf", "root", "root", 0o644, CODE, "doveconf", "dovecot"),
     ("/etc/nftables.d/mailpanel.nft", "root", "root", 0o644, CODE, "nft", "firewall"),
     (SNAPPYMAIL_DATA + "/configs/application.ini", "www-data", "www-data", 0o640, CODE, "php-ini", None),
+    ("/etc/mailpanel/webmail-php-fpm.conf", "root", "root", 0o644, CODE, "php-fpm", "webmail-php"),
+    ("/etc/nginx/snippets/mailpanel-webmail.conf", "root", "root", 0o644, CODE, "nginx-locations", "nginx"),
+    ("/etc/nginx/conf.d/mailpanel-webmail.conf", "root", "root", 0o644, CODE, "nginx", "nginx"),
     ("/etc/exim4/smtp_relay.conf", "root", "Debian-exim", 0o640, DATA, "relay", None),
     ("/etc/exim4/dnsbl.conf", "root", "Debian-exim", 0o640, DATA, "dnsbl", None),
     ("/etc/exim4/send_only_domains", "root", "Debian-exim", 0o640, DATA, "domain_list", None),

@@ -149,6 +149,15 @@ class Layout:
     # or "2.4" (Debian 13). Detected where the Layout is made (install.sh writes
     # it to /etc/mailpanel/layout.json for the helper), never by a renderer.
     dovecot_version: str = "2.3"
+    # The webmail sites (mailconf/render/webmail.py): rendered only where the
+    # installer set this, with the PHP-FPM unit that reads the pool file and
+    # the include of the locations in the host name's nginx server.
+    webmail_sites: bool = False
+    webmail_php_socket: str = "/run/mailpanel-webmail/php-fpm.sock"
+    webmail_php_user: str = "www-data"  # owns SnappyMail's data/ (managed.py)
+    http_port: int = 80
+    http_listen: tuple[str, ...] = ()  # empty = all interfaces
+    acme_webroot: str = "/var/www/mailpanel-acme"
 
     def path(self, production_path: str) -> str:
         """The path as it appears inside rendered files."""

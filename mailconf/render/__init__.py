@@ -15,8 +15,9 @@ from .dovecot import render_dovecot
 from .exim import render_exim_conf, render_exim_data
 from .firewall import render_firewall
 from .snappymail import render_snappymail_code, render_snappymail_data
+from .webmail import render_webmail
 
-CODE_RENDERERS = (render_exim_conf, render_dovecot, render_firewall, render_snappymail_code)
+CODE_RENDERERS = (render_exim_conf, render_dovecot, render_firewall, render_snappymail_code, render_webmail)
 DATA_RENDERERS = (render_exim_data, render_snappymail_data)
 
 

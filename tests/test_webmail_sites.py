@@ -1,0 +1,281 @@
+"""The webmail sites (issue #15): SnappyMail at https://<host name>/webmail/
+through a PHP-FPM master of its own, http://webmail.<domain>/ sent there.
+Rendered by the helper as code files (mailconf/render/webmail.py), checked
+by nginx -t and php-fpm -t as nobody without network, and served by a real
+nginx and a real PHP-FPM on 127.0.0.1 from the rendered files."""
+
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from mailconf import managed
+from mailconf.params import CodeParams
+from mailconf.render import render_code
+from mailconf.render.snappymail import render_snappymail_data
+from mailconf.render.webmail import WEBMAIL_LOCATIONS, WEBMAIL_PHP_FPM, WEBMAIL_REDIRECT, render_webmail
+from mailconf.snapshot import Layout, Snapshot, SnappyMail
+from tests import mailstack
+from tests.test_helper import code, helper, load_helper_module, reload_log, root, write_layout  # noqa: F401
+
+HOSTNAME = "mail.example.net"
+INSTALLED = SnappyMail(True, "admin_0123abcd", "$2y$04$" + "x" * 53, "k3y-" + "a" * 20)
+PARAMS = CodeParams(hostname=HOSTNAME, snappymail=INSTALLED)
+FILES = (WEBMAIL_PHP_FPM, WEBMAIL_LOCATIONS, WEBMAIL_REDIRECT)
+
+
+def php_fpm_binary():
+    found = sorted(p for p in Path("/usr/sbin").glob("php-fpm[0-9]*"))
+    return str(found[-1]) if found else None
+
+
+needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx missing")
+needs_php_fpm = pytest.mark.skipif(php_fpm_binary() is None, reason="php-fpm missing")
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+
+def test_nothing_is_rendered_unless_the_installer_set_up_the_sites_and_snappymail_is_installed():
+    assert render_webmail(PARAMS, Layout()) == {}  # webmail_sites off: no unit, no include
+    assert render_webmail(CodeParams(hostname=HOSTNAME), Layout(webmail_sites=True)) == {}
+    files = render_code(PARAMS, Layout(webmail_sites=True))
+    assert set(FILES) <= set(files)
+
+
+def test_every_file_is_a_code_file_of_the_table_with_its_owner_mode_and_service():
+    rows = {row[0]: row for row in managed.MANAGED_FILES}
+    for path, spec in render_webmail(PARAMS, Layout(webmail_sites=True)).items():
+        _path, owner, group, mode, kind, _check, service = rows[path]
+        assert (kind, owner, group, mode, service) == (managed.CODE, spec.owner, spec.group, spec.mode, spec.service)
+    assert render_webmail(PARAMS, Layout(webmail_sites=True)) == render_webmail(PARAMS, Layout(webmail_sites=True))
+
+
+def test_the_pool_is_locked_to_snappymails_folder_and_has_no_shell():
+    pool = render_webmail(PARAMS, Layout(webmail_sites=True))[WEBMAIL_PHP_FPM].content.decode()
+    assert "php_admin_value[open_basedir] = /var/lib/snappymail/:/tmp/" in pool
+    assert "shell_exec" in pool and "proc_open" in pool and "php_admin_flag[allow_url_fopen] = off" in pool
+    assert "php_admin_value[upload_max_filesize] = 25M" in pool and "clear_env = yes" in pool
+    assert "listen = /run/mailpanel-webmail/php-fpm.sock" in pool and "listen.mode = 0660" in pool
+
+
+def test_only_index_php_runs_and_data_is_never_served():
+    locations = render_webmail(PARAMS, Layout(webmail_sites=True))[WEBMAIL_LOCATIONS].content.decode()
+    assert "location ^~ /webmail/data/ { deny all; }" in locations
+    assert "location = /webmail/index.php {" in locations
+    assert "location ~ \\.php$ { deny all; }" in locations
+    assert locations.count("fastcgi_pass") == 1
+
+
+def test_the_redirect_goes_to_the_host_name_only():
+    redirect = render_webmail(PARAMS, Layout(webmail_sites=True))[WEBMAIL_REDIRECT].content.decode()
+    assert f"return 301 https://{HOSTNAME}/webmail/;" in redirect
+    assert "$host" not in redirect and "$http_host" not in redirect  # no target from the request
+
+
+@pytest.mark.parametrize("field, value", [
+    ("webmail_php_socket", "/run/x.sock; include /etc/shadow"),
+    ("webmail_php_user", "www-data\nuser = root"),
+    ("snappymail_dir", "/var/lib/snappy mail"),
+    ("acme_webroot", "/var/www/a;b"),
+    ("http_listen", ("0.0.0.0; include /etc/shadow",)),
+    ("http_port", 0),
+])
+def test_a_hostile_layout_value_is_refused_not_written(field, value):
+    with pytest.raises(ValueError):
+        render_webmail(PARAMS, Layout(webmail_sites=True, **{field: value}))
+
+
+def test_a_hostile_hostname_is_refused():
+    with pytest.raises(ValueError):
+        render_webmail(CodeParams(hostname="x.example; return 200", snappymail=INSTALLED), Layout(webmail_sites=True))
+
+
+# --- the helper: validators and apply --------------------------------------------------------
+
+
+@needs_nginx
+@needs_php_fpm
+def test_the_rendered_files_pass_their_validators_and_broken_ones_do_not():
+    validators = load_helper_module().VALIDATORS
+    files = render_webmail(PARAMS, Layout(webmail_sites=True))
+    rows = {row[0]: row[5] for row in managed.MANAGED_FILES}
+    for path, spec in files.items():
+        assert validators[rows[path]](spec.content) == (True, ""), path
+    for check, broken in (
+        ("nginx", b"server { listen 80; no_such_directive on; }"),
+        ("nginx-locations", b"location /webmail/ { alias /x/; "),
+        ("php-fpm", b"[global]\nno_such_entry = 1\n"),
+        ("nginx", b"include /etc/shadow;"),  # as nobody: unreadable, and not shown
+    ):
+        ok, output = validators[check](broken)
+        assert ok is False and output and "\n" not in output, (check, output)
+        assert "root:" not in output
+
+
+@needs_nginx
+@needs_php_fpm
+def test_the_helper_writes_the_sites_once_the_layout_says_so_and_reloads_nginx_and_php(helper, reload_log):
+    status, answer = helper.apply(code=code(snappymail=True))
+    assert status == 0, answer
+    assert not [p for p in answer["written"] if p in FILES]  # not set up by the installer
+    write_layout(helper, webmail_sites=True)
+    status, answer = helper.apply(code=code(snappymail=True, hostname="mx.example.org"))
+    assert status == 0, answer
+    assert set(FILES) <= set(answer["written"])
+    assert {"nginx", "webmail-php"} <= set(answer["reloads"])
+    assert b"https://mx.example.org/webmail/" in helper.live(WEBMAIL_REDIRECT).read_bytes()
+    assert oct(helper.live(WEBMAIL_PHP_FPM).stat().st_mode & 0o7777) == "0o644"
+    status, answer = helper.apply(code=code(snappymail=True, hostname="mx.example.org"))
+    assert status == 0 and answer["written"] == []
+    status, answer = helper.apply(code=code(hostname="mx.example.org"))  # SnappyMail uninstalled
+    assert status == 0 and set(FILES) <= set(answer["removed"])
+
+
+# --- served: real nginx and PHP-FPM on 127.0.0.1 ---------------------------------------------
+
+INDEX_PHP = """<?php
+header("Content-Type: text/plain");
+$domain = json_decode(file_get_contents(__DIR__ . "/data/_data_/_default_/domains/default.json"), true);
+echo "imap=" . $domain["IMAP"]["host"] . ":" . $domain["IMAP"]["port"] . "\\n";
+echo "passwd=" . var_export(@file_get_contents("/etc/passwd") !== false, true) . "\\n";
+echo "shell=" . var_export(function_exists("shell_exec"), true) . "\\n";
+echo "upload=" . ini_get("upload_max_filesize") . "\\n";
+echo "script=" . $_SERVER["SCRIPT_NAME"] . "\\n";
+"""
+
+
+@contextlib.contextmanager
+def started(argv, ready, what, timeout=10):
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"{what} did not start: {proc.communicate()[0].decode(errors='replace')}")
+            time.sleep(0.02)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdout.close()
+
+
+def get(port, path, host=HOSTNAME):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def site(tmp_path):
+    """The three rendered files, a stand-in SnappyMail (index.php that reads
+    the rendered default.json) and its data, nginx and PHP-FPM running."""
+    mailstack.require_root()
+    tree = mailstack.new_tree_root(tmp_path)
+    http_port, https_port = mailstack.free_port(), mailstack.free_port()
+    layout = Layout(root=str(tree), webmail_sites=True, http_port=http_port, http_listen=("127.0.0.1",))
+    files = {**render_webmail(PARAMS, layout), **render_snappymail_data(Snapshot(snappymail=INSTALLED), layout)}
+    for production, spec in files.items():
+        path = Path(layout.path(production))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(spec.content)
+    snappymail = Path(layout.path(layout.snappymail_dir))
+    (snappymail / "index.php").write_text(INDEX_PHP)
+    (snappymail / "other.php").write_text("<?php echo 'other ran';")
+    (snappymail / "data" / "secret.txt").write_text("not for the web")
+    (snappymail / "static.txt").write_text("a static file")
+    Path(layout.path("/run/mailpanel-webmail")).mkdir(parents=True)
+    subprocess.run(["chown", "-R", "www-data:www-data", str(snappymail)], check=True)
+    for folder in (tree, *tree.rglob("*")):
+        if folder.is_dir():
+            folder.chmod(0o755)
+    nginx_conf = tree / "nginx.conf"
+    nginx_conf.write_text(f"""user www-data;
+daemon off;
+pid {tree}/nginx.pid;
+error_log {tree}/nginx-error.log;
+events {{}}
+http {{
+    client_body_temp_path {tree}/body; proxy_temp_path {tree}/proxy; fastcgi_temp_path {tree}/fastcgi;
+    uwsgi_temp_path {tree}/uwsgi; scgi_temp_path {tree}/scgi;
+    access_log off;
+    include {layout.path(WEBMAIL_REDIRECT)};
+    server {{
+        listen 127.0.0.1:{https_port};  # the host name's server (plain HTTP here: no certificate needed)
+        server_name {HOSTNAME};
+        include {layout.path(WEBMAIL_LOCATIONS)};
+    }}
+}}
+""")
+    socket_path = Path(layout.path(layout.webmail_php_socket))
+    fpm = [php_fpm_binary(), "--nodaemonize", "--fpm-config", layout.path(WEBMAIL_PHP_FPM)]
+    with started(fpm, socket_path.exists, "php-fpm"), started(
+        ["nginx", "-c", str(nginx_conf), "-e", f"{tree}/nginx-error.log"],
+        lambda: _listening(https_port) and _listening(http_port), "nginx",
+    ):
+        yield {"http": http_port, "https": https_port, "socket": socket_path}
+
+
+def _listening(port):
+    import socket
+
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        return True
+    return False
+
+
+@needs_nginx
+@needs_php_fpm
+def test_snappymail_answers_through_its_own_php_fpm_with_the_domain_config_parsed(site):
+    status, headers, body = get(site["https"], "/webmail/")
+    assert status == 200, body
+    lines = dict(line.split("=", 1) for line in body.strip().splitlines())
+    assert lines["imap"] == "localhost:143"  # default.json, rendered, read and parsed by PHP
+    assert lines["passwd"] == "false"  # open_basedir
+    assert lines["shell"] == "false"  # disable_functions
+    assert lines["upload"] == "25M"
+    assert lines["script"] == "/webmail/index.php"
+    assert "X-Powered-By" not in headers
+    stat = site["socket"].stat()
+    assert oct(stat.st_mode & 0o777) == "0o660"
+
+
+@needs_nginx
+@needs_php_fpm
+@pytest.mark.parametrize("path, status", [
+    ("/webmail/data/secret.txt", 403),
+    ("/webmail/data/_data_/_default_/domains/default.json", 403),
+    ("/webmail/other.php", 403),
+    ("/webmail/static.txt", 200),
+    ("/webmail", 301),
+])
+def test_only_index_php_runs_and_snappymails_data_stays_private(site, path, status):
+    got, headers, body = get(site["https"], path)
+    assert got == status, body
+    assert "not for the web" not in body and "other ran" not in body and "<?php" not in body
+
+
+@needs_nginx
+@needs_php_fpm
+@pytest.mark.parametrize("host", ["webmail.example.org", "webmail.xn--mnchen-3ya.example", "webmail.evil.example"])
+def test_http_webmail_of_any_domain_goes_to_the_host_name(site, host):
+    status, headers, _body = get(site["http"], "/some/path?x=1", host=host)
+    assert (status, headers["Location"]) == (301, f"https://{HOSTNAME}/webmail/")
