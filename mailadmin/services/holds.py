@@ -187,8 +187,9 @@ def run_finish_job(job_id: int, hold_id: int, action: str, kick: bool) -> None:
         count = len(answer.get("ids", []))
         log((_("%(count)d held messages released") if action == RELEASE else _("%(count)d held messages deleted"))
             % {"count": count})
-        hold.delete()
-        apply_now(log, domains={name})
+        with transaction.atomic():  # a failed apply keeps the hold (and the suspension with it)
+            hold.delete()
+            apply_now(log, domains={name})
         log(_("sending of %(sender)s is no longer suspended") % {"sender": hold.sender_key})
         return {"messages": count, "action": action}
 
