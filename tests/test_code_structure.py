@@ -35,3 +35,18 @@ def test_cli_nouns_do_not_import_the_management_command():
         if any(name.startswith("mailadmin.management") for name in imported_modules(path))
     }
     assert offenders == set()
+
+
+def test_checks_never_touch_the_orm_and_only_checks_open_smtp_conversations():
+    """The shell's rule: no module both touches the ORM and runs sockets. The
+    checks package talks to the network and never imports models; nothing
+    outside it speaks SMTP (the one client is checks.smtp.Session)."""
+    for path in (MAILADMIN / "checks").glob("*.py"):
+        names = imported_modules(path)
+        assert not any(name.startswith(("mailadmin.models", "django.db")) for name in names), path.name
+    speakers = {
+        path.relative_to(MAILADMIN).as_posix()
+        for path in MAILADMIN.rglob("*.py")
+        if "smtplib" in imported_modules(path) or "django.core.mail.backends.smtp" in imported_modules(path)
+    }
+    assert speakers == set()

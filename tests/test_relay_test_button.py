@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 
-from mailadmin.checks.relay_test import check_relay
+from mailadmin.checks.relay import check_relay
 from mailadmin.models import MailDomain, RelaySettings
 from mailconf.snapshot import Relay
 from tests import mailstack, taskqueue

@@ -153,7 +153,7 @@ def test_admin_test_button_never_sends_the_stored_password_to_another_host(
 
 
 def talk_to(relay):
-    from mailadmin.checks.relay_test import check_relay
+    from mailadmin.checks.relay import check_relay
 
     return check_relay(relay, timeout=2.0, helo="panel.test")
 

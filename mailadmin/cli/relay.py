@@ -7,7 +7,7 @@ Validation is the panel's: the same RelayForm checks every value.
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
-from ..checks.relay_test import check_relay
+from ..checks.relay import check_relay
 from ..forms_relay import RelayForm
 from ..models import RelayAuth, RelayTls
 from ..services import relay as relay_service

@@ -18,9 +18,6 @@ is shown or logged goes through _scrub first.
 """
 
 import base64
-import hmac
-import smtplib
-import socket
 import ssl
 from dataclasses import dataclass, field
 
@@ -28,11 +25,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
-from django.core.mail.backends.smtp import EmailBackend as DjangoSmtpBackend
 from django.db import transaction
-from django.utils.functional import cached_property
 from django.utils.translation import gettext as _
 
+from ..checks import smtp
 from ..models import PanelSmtpSecurity, ServerSettings
 from ..secret_endpoint import Endpoint, retype_problem
 from ..validation import normalize_address, normalize_hostname, validate_config_value, validate_port
@@ -52,6 +48,7 @@ class SmtpTarget:
     password: str = field(default="", repr=False)
     from_email: str = ""
     local_mta: bool = False
+    helo: str = "localhost"  # the server's host name: what it says in EHLO
 
     def describe(self) -> str:
         if self.local_mta:
@@ -73,6 +70,7 @@ def target_from_settings(server: ServerSettings) -> SmtpTarget:
             port=port,
             from_email=server.panel_smtp_from or settings.DEFAULT_FROM_EMAIL,
             local_mta=True,
+            helo=server.hostname or "localhost",
         )
     return SmtpTarget(
         host=server.panel_smtp_host,
@@ -81,6 +79,7 @@ def target_from_settings(server: ServerSettings) -> SmtpTarget:
         username=server.panel_smtp_username,
         password=server.panel_smtp_password,
         from_email=server.panel_smtp_from or settings.DEFAULT_FROM_EMAIL,
+        helo=server.hostname or "localhost",
     )
 
 
@@ -111,51 +110,10 @@ def _scrub(text: str, target: SmtpTarget) -> str:
     return text
 
 
-class _Utf8(str):
-    # smtplib base64-encodes what an auth method returns with .encode("ascii"):
-    # a non-ASCII user name or password would fail before reaching the server.
-    # RFC 4616 (PLAIN) is UTF-8; providers accept UTF-8 for LOGIN too.
-    def encode(self, encoding="utf-8", errors="strict"):
-        return str.encode(self, "utf-8", errors)
-
-
-class _Utf8Auth:
-    def auth_cram_md5(self, challenge=None):
-        if challenge is None:
-            return None
-        digest = hmac.HMAC(self.password.encode("utf-8"), challenge, "md5").hexdigest()
-        return _Utf8(f"{self.user} {digest}")
-
-    def auth_plain(self, challenge=None):
-        return _Utf8(super().auth_plain(challenge))
-
-    def auth_login(self, challenge=None):
-        return _Utf8(super().auth_login(challenge))
-
-
-class SMTP(_Utf8Auth, smtplib.SMTP):
-    pass
-
-
-class SMTP_SSL(_Utf8Auth, smtplib.SMTP_SSL):
-    pass
-
-
-class _TargetSmtpBackend(DjangoSmtpBackend):
-    """Django's SMTP backend, with our CA file for both STARTTLS and SSL and
-    UTF-8 credentials."""
-
-    @property
-    def connection_class(self):
-        return SMTP_SSL if self.use_ssl else SMTP
-
-    @cached_property
-    def ssl_context(self):
-        return tls_context()
-
-
 class PanelEmailBackend(BaseEmailBackend):
-    """settings.EMAIL_BACKEND: delegates to SMTP with the settings of the moment."""
+    """settings.EMAIL_BACKEND: each message through the panel's SMTP client
+    (checks.smtp) with the settings of the moment. Credentials go as UTF-8
+    (RFC 4616), which smtplib would refuse."""
 
     def __init__(self, fail_silently=False, **kwargs):
         self.fail_silently = fail_silently
@@ -166,62 +124,41 @@ class PanelEmailBackend(BaseEmailBackend):
         if not email_messages:
             return 0
         target = current_target()
+        sent = 0
         for message in email_messages:
             # Mail built with the default sender goes out as the configured From:
             # a provider refuses any other sender for its account.
             if message.from_email in (None, "", settings.DEFAULT_FROM_EMAIL):
                 message.from_email = target.from_email
-        backend = smtp_backend(target, fail_silently=self.fail_silently)
-        try:
-            return backend.send_messages(email_messages)
-        except (smtplib.SMTPException, OSError) as exc:
-            # Re-raise without the password in the text (tracebacks get logged).
-            raise PanelSmtpError(_scrub(describe_error(exc), target)) from None
+            if not message.recipients():
+                continue
+            delivery = deliver(target, message.from_email, message.recipients(), message.message().as_bytes())
+            if delivery.ok:
+                sent += 1
+            elif not self.fail_silently:
+                # The server's answer, never the password (tracebacks get logged).
+                raise PanelSmtpError(_scrub(delivery.summary, target))
+        return sent
 
 
 class PanelSmtpError(Exception):
     pass
 
 
-def smtp_backend(target: SmtpTarget, fail_silently=False) -> DjangoSmtpBackend:
-    return _TargetSmtpBackend(
-        alias="panel_smtp",
-        host=target.host,
-        port=target.port,
-        username=target.username or None,
-        password=target.password or None,
-        use_tls=target.security == PanelSmtpSecurity.STARTTLS,
-        use_ssl=target.security == PanelSmtpSecurity.SSL,
+def deliver(target: SmtpTarget, sender: str, recipients: list[str], message: bytes) -> smtp.Delivery:
+    return smtp.send_message(
+        target.host,
+        target.port,
+        security=target.security,
+        username=target.username,
+        password=target.password,
+        sender=sender,
+        recipients=recipients,
+        message=message,
+        context=tls_context(),
         timeout=timeout(),
-        fail_silently=fail_silently,
+        helo=target.helo,
     )
-
-
-def describe_error(exc: BaseException) -> str:
-    """The server's own answer when there is one (535 5.7.8 …), else what failed."""
-    if isinstance(exc, smtplib.SMTPResponseException):
-        text = exc.smtp_error
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", "replace")
-        return f"{exc.smtp_code} {text}".strip()
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        return "; ".join(
-            f"{addr}: {code} {msg.decode('utf-8', 'replace') if isinstance(msg, bytes) else msg}"
-            for addr, (code, msg) in exc.recipients.items()
-        )
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return _("TLS certificate not trusted: %(reason)s") % {"reason": exc.verify_message or exc.reason}
-    if isinstance(exc, ssl.SSLError):
-        return _("TLS failed: %(reason)s") % {"reason": exc.reason or exc}
-    if isinstance(exc, ConnectionRefusedError):
-        return _("connection refused")
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return _("no answer within %(seconds)s seconds") % {"seconds": timeout()}
-    if isinstance(exc, socket.gaierror):
-        return _("host name not found (%(reason)s)") % {"reason": exc.strerror or exc}
-    if isinstance(exc, smtplib.SMTPNotSupportedError):
-        return _("the server does not offer this: %(reason)s") % {"reason": exc}
-    return f"{type(exc).__name__}: {exc}"
 
 
 # --- the test mail ------------------------------------------------------------
@@ -234,74 +171,20 @@ class TestMailResult:
     transcript: list[str] = field(default_factory=list)  # what was said, password-free
 
 
-def _decode(reply) -> str:
-    code, text = reply
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return f"{code} {' / '.join(text.splitlines())}".strip()
-
-
 def send_test_mail(to: str, target: SmtpTarget | None = None) -> TestMailResult:
-    """Send one short mail step by step and report every answer. Never raises
-    for a network or SMTP failure: the failure is the result."""
+    """Send one short mail through the panel's SMTP client (checks.smtp) and
+    report every answer. Never raises for a network or SMTP failure: the
+    failure is the result."""
     to = normalize_address(to)
     target = target or current_target()
-    transcript: list[str] = []
-
-    def said(line):
-        transcript.append(_scrub(line, target))
-
     message = EmailMessage(
         subject=_("mailpanel test mail"),
         body=_("This test mail was sent by mailpanel through %(target)s.") % {"target": target.describe()},
         from_email=target.from_email,
         to=[to],
     ).message()
-    context = tls_context()
-    conn = None
-    try:
-        if target.security == PanelSmtpSecurity.SSL:
-            conn = SMTP_SSL(timeout=timeout(), context=context)
-        else:
-            conn = SMTP(timeout=timeout())
-        # connect() separately to see the banner; TLS checks the name given here.
-        conn._host = target.host
-        said(f"→ connect {target.host}:{target.port}")
-        said("← " + _decode(conn.connect(target.host, target.port)))
-        said("→ EHLO")
-        said("← " + _decode(conn.ehlo()).splitlines()[0])
-        if target.security == PanelSmtpSecurity.STARTTLS:
-            said("→ STARTTLS")
-            said("← " + _decode(conn.starttls(context=context)))
-            conn.ehlo()
-        if target.username:
-            said(f"→ AUTH as {target.username}")
-            said("← " + _decode(conn.login(target.username, target.password)))
-        said(f"→ MAIL FROM:<{target.from_email}>")
-        reply = conn.mail(target.from_email)
-        said("← " + _decode(reply))
-        if reply[0] != 250:
-            return TestMailResult(False, _scrub(_decode(reply), target), transcript)
-        said(f"→ RCPT TO:<{to}>")
-        reply = conn.rcpt(to)
-        said("← " + _decode(reply))
-        if reply[0] not in (250, 251):
-            return TestMailResult(False, _scrub(_decode(reply), target), transcript)
-        said("→ DATA")
-        reply = conn.data(message.as_bytes())
-        said("← " + _decode(reply))
-        ok = reply[0] == 250
-        return TestMailResult(ok, _scrub(_decode(reply), target), transcript)
-    except (smtplib.SMTPException, OSError, ValueError) as exc:
-        error = _scrub(describe_error(exc), target)
-        said("✗ " + error)
-        return TestMailResult(False, error, transcript)
-    finally:
-        if conn is not None:
-            try:
-                conn.quit()
-            except (smtplib.SMTPException, OSError):
-                conn.close()
+    sent = deliver(target, target.from_email, [to], message.as_bytes())
+    return TestMailResult(sent.ok, _scrub(sent.summary, target), [_scrub(line, target) for line in sent.transcript])
 
 
 # --- saving -------------------------------------------------------------------
@@ -309,7 +192,8 @@ def send_test_mail(to: str, target: SmtpTarget | None = None) -> TestMailResult:
 
 def stored_endpoint(server: ServerSettings) -> Endpoint | None:
     """Where the stored password may be sent (None: no password stored).
-    smtplib picks the mechanism itself, so the endpoint has none."""
+    The client picks the mechanism itself (PLAIN, else LOGIN), so the
+    endpoint has none."""
     if not server.panel_smtp_password:
         return None
     return Endpoint.of(

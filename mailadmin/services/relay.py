@@ -254,7 +254,7 @@ def relay_for_test(domain: MailDomain | None, values: dict | None = None) -> sna
 
 
 def check_options() -> dict:
-    """Timeout, CA bundle and EHLO name for checks.relay_test.check_relay:
+    """Timeout, CA bundle and EHLO name for checks.relay.check_relay:
     the same CA bundle the rendered Exim config trusts."""
     from .apply import layout_from_settings
 

@@ -2,7 +2,7 @@
 
 The request only starts a job (rate-limited per user, services.user_checks);
 the worker resolves the host, refuses a customer's non-public target
-(checks.targets), talks to the relay (checks.relay_test) and stores the
+(checks.targets), talks to the relay (checks.relay) and stores the
 redacted transcript as the job's result, which the relay section polls. No
 gunicorn worker waits on a remote server.
 
@@ -18,7 +18,7 @@ from django.db import transaction
 
 from mailconf import snapshot as snap
 from .. import crypto
-from ..checks import relay_test as checks
+from ..checks import relay as checks
 from ..checks import targets
 from ..models import ApplyJob, JobKind, is_admin
 from . import dns_checks, jobs, relay, user_checks
