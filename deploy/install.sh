@@ -254,6 +254,9 @@ print(json.dumps({
     "dovecot_version": version,
     "tls_certificate": tls + "/fullchain.pem",
     "tls_privatekey": tls + "/privkey.pem",
+    # SnappyMail's site and PHP-FPM master (mailconf/render/webmail.py):
+    # this installer sets up their unit, binary link and nginx include.
+    "webmail_sites": True,
 }, indent=2, sort_keys=True))
 EOF
   local check
@@ -447,6 +450,18 @@ php_fpm() {
   echo "${unit%.service}"
 }
 
+# The webmail's own PHP-FPM master (deploy/systemd/mailpanel-webmail-php.service)
+# runs Debian's versioned binary through this link.
+webmail_php_fpm() {
+  local binary
+  binary=$(ls /usr/sbin/php-fpm[0-9]* 2>/dev/null | sort -V | tail -n 1 || true)
+  [ -n "$binary" ] || die "php-fpm is not installed (deploy/apt-packages-server.txt)"
+  if [ "$(readlink /usr/local/sbin/mailpanel-php-fpm 2>/dev/null)" != "$binary" ]; then
+    ln -sfn "$binary" /usr/local/sbin/mailpanel-php-fpm
+    changed "/usr/local/sbin/mailpanel-php-fpm -> $binary"
+  fi
+}
+
 nginx_site() {
   step "nginx"
   put /etc/nginx/sites-available/mailpanel root:root 0644 <<EOF
@@ -472,6 +487,8 @@ server {
     ssl_certificate_key $TLS/privkey.pem;
     ssl_protocols TLSv1.2 TLSv1.3;
     client_max_body_size 25m;
+    # SnappyMail at /webmail/ once the panel has written it (mailconf/render/webmail.py).
+    include /etc/nginx/snippets/mailpanel-webmail*.conf;
     location / {
         proxy_pass http://127.0.0.1:8000;
         proxy_set_header Host \$host;
@@ -565,6 +582,7 @@ main() {
   database
   django
   units
+  webmail_php_fpm
   nginx_site
   systemctl reload-or-restart nginx 2>/dev/null || systemctl start nginx
   # The first apply writes the nftables file the firewall unit's condition

@@ -39,7 +39,7 @@ def test_accounts_tab_lists_accounts_and_the_clients_tab_their_settings(alice_cl
     assert "mail.hoster.test" in clients and "993" in clients and "465" in clients and "587" in clients
     assert "<code>mail.example.org</code>" not in clients
     assert url("account_mobileconfig", domain.pk, info.pk) in clients
-    assert "https://webmail.example.org/" in clients and "info@example.org" in clients
+    assert "https://mail.hoster.test/webmail/" in clients and "info@example.org" in clients
     overview = alice_client.get(domain.get_absolute_url()).content.decode()
     assert "1 mailbox" in overview and "1 alias" in overview
 

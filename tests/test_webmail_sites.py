@@ -20,7 +20,7 @@ from mailconf import managed
 from mailconf.params import CodeParams
 from mailconf.render import render_code
 from mailconf.render.snappymail import render_snappymail_data
-from mailconf.render.webmail import WEBMAIL_LOCATIONS, WEBMAIL_PHP_FPM, WEBMAIL_REDIRECT, render_webmail
+from mailconf.render.webmail import PID_FILE, WEBMAIL_LOCATIONS, WEBMAIL_PHP_FPM, WEBMAIL_REDIRECT, render_webmail
 from mailconf.snapshot import Layout, Snapshot, SnappyMail
 from tests import mailstack
 from tests.test_helper import code, helper, load_helper_module, reload_log, root, write_layout  # noqa: F401
@@ -45,7 +45,8 @@ needs_php_fpm = pytest.mark.skipif(php_fpm_binary() is None, reason="php-fpm mis
 
 def test_nothing_is_rendered_unless_the_installer_set_up_the_sites_and_snappymail_is_installed():
     assert render_webmail(PARAMS, Layout()) == {}  # webmail_sites off: no unit, no include
-    assert render_webmail(CodeParams(hostname=HOSTNAME), Layout(webmail_sites=True)) == {}
+    # the pool alone before SnappyMail: its unit has its file, nginx serves nothing yet
+    assert list(render_webmail(CodeParams(hostname=HOSTNAME), Layout(webmail_sites=True))) == [WEBMAIL_PHP_FPM]
     files = render_code(PARAMS, Layout(webmail_sites=True))
     assert set(FILES) <= set(files)
 
@@ -126,6 +127,7 @@ def test_the_helper_writes_the_sites_once_the_layout_says_so_and_reloads_nginx_a
     status, answer = helper.apply(code=code(snappymail=True))
     assert status == 0, answer
     assert not [p for p in answer["written"] if p in FILES]  # not set up by the installer
+    assert "webmail-php" not in answer["reloads"]
     write_layout(helper, webmail_sites=True)
     status, answer = helper.apply(code=code(snappymail=True, hostname="mx.example.org"))
     assert status == 0, answer
@@ -136,7 +138,9 @@ def test_the_helper_writes_the_sites_once_the_layout_says_so_and_reloads_nginx_a
     status, answer = helper.apply(code=code(snappymail=True, hostname="mx.example.org"))
     assert status == 0 and answer["written"] == []
     status, answer = helper.apply(code=code(hostname="mx.example.org"))  # SnappyMail uninstalled
-    assert status == 0 and set(FILES) <= set(answer["removed"])
+    assert status == 0 and sorted(answer["removed"]) == sorted([
+        "/var/lib/snappymail/data/_data_/_default_/configs/application.ini", WEBMAIL_LOCATIONS, WEBMAIL_REDIRECT])
+    assert helper.live(WEBMAIL_PHP_FPM).exists()
 
 
 # --- served: real nginx and PHP-FPM on 127.0.0.1 ---------------------------------------------
@@ -279,3 +283,39 @@ def test_only_index_php_runs_and_snappymails_data_stays_private(site, path, stat
 def test_http_webmail_of_any_domain_goes_to_the_host_name(site, host):
     status, headers, _body = get(site["http"], "/some/path?x=1", host=host)
     assert (status, headers["Location"]) == (301, f"https://{HOSTNAME}/webmail/")
+
+
+# --- deployment ------------------------------------------------------------------------------
+
+UNIT = Path(__file__).resolve().parent.parent / "deploy" / "systemd" / "mailpanel-webmail-php.service"
+
+
+def test_the_php_fpm_unit_passes_systemd_analyze_verify(tmp_path):
+    from tests.test_deploy import _verifiable_copy
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze missing (systemd is listed in deploy/apt-packages.txt)")
+    proc = subprocess.run([analyze, "verify", str(_verifiable_copy(UNIT, tmp_path))], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stdout + proc.stderr
+
+
+def test_the_unit_runs_the_rendered_pool_file_and_its_socket_folder_is_the_rendered_one():
+    text = UNIT.read_text()
+    assert f"--fpm-config {WEBMAIL_PHP_FPM}" in text and f"ConditionPathExists={WEBMAIL_PHP_FPM}" in text
+    folder = Path(Layout().webmail_php_socket).parent
+    assert folder == Path(PID_FILE).parent and f"RuntimeDirectory={folder.name}" in text
+
+
+def test_the_helper_starts_the_unit_on_its_first_file_and_reloads_nginx_plainly():
+    helper_module = load_helper_module()
+    argv = helper_module.reload_command("webmail-php", None, None)
+    assert argv[1:] == ["reload-or-restart", "mailpanel-webmail-php"]
+    assert helper_module.reload_command("nginx", None, None)[1:] == ["reload", "nginx"]
+
+
+def test_install_sh_sets_the_sites_up_and_includes_the_locations_in_the_host_names_server():
+    script = (Path(__file__).resolve().parent.parent / "deploy" / "install.sh").read_text()
+    assert '"webmail_sites": True' in script
+    assert "include /etc/nginx/snippets/mailpanel-webmail*.conf;" in script
+    assert "/usr/local/sbin/mailpanel-php-fpm" in script

@@ -172,7 +172,8 @@ def admin_url(key: str) -> str:
     hostname = ServerSettings.load_public().hostname
     if _in_customer_domain(hostname):
         return ""
-    return urlunsplit(("https", hostname, "/", key, ""))
+    # SnappyMail is served at /webmail/ on the host name (mailconf/render/webmail.py)
+    return urlunsplit(("https", hostname, "/webmail/", key, ""))
 
 
 def _admin_base(url: str) -> SplitResult:

@@ -97,6 +97,12 @@ def domain_detail(request, domain_id):
 # --- Webmail and clients ------------------------------------------------------------
 
 
+def webmail_url(hostname: str) -> str:
+    """SnappyMail on the host name, whose certificate is valid
+    (mailconf/render/webmail.py); http://webmail.<domain>/ redirects there."""
+    return f"https://{hostname}/webmail/"
+
+
 def client_settings(domain, server=None) -> dict:
     """What a mail client needs; the same for every account of the domain.
     The server is the host name, whose certificate clients check — what
@@ -108,7 +114,7 @@ def client_settings(domain, server=None) -> dict:
         "imap_port": settings.imap.port,
         "smtps_port": smtp[0].port,
         "submission_port": smtp[-1].port,
-        "webmail_url": f"https://webmail.{domain.unicode_name}/",
+        "webmail_url": webmail_url(settings.host),
     }
 
 
@@ -121,7 +127,7 @@ def clients_context(request, domain) -> dict:
         "client_example_address": f"{example}@{domain.unicode_name}",
         "client_accounts": accounts,
         "webmail_installed": server.snappymail_installed,
-        "webmail_url": f"https://webmail.{domain.name}/",
+        "webmail_url": webmail_url(server.hostname),
     }
 
 

@@ -20,8 +20,9 @@ webmail.<domain> over HTTPS needs a certificate for every domain, which this
 server does not get yet; until then the host name serves the webmail.
 
 Rendered only where `layout.webmail_sites` says the host has the PHP-FPM
-unit and the include (the installer's choice, in the helper's Layout) and
-SnappyMail is installed. Pure: same parameters, same bytes.
+unit and the include (the installer's choice, in the helper's Layout); the
+nginx files only once SnappyMail is installed. Pure: same parameters, same
+bytes.
 """
 
 from __future__ import annotations
@@ -141,10 +142,13 @@ def render_redirect(params: CodeParams, layout: Layout) -> bytes:
 
 
 def render_webmail(params: CodeParams, layout: Layout) -> dict[str, FileSpec]:
-    if not (layout.webmail_sites and params.snappymail.installed):
+    """The pool wherever the sites are set up, so its unit always has its
+    file (an idle ondemand master until SnappyMail is there); the nginx
+    files once SnappyMail is installed."""
+    if not layout.webmail_sites:
         return {}
-    return {
-        WEBMAIL_PHP_FPM: FileSpec(render_php_fpm(layout), "root", "root", 0o644, "webmail-php"),
-        WEBMAIL_LOCATIONS: FileSpec(render_locations(layout), "root", "root", 0o644, "nginx"),
-        WEBMAIL_REDIRECT: FileSpec(render_redirect(params, layout), "root", "root", 0o644, "nginx"),
-    }
+    files = {WEBMAIL_PHP_FPM: FileSpec(render_php_fpm(layout), "root", "root", 0o644, "webmail-php")}
+    if params.snappymail.installed:
+        files[WEBMAIL_LOCATIONS] = FileSpec(render_locations(layout), "root", "root", 0o644, "nginx")
+        files[WEBMAIL_REDIRECT] = FileSpec(render_redirect(params, layout), "root", "root", 0o644, "nginx")
+    return files
