@@ -309,8 +309,9 @@ class JobKind(models.TextChoices):
     HOLD_RELEASE = "hold_release", _("release or delete held mail")
 
 
-class ApplyJob(models.Model):
-    """What the job log shows; the django.tasks result only drives execution."""
+class Job(models.Model):
+    """A background job as the job log shows it: an apply, an install, a check,
+    a report read (JobKind); the django.tasks result only drives execution."""
 
     kind = models.CharField(max_length=24, choices=JobKind.choices, default=JobKind.APPLY)
     state = models.CharField(
@@ -341,6 +342,11 @@ class ApplyJob(models.Model):
     @property
     def finished(self) -> bool:
         return self.state in (JobState.DONE, JobState.FAILED)
+
+
+# The model's name before it held more than applies; code written against it
+# keeps working until it says Job.
+ApplyJob = Job
 
 
 class AuditEntry(models.Model):

@@ -3,9 +3,9 @@ the relay test), all on the "checks" queue: its own worker serves it, so an
 apply (queue "default") never waits behind them.
 
 Started with jobs.start_job(JobKind.DNS_CHECK | JobKind.DIAGNOSE, actor, domain,
-"mailadmin.tasks_dns.<task>", ...). Progress lines go to ApplyJob.log as they
+"mailadmin.tasks_dns.<task>", ...). Progress lines go to Job.log as they
 come, so the page's job partial (templates/mailadmin/_job.html) shows them live;
-the outcome goes to ApplyJob.result for the diagnostics page to render."""
+the outcome goes to Job.result for the diagnostics page to render."""
 
 import contextlib
 import logging

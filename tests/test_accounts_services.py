@@ -5,7 +5,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from mailadmin import passwords
-from mailadmin.models import ApplyJob, AuditEntry, MailAccount, MailAlias, MailDomain, MailForward
+from mailadmin.models import Job, AuditEntry, MailAccount, MailAlias, MailDomain, MailForward
 from mailadmin.services import accounts as svc
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +46,7 @@ def test_add_account_stores_only_a_dovecot_hash_and_audits_field_names(alice, do
     assert entry.target == "info@example.org"
     assert entry.fields == ["local_part", "password_hash", "quota_mb"]
     assert PW not in str(entry.fields)
-    assert ApplyJob.objects.filter(state="pending", domain=domain).count() == 1
+    assert Job.objects.filter(state="pending", domain=domain).count() == 1
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mailadmin.models import ApplyJob, MailDomain, RelaySettings, ServerSettings
+from mailadmin.models import Job, MailDomain, RelaySettings, ServerSettings
 from mailadmin.services import apply, domains
 from mailadmin.services.jobs import request_apply
 
@@ -28,7 +28,7 @@ def live_root(tmp_path, settings):
 
 
 def run_pending_job():
-    job = ApplyJob.objects.filter(state="pending").get()
+    job = Job.objects.filter(state="pending").get()
     apply.run_apply_job(job.pk)
     job.refresh_from_db()
     return job
@@ -76,7 +76,7 @@ def test_domain_changes_coalesce_into_one_job_scoped_to_those_domains(live_root,
     run_pending_job()
     domains.add_domain(None, alice, "b.example")
     domains.add_domain(None, alice, "c.example")
-    job = ApplyJob.objects.get(state="pending")
+    job = Job.objects.get(state="pending")
     assert job.scope == ["b.example", "c.example"]
     request_apply(None)  # a server-wide change by the same requester widens the job to everything
     job.refresh_from_db()
@@ -119,9 +119,9 @@ def test_worker_killed_mid_apply_converges_on_the_next_job(live_root, alice):
     domains.add_domain(None, alice, "first.example")
     run_pending_job()  # the server-wide files are live from here on
     domains.add_domain(None, alice, "example.org")
-    stuck = ApplyJob.objects.get(state="pending")
+    stuck = Job.objects.get(state="pending")
     # The worker died after claiming the job: it stays "running" and is never picked again.
-    ApplyJob.objects.filter(pk=stuck.pk).update(state="running")
+    Job.objects.filter(pk=stuck.pk).update(state="running")
     domains.add_domain(None, alice, "second.example")
     job = run_pending_job()
     assert job.pk != stuck.pk and job.state == "done"

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django_tasks_db.models import DBTaskResult
 
 from mailadmin.checks.targets import refusal
-from mailadmin.models import ApplyJob, JobKind, JobState, MailDomain
+from mailadmin.models import Job, JobKind, JobState, MailDomain
 from mailadmin.services import relay_test
 from tests import taskqueue
 from tests.dnsserver import DnsServer
@@ -103,7 +103,7 @@ def press_test(client, url, data, callbacks, htmx=True):
     headers = {"HX-Request": "true"} if htmx else {}
     with callbacks(execute=True):
         started = client.post(url, data, headers=headers)
-    job = ApplyJob.objects.filter(kind=JobKind.DIAGNOSE).order_by("-id").first()
+    job = Job.objects.filter(kind=JobKind.DIAGNOSE).order_by("-id").first()
     return started, job
 
 
@@ -229,7 +229,7 @@ def test_typed_password_never_rests_in_the_task_queue_nor_the_finished_job(
     )
     rows = [str(r) for r in DBTaskResult.objects.values_list("args_kwargs", flat=True)]
     assert rows and not any(password in row for row in rows)
-    assert password not in str(ApplyJob.objects.filter(pk=job.pk).values_list("result", flat=True)[0])
+    assert password not in str(Job.objects.filter(pk=job.pk).values_list("result", flat=True)[0])
     taskqueue.run_queue("checks")
     job.refresh_from_db()
     assert job.result["relay"]["outcome"] == "ok"
@@ -273,7 +273,7 @@ def test_customer_checks_are_rate_limited_per_user(
     assert "You started 3 checks" in dns.content.decode()
     diag = alice_client.post(reverse("mailadmin:diagnostics_run"), {"action": "domain", "domain": alice_domain.pk})
     assert diag.status_code == 429
-    assert ApplyJob.objects.filter(requested_by__username="alice").count() == 3
+    assert Job.objects.filter(requested_by__username="alice").count() == 3
     assert len(taskqueue.queued()) == 3
 
     # an admin is not limited by alice's count, nor at all
@@ -281,11 +281,11 @@ def test_customer_checks_are_rate_limited_per_user(
     admin_client_.force_login(admin_user)
     for _i in range(4):
         press_test(admin_client_, reverse("mailadmin:global_relay_test"), data, django_capture_on_commit_callbacks)
-    assert ApplyJob.objects.filter(requested_by__username="root-admin").count() == 4
+    assert Job.objects.filter(requested_by__username="root-admin").count() == 4
 
     # the window slides: once the oldest check is older than it, one more fits
-    oldest = ApplyJob.objects.filter(requested_by__username="alice").order_by("id").first()
-    ApplyJob.objects.filter(pk=oldest.pk).update(created_at=oldest.created_at - timedelta(seconds=601))
+    oldest = Job.objects.filter(requested_by__username="alice").order_by("id").first()
+    Job.objects.filter(pk=oldest.pk).update(created_at=oldest.created_at - timedelta(seconds=601))
     _started, job = press_test(alice_client, url, data, django_capture_on_commit_callbacks)
     assert job.requested_by.username == "alice" and job.state == JobState.PENDING
     assert alice_client.post(url, data).status_code == 429
@@ -322,7 +322,7 @@ def test_a_relay_test_job_is_not_taken_for_server_diagnostics(admin_client_, lis
 
 
 def test_relay_result_of_a_running_job_is_none(alice, alice_domain):
-    job = ApplyJob.objects.create(kind=JobKind.DIAGNOSE, requested_by=alice, domain=alice_domain,
+    job = Job.objects.create(kind=JobKind.DIAGNOSE, requested_by=alice, domain=alice_domain,
                                   result={"what": "relay"})
     assert relay_test.result_of(job) is None
 

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from mailadmin import tasks_dns
-from mailadmin.models import ApplyJob, JobKind, JobState, MailDomain, ServerSettings
+from mailadmin.models import Job, JobKind, JobState, MailDomain, ServerSettings
 from mailadmin.services import dns_checks
 from tests.dnsserver import (
     SERVER_HOSTNAME,
@@ -78,7 +78,7 @@ def test_blacklist_uses_the_dqs_key_and_never_shows_it(live_dns, admin_client_):
     server = ServerSettings.load()
     server.dqs_key, server.dnsbl_zones = DQS_KEY, "zen.spamhaus.org"
     server.save()
-    job = ApplyJob.objects.create(kind=JobKind.DIAGNOSE)
+    job = Job.objects.create(kind=JobKind.DIAGNOSE)
     tasks_dns.run_diagnose_job(job.pk, "server")
     job.refresh_from_db()
     rows = rows_by(job.result["server"]["blacklist"])
@@ -210,7 +210,7 @@ def test_silent_resolver_makes_every_diagnostic_unknown_within_the_timeout(domai
 def test_admin_runs_server_diagnostics_as_a_job_and_sees_the_results(admin_client_, live_dns, settings):
     settings.MAILPANEL_PORT25_TARGET = "127.0.0.1:1"  # nothing listens on port 1 here
     response = admin_client_.post(reverse("mailadmin:diagnostics_run"), {"action": "server"})
-    job = ApplyJob.objects.get(kind=JobKind.DIAGNOSE)
+    job = Job.objects.get(kind=JobKind.DIAGNOSE)
     assert response["Location"] == reverse("mailadmin:diagnostics") + f"?job={job.pk}"
     tasks_dns.run_diagnose_job(job.pk, "server")
     job.refresh_from_db()
@@ -224,7 +224,7 @@ def test_admin_runs_server_diagnostics_as_a_job_and_sees_the_results(admin_clien
 
 
 def test_job_results_partial_polls_until_done(admin_client_, live_dns):
-    job = ApplyJob.objects.create(kind=JobKind.DIAGNOSE)
+    job = Job.objects.create(kind=JobKind.DIAGNOSE)
     url = reverse("mailadmin:diagnostics_job", args=[job.pk])
     pending = admin_client_.get(url, HTTP_HX_REQUEST="true").content.decode()
     assert 'hx-trigger="every 1s"' in pending
@@ -235,7 +235,7 @@ def test_job_results_partial_polls_until_done(admin_client_, live_dns):
 
 
 def test_dns_check_job_stores_every_domains_status(domains, admin_user):
-    job = ApplyJob.objects.create(kind=JobKind.DNS_CHECK, requested_by=admin_user)
+    job = Job.objects.create(kind=JobKind.DNS_CHECK, requested_by=admin_user)
     tasks_dns.run_dns_check_job(job.pk)
     job.refresh_from_db()
     assert job.state == JobState.DONE and job.result["checked"] == 5
@@ -250,7 +250,7 @@ def test_customer_runs_diagnostics_for_own_domain(alice_client, domains, alice):
     response = alice_client.post(
         reverse("mailadmin:diagnostics_run"), {"action": "domain", "domain": domains["good"].pk}
     )
-    job = ApplyJob.objects.get(kind=JobKind.DIAGNOSE)
+    job = Job.objects.get(kind=JobKind.DIAGNOSE)
     assert job.domain == domains["good"] and job.requested_by == alice
     tasks_dns.run_diagnose_job(job.pk, "domain", domains["good"].pk)
     page = alice_client.get(response["Location"]).content.decode()
@@ -262,15 +262,15 @@ def test_customer_cannot_diagnose_other_customers_domain(alice_client, domains):
         reverse("mailadmin:diagnostics_run"), {"action": "domain", "domain": domains["bobs"].pk}
     )
     assert response.status_code == 404
-    assert not ApplyJob.objects.exists()
+    assert not Job.objects.exists()
     assert alice_client.get(reverse("mailadmin:diagnostics") + f"?domain={domains['bobs'].pk}").status_code == 404
 
 
 def test_customer_cannot_run_or_see_server_diagnostics(alice_client, domains, admin_user, bob):
     assert alice_client.post(reverse("mailadmin:diagnostics_run"), {"action": "server"}).status_code == 404
     assert alice_client.post(reverse("mailadmin:diagnostics_run"), {"action": "dns_all"}).status_code == 404
-    server_job = ApplyJob.objects.create(kind=JobKind.DIAGNOSE, requested_by=admin_user)
-    bobs_job = ApplyJob.objects.create(kind=JobKind.DIAGNOSE, requested_by=bob, domain=domains["bobs"])
+    server_job = Job.objects.create(kind=JobKind.DIAGNOSE, requested_by=admin_user)
+    bobs_job = Job.objects.create(kind=JobKind.DIAGNOSE, requested_by=bob, domain=domains["bobs"])
     for job in (server_job, bobs_job):
         assert alice_client.get(reverse("mailadmin:diagnostics") + f"?job={job.pk}").status_code == 404
         assert alice_client.get(reverse("mailadmin:diagnostics_job", args=[job.pk]), HTTP_HX_REQUEST="true").status_code == 404
@@ -286,7 +286,7 @@ def test_diagnostics_start_enqueues_the_task(admin_client_, live_dns, settings, 
     settings.MAILPANEL_PORT25_TARGET = "127.0.0.1:1"
     with django_capture_on_commit_callbacks(execute=True):
         admin_client_.post(reverse("mailadmin:diagnostics_run"), {"action": "server"})
-    job = ApplyJob.objects.get(kind=JobKind.DIAGNOSE)
+    job = Job.objects.get(kind=JobKind.DIAGNOSE)
     assert job.state == JobState.DONE
     assert job.result["server"]["port25"]["status"] == "refused"
 

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from mailadmin import dkim
 from mailadmin.checks import dns as dnscheck
-from mailadmin.models import ApplyJob, AuditEntry, MailDomain, ServerSettings
+from mailadmin.models import Job, AuditEntry, MailDomain, ServerSettings
 from mailadmin.services import dkim_rotation as rotation
 from mailadmin.services import dns_checks
 from mailadmin.services import domains as domain_service
@@ -174,7 +174,7 @@ def test_rotation_switches_only_when_the_new_record_is_visible_then_retires_the_
     next_key = dkim.public_key_b64(domain.dkim_pending_private_key)
     purposes = [r.purpose for r in dns_checks.domain_records(reload(domain), dns_checks.server_identity(ServerSettings.load()))]
     assert "dkim" in purposes and "dkim_next" in purposes
-    applies_before = ApplyJob.objects.filter(kind="apply").count()
+    applies_before = Job.objects.filter(kind="apply").count()
 
     # not published yet: nothing switches, however often it is asked
     for hours in (0, 1, 24, 24 * 30):
@@ -185,7 +185,7 @@ def test_rotation_switches_only_when_the_new_record_is_visible_then_retires_the_
     assert not outcome.switched and outcome.verdict.status == dnscheck.DIFFERENT
     fresh = reload(domain)
     assert fresh.dkim_selector == "mail" and dkim.public_key_b64(fresh.dkim_private_key) == first_key
-    assert ApplyJob.objects.filter(kind="apply").count() == applies_before
+    assert Job.objects.filter(kind="apply").count() == applies_before
 
     dns_server.remove(f"{selector}._domainkey.example.org")
     publish(dns_server, "example.org", selector, next_key)
@@ -197,7 +197,7 @@ def test_rotation_switches_only_when_the_new_record_is_visible_then_retires_the_
     assert fresh.dkim_created_at == T0  # the key's age counts from when it was made
     assert fresh.dkim_old_selector == "mail" and fresh.dkim_old_public_key == first_key
     assert fresh.dkim_old_until == switch_at + timedelta(days=7)
-    job = ApplyJob.objects.filter(kind="apply").order_by("-id").first()
+    job = Job.objects.filter(kind="apply").order_by("-id").first()
     assert job.scope == ["example.org"]  # only its folder: dkim.pem and dkim_selector
     records = {r.purpose: r for r in dns_checks.domain_records(fresh, dns_checks.server_identity(ServerSettings.load()))}
     assert records["dkim"].name == f"{selector}._domainkey.example.org"

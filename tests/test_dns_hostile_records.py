@@ -14,7 +14,7 @@ import pytest
 from mailadmin import tasks_dns
 from mailadmin.checks import dns as dnscheck
 from mailadmin.dnsrecords import Record, build_records
-from mailadmin.models import ApplyJob, DnsCheckResult, JobKind, JobState, MailDomain, ServerSettings
+from mailadmin.models import Job, DnsCheckResult, JobKind, JobState, MailDomain, ServerSettings
 from mailconf.snapshot import ServerIdentity
 from tests.dnsserver import SERVER_HOSTNAME, SERVER_V4, SERVER_V6, dns_world, txt  # noqa: F401
 from tests.test_dns_views import check_now  # noqa: F401 (fixture: Check now, then the checks queue)
@@ -159,7 +159,7 @@ def test_check_now_with_the_issue_record_shows_permerror_to_its_owner(alice_clie
 
 def test_all_domains_check_job_finishes_for_everyone_else(admin_user, two_customers):
     hostile, good = two_customers
-    job = ApplyJob.objects.create(kind=JobKind.DNS_CHECK, requested_by=admin_user)
+    job = Job.objects.create(kind=JobKind.DNS_CHECK, requested_by=admin_user)
     tasks_dns.run_dns_check_job(job.pk)
     job.refresh_from_db()
     assert job.state == JobState.DONE, job.log

@@ -5,7 +5,7 @@ import dns.zone
 import pytest
 from django.urls import reverse
 
-from mailadmin.models import ApplyJob, DnsCheckResult, JobKind, MailDomain, ServerSettings
+from mailadmin.models import Job, DnsCheckResult, JobKind, MailDomain, ServerSettings
 from tests import taskqueue
 from tests.dnsserver import SERVER_HOSTNAME, SERVER_V4, SERVER_V6, dns_world  # noqa: F401
 
@@ -58,7 +58,7 @@ def check_now(django_capture_on_commit_callbacks):
         headers = {"HX-Request": "true"} if htmx else {}
         with django_capture_on_commit_callbacks(execute=True):
             started = client.post(reverse("mailadmin:domain_dns_check", args=[domain.pk]), headers=headers)
-        job = ApplyJob.objects.filter(kind=JobKind.DNS_CHECK).latest("id")
+        job = Job.objects.filter(kind=JobKind.DNS_CHECK).latest("id")
         assert not DnsCheckResult.objects.filter(checked_at__gt=job.created_at).exists()  # not checked yet
         assert taskqueue.run_queue("checks") == ["mailadmin.tasks_dns.dns_check"]
         status = reverse("mailadmin:domain_dns_check_status", args=[domain.pk, job.pk])
@@ -83,7 +83,7 @@ def test_check_now_htmx_shows_verdicts_and_stores_them(alice_client, good, check
 
 def test_check_now_without_javascript_redirects_to_the_checks_page(alice_client, good, check_now):
     started, response = check_now(alice_client, good, htmx=False)
-    job = ApplyJob.objects.get(kind=JobKind.DNS_CHECK)
+    job = Job.objects.get(kind=JobKind.DNS_CHECK)
     assert started.status_code == 302
     assert started["Location"] == reverse("mailadmin:domain_dns_check_status", args=[good.pk, job.pk])
     assert "<html" in response.content.decode() and "Last checked" in response.content.decode()
@@ -93,7 +93,7 @@ def test_check_now_without_javascript_redirects_to_the_checks_page(alice_client,
 
 def test_customer_cannot_follow_another_customers_check(alice_client, good, bob, client, check_now):
     check_now(alice_client, good)
-    job = ApplyJob.objects.get(kind=JobKind.DNS_CHECK)
+    job = Job.objects.get(kind=JobKind.DNS_CHECK)
     client.force_login(bob)
     bobs = MailDomain.objects.create(name="bobs.test", owner=bob)
     for domain in (good, bobs):

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from mailadmin.models import ApplyJob, AuditEntry, MailAccount, MailDomain, ServerSettings, UserProfile
+from mailadmin.models import Job, AuditEntry, MailAccount, MailDomain, ServerSettings, UserProfile
 from mailadmin.services import accounts as account_service
 from mailadmin.services import apply, customers, ownership
 from mailadmin.services import domains as domain_service
@@ -283,7 +283,7 @@ def test_verify_button_htmx_missing_then_published(alice_client, alice, dns):
     assert response.status_code == 200 and "<html" not in html and 'id="ownership"' in html
     assert "not verified yet" in html and "_mailpanel-verify.alice.test" in html
     domain.refresh_from_db()
-    assert domain.pending and not ApplyJob.objects.exists()
+    assert domain.pending and not Job.objects.exists()
 
     dns.add(["_mailpanel-verify.alice.test. 300 IN TXT \"mailpanel-verify=someone-elses-token\""])
     html = alice_client.post(url, HTTP_HX_REQUEST="true").content.decode()
@@ -294,7 +294,7 @@ def test_verify_button_htmx_missing_then_published(alice_client, alice, dns):
     assert response.status_code == 200 and response["HX-Redirect"] == domain.get_absolute_url()
     domain.refresh_from_db()
     assert not domain.pending
-    assert [job.scope for job in ApplyJob.objects.filter(state="pending")] == [["alice.test"]]
+    assert [job.scope for job in Job.objects.filter(state="pending")] == [["alice.test"]]
     assert AuditEntry.objects.filter(action="domain.verify", target="alice.test").exists()
     assert "is verified" in alice_client.get(domain.get_absolute_url()).content.decode()
 
@@ -406,7 +406,7 @@ def test_admin_suspends_a_user_and_lifting_it_restores_exactly_the_domains(clien
     response = client.post(url, {"suspended": "1"}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200 and "is suspended" in response.content.decode()
     assert live_names() == {}
-    assert any(job.scope is None for job in ApplyJob.objects.filter(state="pending"))  # the whole server
+    assert any(job.scope is None for job in Job.objects.filter(state="pending"))  # the whole server
     assert AuditEntry.objects.filter(action="user.suspend", target="alice").exists()
     listing = client.get(reverse("mailadmin:domain_list")).content.decode()
     assert "owner suspended" in listing

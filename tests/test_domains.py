@@ -5,7 +5,7 @@ from cryptography.hazmat.primitives import serialization
 from django.urls import reverse
 
 from mailadmin import dkim
-from mailadmin.models import ApplyJob, AuditEntry, MailDomain
+from mailadmin.models import Job, AuditEntry, MailDomain
 from tests.test_apply_pipeline import live_root  # noqa: F401 (a fixture: the helper works on a tmp tree)
 
 pytestmark = pytest.mark.django_db
@@ -30,7 +30,7 @@ def test_customer_adds_idn_domain_stored_as_punycode_shown_in_unicode(alice_clie
 def test_admin_adding_a_domain_enqueues_an_apply_job_and_audits_field_names(admin_client_, admin_user, alice):
     add(admin_client_, "example.org", owner="alice")
     assert not MailDomain.objects.get().pending
-    job = ApplyJob.objects.get()
+    job = Job.objects.get()
     assert job.state == "pending" and job.requested_by == admin_user
     entry = AuditEntry.objects.get(action="domain.add")
     assert entry.actor == admin_user and entry.target == "example.org"
@@ -41,7 +41,7 @@ def test_a_customers_new_domain_is_pending_and_applies_nothing(alice_client, ali
     add(alice_client, "example.org")
     domain = MailDomain.objects.get()
     assert domain.pending and len(domain.verify_token) == 32
-    assert not ApplyJob.objects.exists()  # nothing of it is rendered until verified
+    assert not Job.objects.exists()  # nothing of it is rendered until verified
     assert AuditEntry.objects.get(action="domain.add").actor == alice
 
 
@@ -49,7 +49,7 @@ def test_quick_successive_edits_coalesce_into_one_pending_apply(admin_client_):
     for name in ["a.example", "b.example", "c.example"]:
         add(admin_client_, name)
     assert MailDomain.objects.count() == 3
-    assert ApplyJob.objects.filter(state="pending").count() == 1
+    assert Job.objects.filter(state="pending").count() == 1
 
 
 def test_dkim_key_is_rsa_2048_and_page_shows_its_public_half(alice_client):
@@ -98,7 +98,7 @@ def test_a_rotations_next_key_waits_beside_the_signing_key(alice_client):
 def test_invalid_domain_names_get_a_clear_error_and_nothing_is_saved(alice_client, bad):
     response = add(alice_client, bad)
     assert response.status_code == 400
-    assert MailDomain.objects.count() == 0 and ApplyJob.objects.count() == 0
+    assert MailDomain.objects.count() == 0 and Job.objects.count() == 0
     errors = response.context["form"].errors["name"]
     assert errors and all(len(e) > 10 for e in errors)
 
@@ -194,7 +194,7 @@ def test_admin_suspends_a_domain_and_a_customer_cannot_lift_it(client, alice, ad
     client.post(url, {"dkim_enabled": "on", "suspended": "on"})
     domain.refresh_from_db()
     assert domain.suspended
-    assert ApplyJob.objects.get(state="pending").scope is None  # suspension changes server-wide files
+    assert Job.objects.get(state="pending").scope is None  # suspension changes server-wide files
     client.force_login(alice)
     assert "Suspended (admin)" not in client.get(url).content.decode()
     client.post(url, {"dkim_enabled": "on"})  # no "suspended" field: must not unsuspend

@@ -17,7 +17,7 @@ import pytest
 from django.urls import reverse
 
 from mailadmin import tasks_dns
-from mailadmin.models import ApplyJob, JobKind, MailAccount, ServerSettings
+from mailadmin.models import Job, JobKind, MailAccount, ServerSettings
 from mailadmin.passwords import hash_password
 from mailadmin.services import apply
 from mailadmin.services import domains as domain_service
@@ -116,7 +116,7 @@ def test_panel_blacklist_check_with_a_dead_resolver_shows_no_key(admin_client_, 
     with SilentResolver() as silent:
         settings.MAILPANEL_RESOLVERS = [silent.address]
         settings.MAILPANEL_CHECK_TIMEOUT = 1.0
-        job = ApplyJob.objects.create(kind=JobKind.DIAGNOSE)
+        job = Job.objects.create(kind=JobKind.DIAGNOSE)
         tasks_dns.run_diagnose_job(job.pk, "server")
     job.refresh_from_db()
     [row] = job.result["server"]["blacklist"]

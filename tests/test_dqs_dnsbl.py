@@ -14,7 +14,7 @@ from django.db import connection
 from django.urls import reverse
 
 from mailadmin.passwords import hash_password
-from mailadmin.models import ApplyJob, AuditEntry, MailAccount, ServerSettings
+from mailadmin.models import Job, AuditEntry, MailAccount, ServerSettings
 from mailconf.render import render_all
 from mailadmin import dnsbl
 from mailadmin.services import apply, server_mail
@@ -68,7 +68,7 @@ def test_key_is_stored_lower_case_encrypted_and_shown_only_as_set(admin_client_)
     assert stored.startswith("gAAAAA") and KEY not in stored.lower()
     entry = AuditEntry.objects.get(action="server.dqs.set")
     assert entry.fields == ["dqs_key"]
-    assert ApplyJob.objects.filter(kind="apply", state="pending").exists()
+    assert Job.objects.filter(kind="apply", state="pending").exists()
 
 
 def test_rendered_dnsbl_conf_uses_the_dqs_zone_and_not_the_public_one(admin_client_):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mailadmin.models import ApplyJob
+from mailadmin.models import Job
 from mailconf.render import render_code
 from mailconf.render.firewall import FIREWALL_RULES, render_firewall, render_firewall_rules
 from mailadmin.services import apply, sieve
@@ -124,4 +124,4 @@ def test_switching_external_access_writes_the_rule_through_the_helper(tmp_path, 
     assert FIREWALL_RULES in job.changed_files
     assert "/etc/dovecot/dovecot.conf" not in job.changed_files  # only the firewall changed
     assert ACCEPT not in live.read_text() and DROP in live.read_text()
-    assert ApplyJob.objects.filter(state="failed").count() == 0
+    assert Job.objects.filter(state="failed").count() == 0

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from mailadmin import tasks
-from mailadmin.models import ApplyJob, DnsCheckResult, JobKind, JobState, MailDomain, PasswordResetRequest
+from mailadmin.models import Job, DnsCheckResult, JobKind, JobState, MailDomain, PasswordResetRequest
 from mailadmin.services import housekeeping
 from tests import taskqueue
 from tests.test_deploy import DEPLOY, _verifiable_copy
@@ -31,7 +31,7 @@ def ago(days):
 def aged(model, days, **fields):
     """A row created now, then moved back in time (auto_now_add ignores a given time)."""
     row = model.objects.create(**fields)
-    time_field = {"DnsCheckResult": "checked_at", "ApplyJob": "created_at"}.get(model.__name__)
+    time_field = {"DnsCheckResult": "checked_at", "Job": "created_at"}.get(model.__name__)
     if model._meta.app_label == "axes":
         time_field = "attempt_time"
     time_field = time_field or "at"
@@ -103,9 +103,9 @@ def test_dns_results_go_after_their_retention_but_never_a_domains_latest(retenti
 
 
 def job(state, days_finished, **fields):
-    row = ApplyJob.objects.create(state=state, **fields)
+    row = Job.objects.create(state=state, **fields)
     finished = ago(days_finished) if state in (JobState.DONE, JobState.FAILED) else None
-    ApplyJob.objects.filter(pk=row.pk).update(created_at=ago(days_finished + 1), finished_at=finished)
+    Job.objects.filter(pk=row.pk).update(created_at=ago(days_finished + 1), finished_at=finished)
     return row
 
 
@@ -120,9 +120,9 @@ def test_finished_jobs_go_after_their_retention_never_unfinished_ones(retention)
 
     deleted = housekeeping.prune()
 
-    kept = set(ApplyJob.objects.values_list("pk", flat=True))
+    kept = set(Job.objects.values_list("pk", flat=True))
     assert kept == {pending_old.pk, running_old.pk, done_recent.pk, last_server.pk}
-    assert deleted["mailadmin.ApplyJob"] == 3
+    assert deleted["mailadmin.Job"] == 3
     assert {done_old.pk, failed_old.pk, older_server.pk}.isdisjoint(kept)
 
 
@@ -141,10 +141,10 @@ def test_finished_task_queue_rows_go_with_the_jobs_unfinished_stay(retention, dj
 def test_retention_comes_from_the_settings(retention):
     done = job(JobState.DONE, 10)
     housekeeping.prune()
-    assert ApplyJob.objects.filter(pk=done.pk).exists()
+    assert Job.objects.filter(pk=done.pk).exists()
     retention.MAILPANEL_KEEP_JOBS_DAYS = 7
     housekeeping.prune()
-    assert not ApplyJob.objects.filter(pk=done.pk).exists()
+    assert not Job.objects.filter(pk=done.pk).exists()
 
 
 def test_retention_settings_refuse_a_non_number(monkeypatch):

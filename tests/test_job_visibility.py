@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
 
-from mailadmin.models import ApplyJob, MailAccount, MailDomain
+from mailadmin.models import Job, MailAccount, MailDomain
 from mailadmin.services import accounts as account_service
 from mailadmin.services import apply, domains, jobs
 from tests.test_apply_pipeline import live_root  # noqa: F401 (fixture)
@@ -46,7 +46,7 @@ def relay_form(**overrides):
 
 
 def run_pending():
-    for pk in ApplyJob.objects.filter(state="pending").order_by("id").values_list("pk", flat=True):
+    for pk in Job.objects.filter(state="pending").order_by("id").values_list("pk", flat=True):
         apply.run_apply_job(pk)
 
 
@@ -67,7 +67,7 @@ def test_edits_coalesce_only_within_one_requester(alice, bob, admin_user, tenant
     assert len({first.pk, admins.pk, cli.pk}) == 3
     scopes = {
         (row.requested_by_id, tuple(row.scope) if row.scope is not None else None)
-        for row in ApplyJob.objects.filter(state="pending")
+        for row in Job.objects.filter(state="pending")
     }
     assert scopes == {
         (alice.pk, ("alice.example",)),
@@ -88,8 +88,8 @@ def test_two_customers_in_the_same_second_each_see_only_their_own_job_done(
     headers = {"HX-Request": "true"} if htmx else {}
     alice_client.post(reverse("mailadmin:domain_relay", args=[a.pk]), relay_form(), headers=headers)
     answer = bob_client.post(reverse("mailadmin:domain_relay", args=[b.pk]), relay_form(), headers=headers)
-    alice_job = ApplyJob.objects.get(state="pending", requested_by=alice)
-    bob_job = ApplyJob.objects.get(state="pending", requested_by=bob)
+    alice_job = Job.objects.get(state="pending", requested_by=alice)
+    bob_job = Job.objects.get(state="pending", requested_by=bob)
     if htmx:  # the answer to bob's save shows bob's job
         assert f'id="job-{bob_job.pk}"' in answer.content.decode()
     run_pending()
@@ -122,8 +122,8 @@ def test_a_customers_full_apply_hides_the_other_customers_files(
     bob_client = client_for(bob)
     bob_client.post(reverse("mailadmin:domain_relay", args=[b.pk]), relay_form())
     domains.update_domain(alice, a, hosted_elsewhere=True)
-    alice_job = ApplyJob.objects.get(state="pending", requested_by=alice)
-    bob_job = ApplyJob.objects.get(state="pending", requested_by=bob)
+    alice_job = Job.objects.get(state="pending", requested_by=alice)
+    bob_job = Job.objects.get(state="pending", requested_by=bob)
     assert alice_job.scope is None
     apply.run_apply_job(alice_job.pk)  # alice's runs first and writes bob's file too
     alice_job.refresh_from_db()
@@ -151,11 +151,11 @@ def test_after_a_save_the_page_shows_the_apply_job_with_the_change_not_a_test_st
     headers = {"HX-Request": "true"} if htmx else {}
     client.post(reverse("mailadmin:domain_relay", args=[a.pk]), relay_form(), headers=headers)
     client.post(reverse("mailadmin:domain_relay_test", args=[a.pk]), relay_form(action="test"), headers=headers)
-    assert ApplyJob.objects.filter(requested_by=alice, kind="diagnose").exists()
+    assert Job.objects.filter(requested_by=alice, kind="diagnose").exists()
     answer = client.post(
         reverse("mailadmin:domain_relay", args=[a.pk]), relay_form(port="2525"), headers=headers, follow=True
     )
-    apply_job = ApplyJob.objects.get(requested_by=alice, kind="apply")  # the second save joined it
+    apply_job = Job.objects.get(requested_by=alice, kind="apply")  # the second save joined it
     assert f'id="job-{apply_job.pk}"' in answer.content.decode()
     page = client.get(reverse("mailadmin:domain_detail", args=[a.pk])).content.decode()
     assert f'id="job-{apply_job.pk}"' in page
@@ -224,7 +224,7 @@ def test_several_customers_edits_are_several_one_domain_applies(live_root, alice
         domains.update_domain(owner, domain, catchall=f"info@{domain.name}")
     run_pending()
     for domain, owner in zip(tenants, (alice, bob)):
-        job = ApplyJob.objects.get(requested_by=owner)
+        job = Job.objects.get(requested_by=owner)
         assert job.state == "done" and job.scope == [domain.name]
         assert job.log.splitlines()[0].startswith(f"only the files of {domain.name}:")
         assert f"/etc/exim4/domains/{domain.name}/aliases" in job.changed_files

@@ -6,7 +6,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from mailadmin.models import ApplyJob, AuditEntry, MailDomain
+from mailadmin.models import Job, AuditEntry, MailDomain
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +37,7 @@ def test_domain_list_query_count_is_the_same_for_1_and_200_domains(client, alice
 
 def test_job_and_audit_logs_query_count_is_constant(admin_client_, alice):
     for url_name, make in [
-        ("job_list", lambda n: ApplyJob.objects.bulk_create([ApplyJob(requested_by=alice) for _ in range(n)])),
+        ("job_list", lambda n: Job.objects.bulk_create([Job(requested_by=alice) for _ in range(n)])),
         ("audit_list", lambda n: AuditEntry.objects.bulk_create([AuditEntry(actor=alice, actor_name="alice", action="x") for _ in range(n)])),
     ]:
         url = reverse(f"mailadmin:{url_name}")

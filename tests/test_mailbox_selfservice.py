@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from mailadmin import passwords
 from mailadmin.mailbox_session import SESSION_KEY
-from mailadmin.models import ApplyJob, AuditEntry, MailAccount, MailDomain, MailForward, ServerSettings, UserProfile
+from mailadmin.models import Job, AuditEntry, MailAccount, MailDomain, MailForward, ServerSettings, UserProfile
 from mailadmin.services import accounts as account_service
 
 pytestmark = pytest.mark.django_db
@@ -171,7 +171,7 @@ def test_the_owner_changes_the_password_and_stays_signed_in(mailbox_client, info
     entry = AuditEntry.objects.get(action="account.update")
     assert (entry.actor_id, entry.actor_name, entry.target, entry.fields) == (
         None, "info@example.org", "info@example.org", ["password_hash"])
-    job = ApplyJob.objects.get(requested_by=None)  # the mailbox's change: no panel user asked
+    job = Job.objects.get(requested_by=None)  # the mailbox's change: no panel user asked
     assert job.scope == ["example.org"]
 
 

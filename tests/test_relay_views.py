@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 
-from mailadmin.models import ApplyJob, AuditEntry, MailDomain, RelaySettings
+from mailadmin.models import Job, AuditEntry, MailDomain, RelaySettings
 
 pytestmark = pytest.mark.django_db
 
@@ -74,7 +74,7 @@ def test_customer_saves_domain_relay_without_js_and_is_redirected(alice_client, 
     entry = AuditEntry.objects.get(action="relay.set")
     assert entry.target == "alice.example" and entry.actor == alice
     assert "password" in entry.fields and SECRET not in json.dumps(entry.fields)
-    job = ApplyJob.objects.get()
+    job = Job.objects.get()
     assert job.state == "pending" and job.domain == alice_domain
     page = alice_client.get(relay_tab(alice_domain)).content.decode()
     assert "smtp.relay.example:587" in page
@@ -234,7 +234,7 @@ def test_remove_relay(alice_client, alice_domain, htmx):
     )
     assert not RelaySettings.objects.filter(domain=alice_domain).exists()
     assert AuditEntry.objects.get(action="relay.clear").target == "alice.example"
-    assert ApplyJob.objects.count() == 1
+    assert Job.objects.count() == 1
     if htmx:
         assert response.status_code == 200 and "Relay removed" in response.content.decode()
     else:
@@ -275,7 +275,7 @@ def test_customer_cannot_reach_other_customers_relay(client, bob, alice_domain, 
     assert response.status_code == 404
     row = RelaySettings.objects.get(domain=alice_domain)
     assert row.host == "alice.relay.example" and row.password == SECRET
-    assert not AuditEntry.objects.exists() and not ApplyJob.objects.exists()
+    assert not AuditEntry.objects.exists() and not Job.objects.exists()
 
 
 @pytest.mark.parametrize("name", ["global_relay", "global_relay_remove", "global_relay_test"])
@@ -322,7 +322,7 @@ def test_cli_sets_the_global_relay_with_password_from_stdin():
         "smtp.relay.example", 587, "starttls", "login", "cli-user", SECRET
     )
     assert AuditEntry.objects.get(action="relay.set").actor_name == "cli"
-    assert ApplyJob.objects.count() == 1
+    assert Job.objects.count() == 1
 
 
 def test_cli_sets_a_domain_relay_from_a_preset_and_keeps_the_password(alice_domain):

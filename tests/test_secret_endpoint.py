@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.urls import reverse
 
-from mailadmin.models import ApplyJob, AuditEntry, JobKind, MailDomain, RelaySettings, ServerSettings
+from mailadmin.models import Job, AuditEntry, JobKind, MailDomain, RelaySettings, ServerSettings
 from mailadmin.services import panel_smtp
 from mailadmin.services import relay as relay_service
 from tests.test_accounts_cli import mail
@@ -131,7 +131,7 @@ def test_customer_test_button_never_sends_the_stored_password_to_a_changed_endpo
     assert response.status_code == (200 if htmx else 400)
     assert expected_message(change) in text
     assert 'id="relay-test"' not in text  # no conversation took place, none queued
-    assert not ApplyJob.objects.filter(kind=JobKind.DIAGNOSE).exists()
+    assert not Job.objects.filter(kind=JobKind.DIAGNOSE).exists()
     assert attempts(stored) == []
     assert_typed_values_kept(text, data)
     assert_no_secret(text)

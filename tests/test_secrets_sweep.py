@@ -20,7 +20,7 @@ from django.utils.http import urlsafe_base64_encode
 from mailadmin.passwords import hash_password
 from mailadmin import crypto
 from mailadmin.models import (
-    ApplyJob,
+    Job,
     AuditEntry,
     MailAccount,
     MailAlias,
@@ -130,7 +130,7 @@ def test_no_page_log_job_audit_or_clear_column_holds_the_dqs_key_or_smtp_passwor
     # ... and a test mail that fails (nothing listens any more).
     pages.append(client.post("/settings/server/panel-smtp/test/", {"to": "admin@example.org"},
                              HTTP_HX_REQUEST="true"))
-    job = ApplyJob.objects.filter(kind="apply", state="pending").order_by("id").first()
+    job = Job.objects.filter(kind="apply", state="pending").order_by("id").first()
     apply.run_apply_job(job.pk)
     job.refresh_from_db()
     assert job.state == "done", job.log
@@ -166,7 +166,7 @@ def test_no_page_log_job_audit_or_clear_column_holds_the_dqs_key_or_smtp_passwor
     assert not contains_secret(caplog.text)
     out, err = capfd.readouterr()
     assert not contains_secret(out + err)
-    for job in ApplyJob.objects.all():
+    for job in Job.objects.all():
         assert not contains_secret(job.log + str(job.result) + str(job.changed_files)), job.pk
     for entry in AuditEntry.objects.all():
         assert not contains_secret(f"{entry.action} {entry.target} {entry.fields}"), entry.action

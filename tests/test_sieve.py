@@ -13,7 +13,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from mailadmin.models import ApplyJob, AuditEntry, JobKind, MailDomain, ServerSettings
+from mailadmin.models import Job, AuditEntry, JobKind, MailDomain, ServerSettings
 from mailconf.render import render_all
 from mailconf.render.snappymail import default_domain_path
 from mailadmin.services import accounts as account_service
@@ -108,7 +108,7 @@ def test_external_access_needs_managesieve_itself(admin_user):
     assert (server.sieve_enabled, server.sieve_external) == (True, True)
     entry = AuditEntry.objects.filter(action="sieve.set").first()
     assert entry.fields == ["sieve_enabled", "sieve_external"]
-    assert ApplyJob.objects.filter(kind=JobKind.APPLY, state="pending").count() == 1
+    assert Job.objects.filter(kind=JobKind.APPLY, state="pending").count() == 1
 
 
 def test_snappymail_default_domain_follows_the_sieve_switch(admin_user):
@@ -151,7 +151,7 @@ def test_customer_cannot_switch_managesieve(alice_client):
     assert response.status_code == 404
     server = ServerSettings.load()
     assert not server.sieve_enabled and not server.sieve_external
-    assert not ApplyJob.objects.exists()
+    assert not Job.objects.exists()
 
 
 def test_cli_sieve_enable_external_and_disable(capsys):

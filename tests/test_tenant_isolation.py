@@ -7,7 +7,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from mailadmin.models import (
-    ApplyJob,
+    Job,
     MailAccount,
     MailAlias,
     MailDomain,
@@ -37,7 +37,7 @@ def alices_objects(alice, bob):
     alias = MailAlias.objects.create(domain=domain, local_part="sales", target="info@alice.example")
     forward = MailForward.objects.create(account=account, target="elsewhere@example.net")
     relay = RelaySettings.objects.create(domain=domain, host="smtp.example.net")
-    job = ApplyJob.objects.create(requested_by=alice, domain=domain)
+    job = Job.objects.create(requested_by=alice, domain=domain)
     hold = SendHold.objects.create(domain=domain, local_part="info", reason="hour", held_count=6)
     MailDomain.objects.create(name="bob.example", owner=bob)
     return {

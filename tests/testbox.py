@@ -389,8 +389,8 @@ class Scenario:
 
     def wait_for_applies(self, timeout=120) -> str:
         """Until every apply job the panel queued is done (the worker runs them)."""
-        code = ("from mailadmin.models import ApplyJob; "
-                "print(' '.join(ApplyJob.objects.order_by('pk').values_list('state', flat=True)))")
+        code = ("from mailadmin.models import Job; "
+                "print(' '.join(Job.objects.order_by('pk').values_list('state', flat=True)))")
         deadline = time.monotonic() + timeout
         while True:
             states = self.mailpanel(f'shell -v 0 -c "{code}"').stdout.split()

@@ -7,7 +7,7 @@ import time
 
 from django.core.management.base import CommandError
 
-from ..models import ApplyJob, SendHold
+from ..models import Job, SendHold
 from ..services import holds
 from ..validation import normalize_domain
 from .common import add_json_flag, read_secret_from_stdin, system_actor
@@ -77,4 +77,4 @@ def held_end(command, options):
     command.stdout.write(job.log)
     if job.state != "done":
         raise CommandError(f"job #{job.pk} {job.state}")
-    return ApplyJob.objects.filter(pk=job.pk).values("id", "state", "result").first()
+    return Job.objects.filter(pk=job.pk).values("id", "state", "result").first()

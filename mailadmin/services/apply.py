@@ -21,7 +21,7 @@ from mailconf.managed import CODE_FILES
 from mailconf.params import CodeParams, code_params
 from ..helper_client import HelperError, call_helper
 from ..models import (
-    ApplyJob,
+    Job,
     JobKind,
     JobState,
     MailAccount,
@@ -307,7 +307,7 @@ def run_apply_job(job_id: int) -> None:
         # An older apply still "running" lost its worker (killed mid-job): what it
         # was to write is unknown here, so this one applies everything.
         orphaned.extend(
-            ApplyJob.objects.filter(kind=JobKind.APPLY, state=JobState.RUNNING, pk__lt=job.pk)
+            Job.objects.filter(kind=JobKind.APPLY, state=JobState.RUNNING, pk__lt=job.pk)
             .values_list("pk", flat=True)
         )
         if orphaned and scope is not None:
@@ -324,7 +324,7 @@ def run_apply_job(job_id: int) -> None:
 def _close_orphaned_applies(done_job, orphaned) -> None:
     """Everything the orphaned jobs would have written is live now: close them
     in the job log instead of showing them running forever."""
-    ApplyJob.objects.filter(pk__in=orphaned, state=JobState.RUNNING).update(
+    Job.objects.filter(pk__in=orphaned, state=JobState.RUNNING).update(
         state=JobState.FAILED,
         finished_at=done_job.finished_at,
         log=Concat(

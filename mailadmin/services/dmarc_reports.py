@@ -29,7 +29,7 @@ from django.utils.translation import ngettext
 from .. import dmarc_reports as dr
 from ..dmarc_mailbox import MailboxError, ReportsMailbox
 from ..models import (
-    ApplyJob,
+    Job,
     DmarcMailbox,
     DmarcReport,
     DmarcRow,
@@ -215,9 +215,9 @@ def _note(mailbox: DmarcMailbox, outcome: ReadOutcome, now) -> None:
     mailbox.save(update_fields=["read_at", "problem"])
 
 
-def read_reports(actor=None, domains=None, echo=None) -> ApplyJob:
+def read_reports(actor=None, domains=None, echo=None) -> Job:
     """Read now, as a job in the job log (the CLI and its timer call this)."""
-    job = ApplyJob.objects.create(
+    job = Job.objects.create(
         kind=JobKind.DMARC_REPORTS,
         requested_by=actor if getattr(actor, "pk", None) else None,
         domain=domains[0] if domains and len(domains) == 1 else None,

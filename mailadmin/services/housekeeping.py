@@ -19,7 +19,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from ..helper_client import call_helper
-from ..models import ApplyJob, DmarcReport, DnsCheckResult, JobKind, JobState, PasswordResetRequest
+from ..models import Job, DmarcReport, DnsCheckResult, JobKind, JobState, PasswordResetRequest
 
 # Failed-login rows (django-axes).
 LOGIN_MODELS = (
@@ -65,15 +65,15 @@ def prune(now=None) -> dict[str, int]:
 
     jobs_cutoff = cutoff("MAILPANEL_KEEP_JOBS_DAYS")
     latest_server_check = (
-        ApplyJob.objects.filter(
+        Job.objects.filter(
             kind=JobKind.DIAGNOSE, domain__isnull=True, state=JobState.DONE, result__what="server"
         )
         .order_by("-id")
         .values_list("pk", flat=True)
         .first()
     )
-    deleted["mailadmin.ApplyJob"] = _delete(
-        ApplyJob.objects.filter(state__in=[JobState.DONE, JobState.FAILED], finished_at__lt=jobs_cutoff).exclude(
+    deleted["mailadmin.Job"] = _delete(
+        Job.objects.filter(state__in=[JobState.DONE, JobState.FAILED], finished_at__lt=jobs_cutoff).exclude(
             pk=latest_server_check
         )
     )

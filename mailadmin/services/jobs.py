@@ -15,12 +15,12 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import ngettext
 
-from ..models import ApplyJob, JobKind, JobState, MailDomain, is_admin
+from ..models import Job, JobKind, JobState, MailDomain, is_admin
 
 logger = logging.getLogger(__name__)
 
 
-def request_apply(actor=None, domain=None, *, domain_name=None, whole_server=False) -> ApplyJob:
+def request_apply(actor=None, domain=None, *, domain_name=None, whole_server=False) -> Job:
     """A change to one domain's own files (relay, accounts, DKIM, a new or deleted
     domain) applies only that domain's folder; anything else, or whole_server=True
     (a flag that lands in a server-wide file), applies everything."""
@@ -29,7 +29,7 @@ def request_apply(actor=None, domain=None, *, domain_name=None, whole_server=Fal
     requester = actor if getattr(actor, "pk", None) else None  # None: the CLI, a task
     with transaction.atomic():
         job = (
-            ApplyJob.objects.select_for_update()
+            Job.objects.select_for_update()
             .filter(kind=JobKind.APPLY, state=JobState.PENDING, requested_by=requester)
             .order_by("id")
             .first()
@@ -40,7 +40,7 @@ def request_apply(actor=None, domain=None, *, domain_name=None, whole_server=Fal
                 job.scope = merged
                 job.save(update_fields=["scope"])
             return job
-        job = ApplyJob.objects.create(
+        job = Job.objects.create(
             kind=JobKind.APPLY, requested_by=requester, domain=domain, scope=scope
         )
     _enqueue_on_commit("mailadmin.tasks.apply_config", job.pk)
@@ -51,7 +51,7 @@ def request_apply(actor=None, domain=None, *, domain_name=None, whole_server=Fal
 _DOMAIN_PATH = re.compile(r"/(?:domains|vhosts)/([a-z0-9][a-z0-9.-]*)")
 
 
-def shown_to(job: ApplyJob, user) -> tuple[str, list[str]]:
+def shown_to(job: Job, user) -> tuple[str, list[str]]:
     """The job's log and changed files as `user` may see them: everything for
     admins; for the customer who asked, without the lines and files that name
     another domain's folder (theirs are the job's scope and the domains they
@@ -81,16 +81,16 @@ def shown_to(job: ApplyJob, user) -> tuple[str, list[str]]:
     return "\n".join(shown), [path for path in files if theirs(path)]
 
 
-def latest_apply(user) -> ApplyJob | None:
+def latest_apply(user) -> Job | None:
     """The apply job a page shows after its user's change: theirs, the newest
     (a relay test or DNS check they started since is not it)."""
-    return ApplyJob.objects.filter(kind=JobKind.APPLY, requested_by=user).order_by("-id").first()
+    return Job.objects.filter(kind=JobKind.APPLY, requested_by=user).order_by("-id").first()
 
 
-def start_job(kind: str, actor=None, domain=None, task_path: str = "", *, result=None, **task_kwargs) -> ApplyJob:
+def start_job(kind: str, actor=None, domain=None, task_path: str = "", *, result=None, **task_kwargs) -> Job:
     """A one-off background job (installs, slow checks): never coalesced.
     `result` is what the job holds until the worker replaces it with the outcome."""
-    job = ApplyJob.objects.create(
+    job = Job.objects.create(
         kind=kind,
         requested_by=actor if getattr(actor, "pk", None) else None,
         domain=domain,
@@ -124,13 +124,13 @@ class JobLog:
     def extend(self, lines) -> None:
         lines = list(lines)
         self.lines.extend(lines)
-        ApplyJob.objects.filter(pk=self.job_id).update(log="\n".join(self.lines))
+        Job.objects.filter(pk=self.job_id).update(log="\n".join(self.lines))
         if self.echo:
             for line in lines:
                 self.echo(line)
 
 
-def run_job(job_id: int, work, expected=(), echo=None, crash_detail=True) -> ApplyJob:
+def run_job(job_id: int, work, expected=(), echo=None, crash_detail=True) -> Job:
     """Claim a pending job, run work(job, log) and record the outcome.
 
     work returns the job's result dict (or None) and may set job.changed_files.
@@ -138,10 +138,10 @@ def run_job(job_id: int, work, expected=(), echo=None, crash_detail=True) -> App
     anything else is logged with a traceback on the server and recorded by
     type (and message unless crash_detail=False, for jobs whose errors might
     quote a secret such as a DQS zone)."""
-    claimed = ApplyJob.objects.filter(pk=job_id, state=JobState.PENDING).update(
+    claimed = Job.objects.filter(pk=job_id, state=JobState.PENDING).update(
         state=JobState.RUNNING, started_at=timezone.now()
     )
-    job = ApplyJob.objects.get(pk=job_id)
+    job = Job.objects.get(pk=job_id)
     if not claimed:
         return job  # another worker took it, or it was coalesced away
     log = JobLog(job_id, echo)

@@ -13,5 +13,5 @@ class Change(Generic[T]):
     names of what changed."""
 
     object: T
-    job: object = None  # models.ApplyJob
+    job: object = None  # models.Job
     changed: tuple[str, ...] = ()

@@ -20,14 +20,14 @@ from mailconf import snapshot as snap
 from .. import crypto
 from ..checks import relay as checks
 from ..checks import targets
-from ..models import ApplyJob, JobKind, is_admin
+from ..models import Job, JobKind, is_admin
 from . import dns_checks, jobs, relay, user_checks
 
 TASK = "mailadmin.tasks_dns.relay_test"
 WHAT = "relay"
 
 
-def start_relay_test(actor, domain, target: snap.Relay) -> ApplyJob:
+def start_relay_test(actor, domain, target: snap.Relay) -> Job:
     """Raises user_checks.TooManyChecks over the user's limit."""
     request = {
         "host": target.host,
@@ -47,9 +47,9 @@ def start_relay_test(actor, domain, target: snap.Relay) -> ApplyJob:
 def _take_request(job_id: int) -> dict:
     """The job's request, removed from the row in the same transaction."""
     with transaction.atomic():
-        job = ApplyJob.objects.select_for_update().get(pk=job_id)
+        job = Job.objects.select_for_update().get(pk=job_id)
         request = job.result.get("request") or {}
-        ApplyJob.objects.filter(pk=job_id).update(result={"what": WHAT})
+        Job.objects.filter(pk=job_id).update(result={"what": WHAT})
     return request
 
 
@@ -91,7 +91,7 @@ def relay_check(target: snap.Relay, *, public_only: bool) -> checks.RelayTestRes
     return checks.check_relay(target, addresses=addresses, **relay.check_options())
 
 
-def result_of(job: ApplyJob | None) -> dict | None:
+def result_of(job: Job | None) -> dict | None:
     """The finished test's result for the template (None while it runs)."""
     if job is None or not job.finished:
         return None

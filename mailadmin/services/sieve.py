@@ -6,11 +6,11 @@ plugin, managesieve listener, delivery through Dovecot's LDA so each account's
 active script runs), the nftables file and SnappyMail's default domain.
 """
 
-from ..models import ApplyJob, ServerSettings
+from ..models import Job, ServerSettings
 from . import audit, jobs
 
 
-def set_sieve(actor, enabled: bool, external: bool = False) -> ApplyJob:
+def set_sieve(actor, enabled: bool, external: bool = False) -> Job:
     """External access needs ManageSieve itself: off switches both off."""
     external = bool(external and enabled)
     server = ServerSettings.load()

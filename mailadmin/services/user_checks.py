@@ -23,7 +23,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from ..models import ApplyJob, JobKind, is_admin
+from ..models import Job, JobKind, is_admin
 from . import jobs
 
 QUEUE = "checks"
@@ -46,7 +46,7 @@ class TooManyChecks(Exception):
         )
 
 
-def start_check(actor, kind: str, domain, task_path: str, *, result=None, **task_kwargs) -> ApplyJob:
+def start_check(actor, kind: str, domain, task_path: str, *, result=None, **task_kwargs) -> Job:
     """jobs.start_job for a check, refused with TooManyChecks over the limit.
     The task also gets the request's language (its verdicts are shown on the page)."""
     with transaction.atomic():
@@ -62,7 +62,7 @@ def _check_limit(actor) -> None:
     list(get_user_model().objects.select_for_update().filter(pk=actor.pk).values_list("pk"))
     window = timedelta(seconds=settings.MAILPANEL_USER_CHECKS_WINDOW)
     now = timezone.now()
-    recent = ApplyJob.objects.filter(
+    recent = Job.objects.filter(
         requested_by=actor, kind__in=CHECK_KINDS, created_at__gt=now - window
     ).order_by("-created_at")
     limit = settings.MAILPANEL_USER_CHECKS_LIMIT

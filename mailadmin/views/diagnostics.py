@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from ..models import ApplyJob, JobKind, JobState, MailDomain, is_admin
+from ..models import Job, JobKind, JobState, MailDomain, is_admin
 from ..services import user_checks
 from .common import get_domain_for_user, require_admin
 
@@ -17,8 +17,8 @@ DIAGNOSE_TASK = "mailadmin.tasks_dns.diagnose"
 DNS_CHECK_TASK = "mailadmin.tasks_dns.dns_check"
 
 
-def _visible_job(request, job_id) -> ApplyJob:
-    job = get_object_or_404(ApplyJob, pk=job_id, kind__in=[JobKind.DIAGNOSE, JobKind.DNS_CHECK])
+def _visible_job(request, job_id) -> Job:
+    job = get_object_or_404(Job, pk=job_id, kind__in=[JobKind.DIAGNOSE, JobKind.DNS_CHECK])
     if is_admin(request.user):
         return job
     if job.requested_by_id != request.user.pk or job.domain_id is None:
@@ -33,7 +33,7 @@ def _context(request, job=None, selected=None) -> dict:
     latest_server = None
     if is_admin(request.user):
         latest_server = (
-            ApplyJob.objects.filter(
+            Job.objects.filter(
                 kind=JobKind.DIAGNOSE, domain__isnull=True, state=JobState.DONE, result__what="server"
             )
             .order_by("-id")
@@ -76,7 +76,7 @@ def diagnostics_run(request):
     return redirect(reverse("mailadmin:diagnostics") + f"?job={job.pk}")
 
 
-def _start(request, action) -> ApplyJob:
+def _start(request, action) -> Job:
     """Every start goes through user_checks: the customer's limit, the checks queue."""
     if action == "domain":
         domain_id = request.POST.get("domain", "")

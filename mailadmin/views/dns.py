@@ -6,7 +6,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_POST
 
-from ..models import ApplyJob, JobKind, ServerSettings
+from ..models import Job, JobKind, ServerSettings
 from ..services import dns_checks, user_checks
 from ..zonefile import render_zone
 from .common import get_domain_for_user, server_of
@@ -66,7 +66,7 @@ def domain_dns_check_status(request, domain_id, job_id):
     meanwhile. Only the requester's own check of this domain (404 otherwise)."""
     domain = get_domain_for_user(request, domain_id)
     job = get_object_or_404(
-        ApplyJob, pk=job_id, kind=JobKind.DNS_CHECK, domain=domain, requested_by=request.user
+        Job, pk=job_id, kind=JobKind.DNS_CHECK, domain=domain, requested_by=request.user
     )
     return respond(request, DNS_RECORDS, domain, check_job=job)
 

@@ -3,14 +3,14 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
-from ..models import ApplyJob, AuditEntry, is_admin
+from ..models import Job, AuditEntry, is_admin
 from .common import require_admin
 
 
 @require_GET
 def job_status(request, job_id):
     """Polled by htmx every second while the job runs; stops polling when done."""
-    job = get_object_or_404(ApplyJob, pk=job_id)
+    job = get_object_or_404(Job, pk=job_id)
     if not is_admin(request.user) and job.requested_by_id != request.user.pk:
         raise Http404
     template = "mailadmin/job_detail.html"
@@ -22,7 +22,7 @@ def job_status(request, job_id):
 @require_GET
 def job_list(request):
     require_admin(request)
-    jobs = ApplyJob.objects.select_related("requested_by", "domain")
+    jobs = Job.objects.select_related("requested_by", "domain")
     page = Paginator(jobs, 50).get_page(request.GET.get("page"))
     return render(request, "mailadmin/job_list.html", {"page": page})
 

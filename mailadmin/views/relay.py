@@ -12,7 +12,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from ..forms_relay import RelayForm
-from ..models import ApplyJob, JobKind
+from ..models import Job, JobKind
 from ..services import relay as relay_service
 from ..services import relay_test
 from ..services.user_checks import TooManyChecks
@@ -141,7 +141,7 @@ def _test_result(request, domain, job_id):
     """The test's progress and transcript; polled by htmx until it is
     finished. Only the requester's own test of this relay (404 otherwise)."""
     job = get_object_or_404(
-        ApplyJob,
+        Job,
         pk=job_id,
         kind=JobKind.DIAGNOSE,
         result__what=relay_test.WHAT,

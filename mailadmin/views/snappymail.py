@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from .. import snappymail_release as release
 from ..helper_client import HelperError
-from ..models import ApplyJob, JobKind, ServerSettings
+from ..models import Job, JobKind, ServerSettings
 from ..services import snappymail
 from .common import require_admin, server_of
 from .settings_page import SETTINGS_PAGE
@@ -32,7 +32,7 @@ def snappymail_context(request) -> dict:
         "snappymail_credentials_file": server.snappymail_credentials_file,
         "snappymail_source_error": source_error,
         # The install job is the section's own (not an apply): it stays in view.
-        "snappymail_job": ApplyJob.objects.filter(kind=JobKind.SNAPPYMAIL_INSTALL).order_by("-id").first(),
+        "snappymail_job": Job.objects.filter(kind=JobKind.SNAPPYMAIL_INSTALL).order_by("-id").first(),
     }
 
 
