@@ -6,6 +6,8 @@ from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 
+from mailconf.snapshot import ServerIdentity
+
 from .crypto import EncryptedTextField
 
 
@@ -285,6 +287,12 @@ class ServerSettings(models.Model):
     def load(cls) -> "ServerSettings":
         obj, _created = cls.objects.get_or_create(pk=1)
         return obj
+
+    def identity(self) -> ServerIdentity:
+        """The server as the renderers, the DNS records and the checks see it."""
+        return ServerIdentity(
+            hostname=self.hostname, ipv4=self.ipv4 or "", ipv6=self.ipv6 or "", nat_ipv4=self.nat_ipv4 or ""
+        )
 
     @classmethod
     def load_public(cls) -> "ServerSettings":

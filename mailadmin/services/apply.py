@@ -151,12 +151,7 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
         )
     global_relay = RelaySettings.objects.filter(domain__isnull=True).values(*RELAY_VALUES).first()
     return snap.Snapshot(
-        server=snap.ServerIdentity(
-            hostname=server.hostname,
-            ipv4=server.ipv4 or "",
-            ipv6=server.ipv6 or "",
-            nat_ipv4=server.nat_ipv4 or "",
-        ),
+        server=server.identity(),
         domains=tuple(snapshot_domains),
         global_relay=_relay_from_values(global_relay),
         dnsbl_zones=dnsbl.queried_zones(server.dnsbl_zones, server.dqs_key),

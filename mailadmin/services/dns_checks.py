@@ -60,12 +60,7 @@ def cloudflare_networks():
 
 
 def server_identity(server: ServerSettings) -> ServerIdentity:
-    return ServerIdentity(
-        hostname=server.hostname,
-        ipv4=server.ipv4 or "",
-        ipv6=server.ipv6 or "",
-        nat_ipv4=server.nat_ipv4 or "",
-    )
+    return server.identity()
 
 
 def server_ips(server: ServerSettings) -> tuple[str, ...]:

@@ -2,8 +2,9 @@
 and whether external mail clients may reach port 4190 (the firewall file).
 
 Saving changes the database only; the apply job renders Dovecot's config (sieve
-plugin, managesieve listener, delivery through Dovecot's LDA so each account's
-active script runs), the nftables file and SnappyMail's default domain.
+plugin, managesieve listener, the sieve plugin in LMTP: Exim delivers over
+Dovecot's LMTP socket, so each account's active script runs), the nftables file
+and SnappyMail's default domain.
 """
 
 from ..models import Job, ServerSettings
