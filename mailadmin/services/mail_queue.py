@@ -91,6 +91,8 @@ def list_page(user, filters: QueueFilter, number: int = 1) -> QueuePage:
     scope = domains
     if filters.domain:
         scope = [filters.domain] if domains is None or filters.domain in domains else []
+    if scope == []:  # no domain of theirs: nothing to read
+        return QueuePage([], 0, 1, 1, 0, 0, [])
     if scope is not None:
         request["domains"] = scope
     number = max(1, number)
