@@ -15,6 +15,7 @@ from .views import (
     server_mail,
     sieve,
     snappymail,
+    status,
 )
 
 app_name = "mailadmin"
@@ -50,6 +51,8 @@ urlpatterns = [
     path("jobs/", jobs.job_list, name="job_list"),
     path("jobs/<int:job_id>/", jobs.job_status, name="job_status"),
     path("audit/", jobs.audit_list, name="audit_list"),
+    path("status/", status.server_status, name="server_status"),
+    path("status/queue/", status.server_status_queue, name="server_status_queue"),
     path("users/", admin.user_list, name="user_list"),
     path("users/add/", admin.user_add, name="user_add"),
     path("users/<int:user_id>/active/", admin.user_active, name="user_active"),
