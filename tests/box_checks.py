@@ -164,6 +164,61 @@ def http_port_80(args) -> dict:
     return {"redirect": response.headers["Location"]}
 
 
+def http_80(path: str, host: str):
+    conn = http.client.HTTPConnection(LOOPBACK, 80, timeout=30)
+    conn.request("GET", path, headers={"Host": host})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response
+
+
+def client_autoconfig(args) -> dict:
+    """Thunderbird's and Outlook's requests as they arrive: Host
+    autoconfig.<domain> / autodiscover.<domain> through nginx to the panel,
+    answered with the box's host name (the certificate's); plain-HTTP
+    autoconfig redirected to the host name with the address kept."""
+    import xml.etree.ElementTree as ET
+
+    domain, address = args["domain"], "info@" + args["domain"]
+    path = "/mail/config-v1.1.xml?emailaddress=" + urllib.parse.quote(address)
+    response, body = https(args, "GET", path, headers={"Host": "autoconfig." + domain})
+    assert response.status == 200, response.status
+    provider = ET.fromstring(body).find("emailProvider")
+    servers = [(e.findtext("hostname"), e.findtext("port"), e.findtext("socketType"))
+               for e in provider if e.tag in ("incomingServer", "outgoingServer")]
+    assert provider.get("id") == domain and servers[0] == (args["hostname"], "993", "SSL"), servers
+    request = (
+        '<?xml version="1.0" encoding="utf-8"?><Autodiscover xmlns="http://schemas.microsoft.com/'
+        'exchange/autodiscover/outlook/requestschema/2006"><Request><EMailAddress>' + address
+        + "</EMailAddress><AcceptableResponseSchema>http://schemas.microsoft.com/exchange/autodiscover/"
+        "outlook/responseschema/2006a</AcceptableResponseSchema></Request></Autodiscover>"
+    ).encode()
+    response, body = https(args, "POST", "/autodiscover/autodiscover.xml", request,
+                           {"Host": "autodiscover." + domain, "Content-Type": "text/xml"})
+    assert response.status == 200 and f"<LoginName>{address}</LoginName>".encode() in body, body[:300]
+    assert f"<Server>{args['hostname']}</Server>".encode() in body
+    redirect = http_80(path, "autoconfig." + domain)
+    assert redirect.status == 301 and redirect.headers["Location"] == f"https://{args['hostname']}{path}"
+    response, body = https(args, "GET", path)
+    assert response.status == 200 and f'id="{domain}"'.encode() in body
+    return {"autoconfig": len(body), "servers": servers}
+
+
+def webmail(args) -> dict:
+    """SnappyMail (the stand-in release the harness installed) at
+    https://<host name>/webmail/ through its own PHP-FPM; its data/ and any
+    other PHP file refused; http://webmail.<domain>/ sent there."""
+    response, body = https(args, "GET", "/webmail/")
+    assert response.status == 200 and args["expect"] in body.decode(), (response.status, body[:300])
+    for path in ("/webmail/data/.htaccess", "/webmail/_include.php"):
+        response, _ = https(args, "GET", path)
+        assert response.status == 403, (path, response.status)
+    redirect = http_80("/", "webmail." + args["domain"])
+    assert redirect.status == 301 and redirect.headers["Location"] == f"https://{args['hostname']}/webmail/"
+    return {"webmail": body.decode()[:100]}
+
+
 CHECKS = {
     "smtp-send": smtp_send,
     "imap-wait": imap_wait,
@@ -171,6 +226,8 @@ CHECKS = {
     "sieve-put": sieve_put,
     "web-login": web_login,
     "http-port-80": http_port_80,
+    "client-autoconfig": client_autoconfig,
+    "webmail": webmail,
 }
 
 

@@ -505,6 +505,38 @@ class Scenario:
         self.client("http-port-80")
         return self.client("web-login", self.passwords["admin"], user="admin", expect="example.test")
 
+    def webmail_and_autoconfig(self) -> str:
+        """A stand-in SnappyMail release installed through the panel: its
+        index.php reads the rendered default.json and tries /etc/passwd."""
+        import hashlib
+        import io
+        import tarfile
+
+        index = (b'<?php $d = json_decode(file_get_contents(__DIR__ . "/data/_data_/_default_/domains/default.json"), true);'
+                 b' echo "webmail imap=" . $d["IMAP"]["host"] . " passwd=" . var_export(@file_get_contents("/etc/passwd") !== false, true);')
+        files = {"index.php": index, "_include.php": b"<?php\n", "data/.htaccess": b"Require all denied\n",
+                 "snappymail/v/2.38.2/index.php": b"<?php\n"}
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for name in ("data", "snappymail", "snappymail/v", "snappymail/v/2.38.2"):
+                info = tarfile.TarInfo("./" + name)
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            for name, content in files.items():
+                info = tarfile.TarInfo("./" + name)
+                info.size, info.mode = len(content), 0o644
+                tar.addfile(info, io.BytesIO(content))
+        data = buf.getvalue()
+        # the worker has a private /tmp: the tarball goes where it can read
+        (self.box.root / "var/lib/mailpanel/snappymail-test.tar.gz").write_bytes(data)
+        self.box.sh("chown mailpanel /var/lib/mailpanel/snappymail-test.tar.gz")
+        self.mailpanel("mail snappymail install --tarball /var/lib/mailpanel/snappymail-test.tar.gz"
+                       f" --sha256 {hashlib.sha256(data).hexdigest()}")
+        self.wait_for_applies()
+        got = self.client("webmail", domain="example.test", expect="webmail imap=localhost passwd=false")
+        auto = self.client("client-autoconfig", domain="example.test")
+        return f"{got}; {auto}"
+
     def quota_tempfail(self) -> str:
         """Over quota on Dovecot 2.4: 452, Exim keeps the message; a higher quota delivers it."""
         self.mailpanel("mail account quota info@example.test 1")
@@ -641,6 +673,8 @@ def install_test(keep: bool = False) -> int:
                 checks("Dovecot 2.4 over quota: 452, queued, delivered later", scenario.quota_tempfail)
                 checks("ManageSieve upload files mail into a folder", scenario.sieve)
             checks("HTTP 80 redirects (not ACME); login over HTTPS through nginx", scenario.web)
+            checks("webmail at https://<host name>/webmail/ through its PHP-FPM; autoconfig and autodiscover answer",
+                   scenario.webmail_and_autoconfig)
         with timer("restart the box"):
             box.stop()
             box.boot()
