@@ -1,5 +1,10 @@
-"""Our SPF evaluator (mailadmin.checks.dns.spf_check_host) against pyspf,
-the RFC 7208 reference implementation (PyPI pyspf, Debian python3-spf).
+"""The panel's SPF verdicts (mailadmin.checks.dns.spf_check_host: pyspf's
+check_host with its lookups through the panel's DNS client) against stock
+pyspf, the RFC 7208 reference implementation (PyPI pyspf, Debian python3-spf).
+Written to decide between the panel's own evaluator and pyspf: on the suite
+below pyspf was right 201 times of 203, the panel's own 160, and on the
+real-world corpus the one difference was pyspf's right answer; so the panel
+now evaluates with pyspf and keeps what it did better (see checks/dns.py).
 
     .venv/bin/python bench/spf_compare.py [path/to/rfc7208-tests.yml]
 

@@ -89,6 +89,8 @@ CUSTOMERS = {
     "badcidr.example": [("TXT", "v=spf1 ip4:203.0.113.80/33 -all")],
     # no record at all
     "nothing.example": [("A", "203.0.113.90")],
+    # "we do not know": ?all while moving providers
+    "moving.example": [("TXT", "v=spf1 ip4:203.0.113.100 ?all")],
 }
 
 ZONES = {**GOOGLE, **MICROSOFT, **PROVIDERS, **CUSTOMERS}
@@ -110,5 +112,5 @@ QUERIES = [
     ("split.example", "203.0.113.50"), ("split.example", "209.85.220.41"), ("senderid.example", "203.0.113.60"),
     ("dnsbl-style.example", "203.0.113.5"), ("dnsbl-style.example", "203.0.113.6"), ("mxnet.example", "198.51.100.9"),
     ("mxnet.example", "198.51.101.9"), ("voids.example", "203.0.113.70"), ("badcidr.example", "203.0.113.80"),
-    ("nothing.example", "203.0.113.90"),
+    ("nothing.example", "203.0.113.90"), ("moving.example", "203.0.113.100"), ("moving.example", "192.0.2.1"),
 ]

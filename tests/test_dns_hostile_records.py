@@ -24,15 +24,15 @@ TIMEOUT = 2.0
 
 # (label, SPF record): every one is broken; none may raise.
 HOSTILE_SPF = [
-    ("a-cidr-99", "v=spf1 a:host/99 -all"),  # the record from the issue
+    ("a-cidr-99", "v=spf1 a:host.test/99 -all"),  # the record from the issue
     ("ip4-cidr-33", "v=spf1 ip4:1.2.3.4/33 -all"),
     ("ip6-cidr-129", "v=spf1 ip6:::1/129 -all"),
     ("a-cidr-negative", "v=spf1 a/-1 -all"),
     ("mx-empty-cidr", "v=spf1 mx// -all"),
     ("mx-v6-cidr-200", "v=spf1 mx/24//200 -all"),
-    ("a-both-cidrs-too-long", "v=spf1 a:host/33//129 -all"),
-    ("a-cidr-leading-zero", "v=spf1 a:host/024 -all"),
-    ("a-cidr-twice", "v=spf1 a:host/24/24 -all"),
+    ("a-both-cidrs-too-long", "v=spf1 a:host.test/33//129 -all"),
+    ("a-cidr-leading-zero", "v=spf1 a:host.test/024 -all"),
+    ("a-cidr-twice", "v=spf1 a:host.test/24/24 -all"),
     ("ip4-empty", "v=spf1 ip4: -all"),
     ("ip4-of-v6", "v=spf1 ip4:::1 -all"),
     ("ip6-of-v4", "v=spf1 ip6:192.0.2.10 -all"),
@@ -52,12 +52,18 @@ HOSTILE_SPF = [
 ]
 
 
+# A target name DNS cannot carry: RFC 7208 leaves it open (the openspf test
+# suite's invalid-domain-long and -empty-label accept fail or permerror);
+# pyspf treats the name as not found, so -all decides.
+FAIL_OR_PERMERROR = {"label-too-long", "empty-label"}
+
+
 @pytest.fixture(scope="module")
 def hostile_zone(dns_world):
     """Served once per module: a second copy of a TXT would be "several SPF records"."""
-    # "host" and every hostile domain resolve, so a CIDR is really applied to
+    # "host.test" and every hostile domain resolve, so a CIDR is really applied to
     # an address (the crash needed an answer to apply /99 to).
-    dns_world.server.add([f"host. 300 IN A {SERVER_V4}", f"host. 300 IN AAAA {SERVER_V6}"])
+    dns_world.server.add([f"host.test. 300 IN A {SERVER_V4}", f"host.test. 300 IN AAAA {SERVER_V6}"])
     for label, spf in HOSTILE_SPF:
         name = f"{label}.hostile.test"
         dns_world.server.add(
@@ -65,7 +71,7 @@ def hostile_zone(dns_world):
                 f"{name}. 300 IN TXT {txt(spf)}",
                 f"{name}. 300 IN A {SERVER_V4}",
                 f"{name}. 300 IN AAAA {SERVER_V6}",
-                f"{name}. 300 IN MX 10 host.",
+                f"{name}. 300 IN MX 10 host.test.",
             ]
         )
     return dns_world
@@ -96,13 +102,15 @@ def spf_verdict(resolver_address, domain):
 def test_hostile_spf_record_is_a_permerror_verdict_not_an_exception(live_dns, label, spf):
     verdict = spf_verdict(live_dns.address, f"{label}.hostile.test")
     assert verdict.status == "different", verdict
+    assert verdict.found == [spf]
+    if label in FAIL_OR_PERMERROR and "gets fail" in verdict.detail:
+        return
     assert verdict.detail.startswith("permerror: "), verdict
     assert "The SPF record is broken" in verdict.fix
-    assert verdict.found == [spf]
 
 
 def test_a_cidr_that_is_in_range_still_authorises(live_dns):
-    live_dns.server.add([f"cidr-ok.hostile.test. 300 IN TXT {txt('v=spf1 a:host/24//64 -all')}"])
+    live_dns.server.add([f"cidr-ok.hostile.test. 300 IN TXT {txt('v=spf1 a:host.test/24//64 -all')}"])
     verdict = spf_verdict(live_dns.address, "cidr-ok.hostile.test")
     assert verdict.status == "ok", verdict
 
@@ -152,7 +160,7 @@ def test_check_now_with_the_issue_record_shows_permerror_to_its_owner(alice_clie
     started, response = check_now(alice_client, hostile, htmx=htmx)
     assert started.status_code == (200 if htmx else 302) and response.status_code == 200
     page = response.content.decode()
-    assert "permerror: malformed term a:host/99" in page
+    assert "permerror: malformed term a:host.test/99" in page
     assert "The SPF record is broken" in page
     assert "Traceback" not in page
 
@@ -168,7 +176,7 @@ def test_all_domains_check_job_finishes_for_everyone_else(admin_user, two_custom
     assert good.dns_status == "ok"
     results = DnsCheckResult.objects.get(domain=hostile).results
     spf = next(v for v in results if v["purpose"] == "spf")
-    assert spf["status"] == "different" and spf["detail"] == "permerror: malformed term a:host/99"
+    assert spf["status"] == "different" and spf["detail"] == "permerror: malformed term a:host.test/99"
 
 
 def test_a_crashing_record_check_is_unknown_for_that_domain_only(live_dns, caplog):
