@@ -20,13 +20,16 @@ from dataclasses import dataclass
 from functools import cache, wraps
 
 from axes.handlers.proxy import AxesProxyHandler
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.signals import user_login_failed
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.middleware.csrf import rotate_token
+from django.shortcuts import resolve_url
 from django.utils.crypto import constant_time_compare, salted_hmac
+from django_htmx.http import HttpResponseClientRedirect
 
 from . import passwords
 from .models import MailAccount
@@ -178,6 +181,8 @@ def mailbox_required(view):
         if account is None:
             if request.user.is_authenticated:
                 raise Http404
+            if request.htmx:  # the whole page goes to the login, not a section
+                return HttpResponseClientRedirect(resolve_url(settings.LOGIN_URL))
             return redirect_to_login(request.get_full_path())
         return view(request, account, *args, **kwargs)
 

@@ -380,3 +380,24 @@ def test_unicode_and_punycode_spellings_of_a_mailbox_count_as_one(client, alice)
         login(client, "post@münchen.example" if i % 2 else "POST@xn--mnchen-3ya.example", "wrong-guess")
     assert login(client, "post@xn--mnchen-3ya.example").status_code == 429
     assert login(client, "post@münchen.example").status_code == 429
+
+
+def test_an_ended_session_sends_htmx_requests_to_the_login_page_whole(mailbox_client, info):
+    account_service.set_password(info.domain.owner, info, "Br4nd-new-passw0rd")
+    response = mailbox_client.post(reverse("mailadmin:mailbox_forward_add"), {"target": "x@elsewhere.example"},
+                                   HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and response["HX-Redirect"] == reverse("login")
+    assert not info.forwards.exists()
+
+
+def test_an_unknown_address_costs_one_bcrypt_check_like_a_known_one(client, info, monkeypatch):
+    """No oracle of which mailboxes exist by timing: the same hashing work."""
+    from mailadmin import mailbox_session
+
+    calls = []
+    real = passwords.check_password
+    monkeypatch.setattr(passwords, "check_password", lambda pw, stored: calls.append(stored[:16]) or real(pw, stored))
+    login(client, "nobody@example.org", "wrong-guess")
+    login(client, "info@example.org", "wrong-guess")
+    assert len(calls) == 2 and all(c.startswith("{BLF-CRYPT}$2b$") for c in calls)
+    assert mailbox_session._dummy_hash() != info.password_hash
