@@ -185,11 +185,21 @@ def fetch_packages(root: Path) -> None:
             os.link(deb, DEB_CACHE / deb.name)
 
 
+# Pure-Python dependencies published only as an sdist: built into wheels here
+# (py3-none-any), since a download for another platform takes wheels only.
+SDIST_ONLY = ("pyspf",)
+
+
 def fetch_wheels() -> Path:
     """cp313 manylinux wheels of the project's dependencies, for an offline
     `pip install --no-index --find-links`."""
     WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
+    wanted = [r for r in requirements() if re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower() in SDIST_ONLY]
+    if wanted:
+        run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
+             "--wheel-dir", str(WHEEL_CACHE), *wanted], capture=True, timeout=900)
     run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+         "--find-links", str(WHEEL_CACHE),
          "--dest", str(WHEEL_CACHE), "--only-binary=:all:", "--python-version", "3.13",
          "--implementation", "cp", "--abi", "cp313", "--abi", "abi3", "--abi", "none",
          "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
