@@ -401,3 +401,13 @@ def test_an_unknown_address_costs_one_bcrypt_check_like_a_known_one(client, info
     login(client, "info@example.org", "wrong-guess")
     assert len(calls) == 2 and all(c.startswith("{BLF-CRYPT}$2b$") for c in calls)
     assert mailbox_session._dummy_hash() != info.password_hash
+
+
+def test_the_cli_writes_the_same_profile(info, mailbox_client):
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("mail", "account", "mobileconfig", "Info@Example.org", stdout=out)
+    assert out.getvalue().encode() == mailbox_client.get(reverse("mailadmin:mailbox_mobileconfig")).content

@@ -2,7 +2,9 @@
 v-add-mail-account family). Same service functions and rules as the panel;
 passwords only from stdin."""
 
+from .. import client_config
 from ..services import accounts as account_service
+from ..services import client_config as client_config_service
 from .common import add_json_flag, get_domain, read_secret_from_stdin, system_actor
 
 
@@ -27,6 +29,11 @@ def register(nouns):
     lst.add_argument("domain")
     add_json_flag(lst)
     lst.set_defaults(handler=account_list)
+    profile = verbs.add_parser(
+        "mobileconfig", help="the Apple .mobileconfig profile of a mailbox (no password inside), to stdout"
+    )
+    profile.add_argument("address")
+    profile.set_defaults(handler=account_mobileconfig)
 
     alias = nouns.add_parser("alias", help="aliases: ALIAS@domain delivers to TARGET")
     alias_verbs = alias.add_subparsers(dest="verb", required=True)
@@ -108,6 +115,14 @@ def account_list(command, options):
         if domain.catchall:
             command.stdout.write(f"*@{domain.name}\tcatch-all → {domain.catchall}")
     return {"domain": domain.name, "catchall": domain.catchall, "accounts": rows}
+
+
+def account_mobileconfig(command, options):
+    account = account_service.get_account(options["address"])
+    profile = client_config.mobileconfig(
+        client_config_service.client_settings(account.domain), account_service.address_of(account)
+    )
+    command.stdout.write(profile.decode("utf-8"), ending="")
 
 
 def alias_add(command, options):
