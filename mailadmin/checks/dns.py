@@ -25,7 +25,6 @@ from pathlib import Path
 
 import dns.exception
 import spf
-from django.utils import translation
 from django.utils.translation import gettext as _
 
 from ..dnsrecords import OPTIONAL, Record
@@ -488,13 +487,21 @@ class SpfResult:
 _ZERO_DIGITS = re.compile(r"%\{[a-zA-Z]0+(?![0-9])")
 
 
-class _PanelSpfQuery(spf.query):
-    """pyspf's query, its DNS answered by the panel's Lookups (`lookup` is
-    called from pyspf's thread and returns an Answer)."""
+class _NeedAnswer(Exception):
+    """pyspf asked for a name this round has no answer for yet."""
 
-    def __init__(self, lookup, ip: str, domain: str):
+    def __init__(self, name: str, rtype: str):
+        super().__init__(name, rtype)
+        self.key = (name, rtype)
+
+
+class _PanelSpfQuery(spf.query):
+    """pyspf's query, its DNS answered from `answers` ({(name, type):
+    Answer}) that the event loop fills in between rounds."""
+
+    def __init__(self, answers: dict, ip: str, domain: str):
         super().__init__(i=ip, s=f"postmaster@{domain}", h=domain, strict=True)
-        self._lookup = lookup
+        self._answers = answers
 
     def expand(self, spec, stripdot=True):
         # RFC 7208 §7.3: a macro's DIGIT transformer MUST be nonzero; pyspf
@@ -512,13 +519,13 @@ class _PanelSpfQuery(spf.query):
             raise spf.PermError("Invalid query")
         if not all(0 < len(label) < 64 for label in name.split(".")):
             return []
-        key = (name, qtype)
-        if key not in self.cache:
-            answer = self._lookup(name, "TXT" if qtype == "SPF" else qtype)
-            if answer.failed:
-                raise spf.TempError(answer.error)
-            self.cache[key] = [_pyspf_value(qtype, value) for value in answer.values]
-        result = self.cache[key]
+        key = (name, "TXT" if qtype == "SPF" else qtype)
+        if key not in self._answers:
+            raise _NeedAnswer(*key)
+        answer = self._answers[key]
+        if answer.failed:
+            raise spf.TempError(answer.error)
+        result = [_pyspf_value(qtype, value) for value in answer.values]
         if not result and not ignore_void:
             self.void_lookups += 1
             if self.void_lookups > spf.MAX_VOID_LOOKUPS:
@@ -547,7 +554,7 @@ _PERM_REASONS = (
 )
 
 
-def _reason(query: _PanelSpfQuery, result: str, domain: str) -> str:
+def _reason(query: _PanelSpfQuery, result: str, domain: str, explanation: str) -> str:
     if result == "permerror":
         error = query.perm_error
         for prefix, words in _PERM_REASONS:
@@ -559,33 +566,37 @@ def _reason(query: _PanelSpfQuery, result: str, domain: str) -> str:
     if result == "none":
         return _("no SPF record at %(domain)s") % {"domain": domain}
     if result == "temperror":
-        return _("a DNS lookup failed")
+        return _("a DNS lookup failed: %(why)s") % {"why": explanation.rpartition(": ")[2] or result}
     if query.mechanism:
         return _("matched %(term)s at %(domain)s") % {"term": query.mechanism, "domain": domain}
     return _("no mechanism matched at %(domain)s") % {"domain": domain}
 
 
-def _evaluate(lookup, ip: str, domain: str) -> SpfResult:
-    query = _PanelSpfQuery(lookup, ip, domain)
-    result, _code, _explanation = query.check()
+def _evaluate(answers: dict, ip: str, domain: str) -> SpfResult:
+    query = _PanelSpfQuery(answers, ip, domain)
+    result, _code, explanation = query.check()
     result = {"unknown": "permerror", "error": "temperror", "ambiguous": "permerror"}.get(result, result)
-    return SpfResult(result, _reason(query, result, domain), query.lookups)
+    return SpfResult(result, _reason(query, result, domain, explanation or ""), query.lookups)
+
+
+# More than any record can make pyspf ask (10 mechanisms, 10 names each for mx
+# and ptr, their addresses, the void lookups).
+MAX_SPF_ROUNDS = 128
 
 
 async def spf_check_host(lookups, ip: str, domain: str) -> SpfResult:
-    """RFC 7208 check_host(ip, domain, postmaster@domain), pyspf's, in a
-    thread whose lookups come back to this event loop's Lookups."""
-    loop = asyncio.get_running_loop()
-    language = translation.get_language()
-
-    def lookup(name: str, rtype: str) -> Answer:
-        return asyncio.run_coroutine_threadsafe(lookups.query(name, rtype), loop).result()
-
-    def run() -> SpfResult:
-        with translation.override(language):
-            return _evaluate(lookup, ip, domain)
-
-    return await asyncio.to_thread(run)
+    """RFC 7208 check_host(ip, domain, postmaster@domain), pyspf's. pyspf is
+    synchronous and asks one name at a time: it runs in rounds, each stopping
+    at the first name not yet answered, which the run's Lookups then resolve
+    (in this event loop, within the check's deadline, through the shared
+    cache). A round costs a fraction of a lookup; no thread waits."""
+    answers: dict = {}
+    for _round in range(MAX_SPF_ROUNDS):
+        try:
+            return _evaluate(answers, ip, domain)
+        except _NeedAnswer as need:
+            answers[need.key] = await lookups.query(*need.key)
+    return SpfResult("permerror", _("too many DNS lookups (more than 10)"))
 
 
 async def check_spf(lookups, record: Record, sending_ips=()) -> Verdict:
