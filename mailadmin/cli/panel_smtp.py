@@ -1,6 +1,8 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
+from ..forms_server_mail import PanelSmtpForm
+from ..models import ServerSettings
 from ..services import panel_smtp
 from .common import read_secret_from_stdin, system_actor
 
@@ -25,28 +27,44 @@ def register(nouns):
     test.set_defaults(handler=panel_smtp_test)
 
 
-def _field_errors(exc: ValidationError) -> ValidationError:
-    if hasattr(exc, "error_dict"):
-        return ValidationError(
-            [f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items()]
-        )
-    return exc
+def _form_errors(form: PanelSmtpForm) -> str:
+    parts = []
+    for field, errors in form.errors.items():
+        label = "" if field == "__all__" else f"{field.replace('_', '-')}: "
+        parts.extend(f"{label}{message}" for message in errors)
+    return "; ".join(parts)
 
 
 def panel_smtp_set(command, options):
-    password = read_secret_from_stdin("password") if options["password_stdin"] else ""
-    try:
-        panel_smtp.save_settings(
-            system_actor(),
-            host=options["host"],
-            port=options["port"],
-            security=options["security"],
-            username=options["user"],
-            password=password,
-            from_email=options["from_email"],
-        )
-    except ValidationError as exc:
-        raise _field_errors(exc)
+    """The panel's form, bound to the options: the same parsing, the same
+    rule for a stored password (kept only for the same endpoint)."""
+    data = {
+        "enabled": "on",
+        "host": options["host"],
+        "port": options["port"],
+        "security": options["security"],
+        "username": options["user"],
+        "password": read_secret_from_stdin("password") if options["password_stdin"] else "",
+        "from_email": options["from_email"],
+    }
+    form = PanelSmtpForm(data, server=ServerSettings.load())
+    if form.is_valid():
+        clean = form.cleaned_data
+        try:
+            panel_smtp.save_settings(
+                system_actor(),
+                host=clean["host"],
+                port=clean["port"],
+                security=clean["security"],
+                username=clean["username"],
+                password=clean["password"],
+                from_email=clean["from_email"],
+            )
+        except ValidationError as exc:
+            for name, errors in exc.message_dict.items():
+                form.add_error(name if name in form.fields else None, errors)
+    if form.errors:
+        raise CommandError(_form_errors(form))
     command.stdout.write("panel SMTP saved")
 
 
