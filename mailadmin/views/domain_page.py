@@ -6,7 +6,7 @@ relay, dns); this module holds the frame and the Overview, Webmail and
 Settings tabs."""
 
 from django.core.exceptions import ValidationError
-from django.db.models import Count, OuterRef, Subquery
+from django.db import connection
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods
@@ -50,27 +50,23 @@ DOMAIN_PAGE = TabbedPage(
 # --- Overview -------------------------------------------------------------------
 
 
-def _count(model, **filters):
-    return Subquery(
-        model.objects.filter(**filters).order_by().values("domain").annotate(n=Count("pk")).values("n")[:1]
-    )
-
-
 def overview_context(request, domain) -> dict:
-    """One query: the counts and the relay host beside what the page already has."""
-    summary = (
-        MailDomain.objects.filter(pk=domain.pk)
-        .annotate(
-            account_count=_count(MailAccount, domain=OuterRef("pk")),
-            alias_count=_count(MailAlias, domain=OuterRef("pk")),
-            relay_host=Subquery(RelaySettings.objects.filter(domain=OuterRef("pk")).values("host")[:1]),
-            relay_port=Subquery(RelaySettings.objects.filter(domain=OuterRef("pk")).values("port")[:1]),
-        )
-        .values("account_count", "alias_count", "relay_host", "relay_port")
-        .get()
+    """The counts and the relay in one statement. Plain SQL (the same on
+    SQLite and PostgreSQL): the ORM's four subquery annotations took a third
+    of the tab's time to build, for four numbers."""
+    tables = {name: model._meta.db_table for name, model in
+              (("accounts", MailAccount), ("aliases", MailAlias), ("relays", RelaySettings))}
+    sql = (
+        f"SELECT (SELECT COUNT(*) FROM {tables['accounts']} WHERE domain_id = %s),"
+        f" (SELECT COUNT(*) FROM {tables['aliases']} WHERE domain_id = %s),"
+        f" (SELECT host FROM {tables['relays']} WHERE domain_id = %s),"
+        f" (SELECT port FROM {tables['relays']} WHERE domain_id = %s)"
     )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [domain.pk] * 4)
+        accounts, aliases, relay_host, relay_port = cursor.fetchone()
     return {
-        "overview": {**summary, "account_count": summary["account_count"] or 0, "alias_count": summary["alias_count"] or 0},
+        "overview": {"account_count": accounts, "alias_count": aliases, "relay_host": relay_host, "relay_port": relay_port}
     }
 
 

@@ -15,6 +15,7 @@ A feature adds a Section next to its views; no view writes its own
 htmx-or-page branch.
 """
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -114,10 +115,24 @@ class TabbedPage:
         return reverse(tab.url_name, args=self.url_args(*args))
 
     def nav(self, current: str, *args) -> list[dict]:
+        """The tab bar: the URLs from one reverse() each per process, with
+        this page's arguments put in (every tab bar draws them all)."""
+        values = [str(value) for value in self.url_args(*args)]
         return [
-            {"name": tab.name, "label": tab.label, "url": self.url(tab.name, *args), "current": tab.name == current}
+            {"name": tab.name, "label": tab.label, "url": self._pattern(tab, len(values)).format(*values),
+             "current": tab.name == current}
             for tab in self.tabs
         ]
+
+    @functools.cache
+    def _pattern(self, tab: Tab, arity: int) -> str:
+        """The tab's URL with each of its `arity` arguments a placeholder."""
+        markers = [f"9999{i}1" for i in range(arity)]
+        url = reverse(tab.url_name, args=markers).replace("{", "{{").replace("}", "}}")
+        for i, marker in enumerate(markers):
+            url = url.replace(marker, "{%d}" % i)
+        return url
+
 
     def tab(self, name: str, template: str, *contexts: Callable[..., dict]) -> Section:
         """The Section that shows one whole tab: `template` is its panel, the
