@@ -74,6 +74,27 @@ class PanelSmtpForm(forms.Form):
         return data
 
 
+    def save(self, actor) -> bool:
+        """Hand the parsed values to the service; what it refuses lands on
+        the fields. The page and the CLI both save through here."""
+        data = self.cleaned_data
+        try:
+            panel_smtp.save_settings(
+                actor,
+                host=data["host"],
+                port=data["port"],
+                security=data["security"],
+                username=data["username"],
+                password=data["password"],
+                from_email=data["from_email"],
+            )
+        except ValidationError as exc:
+            for name, errors in exc.message_dict.items():
+                self.add_error(name if name in self.fields else None, errors)
+            return False
+        return True
+
+
 class PanelSmtpTestForm(forms.Form):
     to = forms.CharField(label=_("Send a test mail to"), max_length=254)
 

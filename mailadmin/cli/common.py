@@ -62,3 +62,12 @@ def read_secret_from_stdin(what: str) -> str:
     if not value:
         raise CommandError(f"{what}: nothing was read from standard input")
     return value
+
+
+def form_errors(form) -> str:
+    """A bound form's errors on one line, each after its option's name."""
+    parts = []
+    for field, errors in form.errors.items():
+        label = "" if field == "__all__" else f"{field.replace('_', '-')}: "
+        parts.extend(f"{label}{message}" for message in errors)
+    return "; ".join(parts)

@@ -1,10 +1,9 @@
-from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
 from ..forms_server_mail import PanelSmtpForm
 from ..models import ServerSettings
 from ..services import panel_smtp
-from .common import read_secret_from_stdin, system_actor
+from .common import form_errors, read_secret_from_stdin, system_actor
 
 
 def register(nouns):
@@ -27,14 +26,6 @@ def register(nouns):
     test.set_defaults(handler=panel_smtp_test)
 
 
-def _form_errors(form: PanelSmtpForm) -> str:
-    parts = []
-    for field, errors in form.errors.items():
-        label = "" if field == "__all__" else f"{field.replace('_', '-')}: "
-        parts.extend(f"{label}{message}" for message in errors)
-    return "; ".join(parts)
-
-
 def panel_smtp_set(command, options):
     """The panel's form, bound to the options: the same parsing, the same
     rule for a stored password (kept only for the same endpoint)."""
@@ -48,23 +39,8 @@ def panel_smtp_set(command, options):
         "from_email": options["from_email"],
     }
     form = PanelSmtpForm(data, server=ServerSettings.load())
-    if form.is_valid():
-        clean = form.cleaned_data
-        try:
-            panel_smtp.save_settings(
-                system_actor(),
-                host=clean["host"],
-                port=clean["port"],
-                security=clean["security"],
-                username=clean["username"],
-                password=clean["password"],
-                from_email=clean["from_email"],
-            )
-        except ValidationError as exc:
-            for name, errors in exc.message_dict.items():
-                form.add_error(name if name in form.fields else None, errors)
-    if form.errors:
-        raise CommandError(_form_errors(form))
+    if not (form.is_valid() and form.save(system_actor())):
+        raise CommandError(form_errors(form))
     command.stdout.write("panel SMTP saved")
 
 

@@ -12,7 +12,7 @@ from ..forms_relay import RelayForm
 from ..models import RelayAuth, RelayTls
 from ..services import relay as relay_service
 from ..services.relay import PRESETS
-from .common import add_json_flag, get_domain, read_secret_from_stdin, system_actor
+from .common import add_json_flag, form_errors, get_domain, read_secret_from_stdin, system_actor
 
 
 def register(nouns):
@@ -52,14 +52,6 @@ def _scope(options):
     return get_domain(options["domain"]) if options.get("domain") else None
 
 
-def _form_errors(form: RelayForm) -> str:
-    parts = []
-    for field, errors in form.errors.items():
-        label = "" if field == "__all__" else f"{field.replace('_', '-')}: "
-        parts.extend(f"{label}{message}" for message in errors)
-    return "; ".join(parts)
-
-
 def relay_set(command, options):
     domain = _scope(options)
     row = relay_service.get_relay(domain)
@@ -97,7 +89,7 @@ def relay_set(command, options):
         except ValidationError as exc:
             form.add_error(None, exc)
     if form.errors:
-        raise CommandError(_form_errors(form))
+        raise CommandError(form_errors(form))
     command.stdout.write(
         f"relay for {relay_service.scope_name(domain)}: {row.host}:{row.port} "
         f"tls={row.tls} auth={row.auth}"

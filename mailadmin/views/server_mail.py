@@ -89,23 +89,8 @@ def panel_smtp_tab(request):
         panel_smtp.disable(request.user)
         return done(request, PANEL_SMTP, notice=_("Panel mail now goes through the local mail server."))
     form = PanelSmtpForm(request.POST, server=ServerSettings.load())
-    if form.is_valid():
-        data = form.cleaned_data
-        try:
-            panel_smtp.save_settings(
-                request.user,
-                host=data["host"],
-                port=data["port"],
-                security=data["security"],
-                username=data["username"],
-                password=data["password"],
-                from_email=data["from_email"],
-            )
-        except ValidationError as exc:
-            for name, errors in exc.message_dict.items():
-                form.add_error(name if name in form.fields else None, errors)
-        else:
-            return done(request, PANEL_SMTP, notice=_("Panel SMTP saved. Send a test mail to check it."))
+    if form.is_valid() and form.save(request.user):
+        return done(request, PANEL_SMTP, notice=_("Panel SMTP saved. Send a test mail to check it."))
     return respond(request, PANEL_SMTP, status=400, form=form)
 
 
