@@ -2,30 +2,17 @@
 stdin less one trailing line break; any other line break or a NUL is a clear
 error and nothing is stored (`printf 'new\\nline'` once stored "new")."""
 
-import io
-import sys
-
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from mailadmin import passwords
 from mailadmin.models import MailAccount, MailDomain, RelaySettings, ServerSettings
+from tests.test_accounts_cli import mail
 
 pytestmark = pytest.mark.django_db
 PW = "Str0ng-enough-pass"
 DQS = "abcdefghijklmnopqrstuvwxyz"  # 26 alphanumerics
-
-
-def mail(*args, stdin=""):
-    out = io.StringIO()
-    old = sys.stdin
-    sys.stdin = io.StringIO(stdin)
-    try:
-        call_command("mail", *args, stdout=out)
-    finally:
-        sys.stdin = old
-    return out.getvalue()
 
 
 @pytest.fixture

@@ -158,3 +158,19 @@ def test_firewall_unit_loads_the_rendered_nft_file_at_boot():
     text = FIREWALL_UNIT.read_text()
     assert f"ExecStart=/usr/sbin/nft -f {FIREWALL_RULES}" in text
     assert "WantedBy=multi-user.target" in text
+
+
+def assert_timer_units(name: str, command: str, tmp_path: Path, interval: str = "") -> None:
+    """deploy/systemd/<name>.service runs `manage.py <command>` as mailpanel from
+    <name>.timer (OnUnitActiveSec=<interval> when given); both pass systemd-analyze verify."""
+    service, timer = DEPLOY / "systemd" / f"{name}.service", DEPLOY / "systemd" / f"{name}.timer"
+    assert re.search(rf"(?m)^ExecStart=\S+/python manage\.py {re.escape(command)}$", service.read_text())
+    assert "\nUser=mailpanel\n" in service.read_text()
+    assert f"\nOnUnitActiveSec={interval}" in timer.read_text()
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze missing (systemd is listed in deploy/apt-packages.txt)")
+    shutil.copyfile(timer, tmp_path / timer.name)
+    for unit in (_verifiable_copy(service, tmp_path), tmp_path / timer.name):
+        proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and not proc.stderr.strip(), proc.stdout + proc.stderr

@@ -386,28 +386,7 @@ def test_mail_signed_before_and_after_the_switch_verifies_against_what_dns_publi
 # --- the periodic job's systemd units ------------------------------------------------------
 
 
-def check_timer_units(name: str, command: str, tmp_path) -> None:
-    """The service runs `command` as mailpanel; both units pass systemd-analyze verify."""
-    import re
-    import shutil
-    import subprocess
-    from pathlib import Path
-
-    from tests.test_deploy import _verifiable_copy
-
-    systemd = Path(__file__).resolve().parent.parent / "deploy" / "systemd"
-    service, timer = systemd / f"{name}.service", systemd / f"{name}.timer"
-    assert re.search(rf"(?m)^ExecStart=\S+/python manage\.py {re.escape(command)}$", service.read_text())
-    assert "\nUser=mailpanel\n" in service.read_text() and "OnUnitActiveSec=" in timer.read_text()
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze missing (systemd is listed in deploy/apt-packages.txt)")
-    copy = _verifiable_copy(service, tmp_path)
-    shutil.copyfile(timer, tmp_path / timer.name)
-    for unit in (copy, tmp_path / timer.name):
-        proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0 and not proc.stderr.strip(), proc.stdout + proc.stderr
-
-
 def test_the_rotation_timer_runs_mail_dkim_advance(tmp_path):
-    check_timer_units("mailpanel-dkim-rotation", "mail dkim advance", tmp_path)
+    from tests.test_deploy import assert_timer_units
+
+    assert_timer_units("mailpanel-dkim-rotation", "mail dkim advance", tmp_path)

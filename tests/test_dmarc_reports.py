@@ -493,9 +493,9 @@ def test_cli_show_json_and_housekeeping_drops_old_reports(domain, settings):
 
 
 def test_the_reports_timer_runs_mail_dmarc_read(tmp_path):
-    from tests.test_dkim_rotation import check_timer_units
+    from tests.test_deploy import assert_timer_units
 
-    check_timer_units("mailpanel-dmarc-reports", "mail dmarc read", tmp_path)
+    assert_timer_units("mailpanel-dmarc-reports", "mail dmarc read", tmp_path)
 
 
 # --- the page ---------------------------------------------------------------------------------

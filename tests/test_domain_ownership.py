@@ -447,23 +447,6 @@ def test_cli_suspend_and_unsuspend(alice, alices_domains):
 
 
 def test_verify_timer_units_pass_systemd_verify_and_run_the_cli(tmp_path):
-    import re
-    import shutil
-    import subprocess
-    from pathlib import Path
+    from tests.test_deploy import assert_timer_units
 
-    from tests.test_deploy import _verifiable_copy
-
-    systemd = Path(__file__).resolve().parent.parent / "deploy" / "systemd"
-    service = systemd / "mailpanel-verify-domains.service"
-    timer = systemd / "mailpanel-verify-domains.timer"
-    assert re.search(r"(?m)^ExecStart=\S+/python manage\.py mail domain verify-pending$", service.read_text())
-    assert "\nUser=mailpanel\n" in service.read_text() and "OnUnitActiveSec=" in timer.read_text()
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze missing (systemd is listed in deploy/apt-packages.txt)")
-    copy = _verifiable_copy(service, tmp_path)
-    shutil.copyfile(timer, tmp_path / timer.name)
-    for unit in (copy, tmp_path / timer.name):
-        proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0 and not proc.stderr.strip(), proc.stdout + proc.stderr
+    assert_timer_units("mailpanel-verify-domains", "mail domain verify-pending", tmp_path)

@@ -264,19 +264,6 @@ def test_cli_held_list_check_and_delete(held_spool, capsys):
 
 
 def test_the_held_mail_timer_and_service_pass_systemd_verify_and_run_the_cli(tmp_path):
-    import re
+    from tests.test_deploy import assert_timer_units
 
-    from tests.test_deploy import _verifiable_copy
-
-    service = SYSTEMD / "mailpanel-held-mail.service"
-    timer = SYSTEMD / "mailpanel-held-mail.timer"
-    assert re.search(r"(?m)^ExecStart=\S+/python manage\.py mail held check$", service.read_text())
-    assert "\nUser=mailpanel\n" in service.read_text() and "\nOnUnitActiveSec=1min\n" in timer.read_text()
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze missing (systemd is listed in deploy/apt-packages.txt)")
-    copy = _verifiable_copy(service, tmp_path)
-    shutil.copyfile(timer, tmp_path / timer.name)
-    for unit in (copy, tmp_path / timer.name):
-        proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0 and not proc.stderr.strip(), proc.stdout + proc.stderr
+    assert_timer_units("mailpanel-held-mail", "mail held check", tmp_path, interval="1min")
