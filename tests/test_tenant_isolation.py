@@ -109,6 +109,10 @@ def test_anonymous_reaches_nothing_of_the_app(client, alices_objects, method, ht
         kwargs = {name: alices_objects[name] for name in pattern.pattern.converters}
         url = reverse(f"mailadmin:{pattern.name}", kwargs=kwargs)
         response = getattr(client, method)(url, headers={"HX-Request": "true"} if htmx else {})
+        if htmx and "HX-Redirect" in response.headers:  # htmx follows it to the login page
+            assert "/login/" in response.headers["HX-Redirect"] and response.content in (b"", b"\n"), url
+            checked += 1
+            continue
         assert response.status_code in (302, 401, 403, 404, 405), f"{method.upper()} {url}: {response.status_code}"
         if response.status_code == 302:
             assert "/login/" in response.headers["Location"], url
