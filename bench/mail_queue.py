@@ -11,7 +11,6 @@ spool); nothing leaves 127.0.0.1.
     .venv/bin/python bench/mail_queue.py [N]
 """
 
-import http.client
 import json
 import os
 import resource
@@ -33,62 +32,8 @@ HELPER = ROOT / "deploy" / "mailpanel_helper.py"
 
 sys.path.insert(0, str(ROOT))
 from mailconf.snapshot import Domain, Mailbox, Relay, SendLimits, ServerIdentity, Snapshot  # noqa: E402
+from served import Gunicorn, median_time, ms, session_cookie  # noqa: E402
 from tests import mailstack  # noqa: E402
-
-
-def ms(seconds):
-    return f"{seconds * 1000:.1f} ms"
-
-
-def median_time(fn, runs):
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-class Gunicorn:
-    """The panel on a free loopback port (as bench/run.py serves it)."""
-
-    def __init__(self, workers):
-        self.port = mailstack.free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "panel.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(workers), "--log-level", "warning"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                self.get("/login/", "")
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("gunicorn did not start")
-
-    def get(self, path, cookie):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        conn.request("GET", path, headers={"Cookie": cookie} if cookie else {})
-        response = conn.getresponse()
-        body = response.read()
-        conn.close()
-        if response.status != 200:
-            raise RuntimeError(f"GET {path}: {response.status}")
-        return body
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-
-
-def session_cookie(user):
-    from django.test import Client
-
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}"
 
 
 def fill_queue(layout, count):

@@ -13,7 +13,6 @@ import http.client
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,22 +57,12 @@ from mailadmin.models import ApplyJob, MailDomain, RelaySettings  # noqa: E402
 ROWS = []
 
 
+from served import Gunicorn, median_time, ms, session_cookie  # noqa: E402
+
+
 def row(name, value, baseline="", ratio="", target="", verdict=""):
     ROWS.append((name, value, baseline, ratio, target, verdict))
     print(f"  {name}: {value} {('(baseline ' + baseline + ')') if baseline else ''} {ratio}", flush=True)
-
-
-def median_time(fn, runs):
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def ms(seconds):
-    return f"{seconds * 1000:.1f} ms"
 
 
 # --------------------------------------------------------------------------- seed
@@ -107,51 +96,6 @@ def seed():
         batch_size=1000,
     )
     return admin
-
-
-def session_cookie(user):
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}"
-
-
-# --------------------------------------------------------------------------- http
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Gunicorn:
-    def __init__(self, workers):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "panel.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(workers), "--log-level", "warning"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                self.get("/login/", "")
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("gunicorn did not start")
-
-    def get(self, path, cookie):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        conn.request("GET", path, headers={"Cookie": cookie} if cookie else {})
-        response = conn.getresponse()
-        response.read()
-        conn.close()
-        if response.status != 200:
-            raise RuntimeError(f"GET {path}: {response.status}")
-        return response.status
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
 
 
 def throughput(server, path, cookie, clients, seconds):
