@@ -44,6 +44,66 @@ class MailDomainQuerySet(models.QuerySet):
         return self.filter(pending=False).exclude(owner__mail_profile__suspended=True)
 
 
+class NodeStatus(models.TextChoices):
+    ACTIVE = "active", _("active")
+    # Keeps its domains; new domains go to another node.
+    DRAINING = "draining", _("takes no new domains")
+
+
+# A node's name is a queue name (node-<name>) and a systemd instance name.
+NODE_NAME_PATTERN = r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?"
+DEFAULT_NODE_NAME = "main"
+
+
+class MailNode(models.Model):
+    """A mail server the panel runs: its own Exim and Dovecot, its own helper
+    and task worker (queue node-<name>). Each mail domain lives on one node.
+    Blank addresses and host name mean the server settings' (the one-server
+    install's single node keeps its identity there)."""
+
+    name = models.CharField(_("name"), max_length=32, unique=True)
+    hostname = models.CharField(_("hostname"), max_length=253, blank=True)
+    ipv4 = models.GenericIPAddressField(_("public IPv4"), protocol="IPv4", null=True, blank=True)
+    ipv6 = models.GenericIPAddressField(_("public IPv6"), protocol="IPv6", null=True, blank=True)
+    status = models.CharField(_("status"), max_length=16, choices=NodeStatus.choices, default=NodeStatus.ACTIVE)
+    # Written by the node's worker (services.nodes.beat): when it last
+    # answered, when it last finished an apply, which mailpanel it runs.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    last_apply_at = models.DateTimeField(null=True, blank=True)
+    version = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def queue_name(self) -> str:
+        return f"node-{self.name}"
+
+    def identity(self, server: "ServerSettings") -> ServerIdentity:
+        """The node as its renderers, DNS records and checks see it."""
+        own_ipv4 = self.ipv4 or ""
+        return ServerIdentity(
+            hostname=self.hostname or server.hostname,
+            ipv4=own_ipv4 or server.ipv4 or "",
+            ipv6=self.ipv6 or server.ipv6 or "",
+            # The NAT address belongs to the server settings' public IPv4.
+            nat_ipv4="" if own_ipv4 else server.nat_ipv4 or "",
+        )
+
+
+def default_node_pk() -> int:
+    """Where a new domain lives unless it is placed: the first node, made here
+    when there is none yet (migration 0012 makes it for existing installs)."""
+    pk = MailNode.objects.order_by("pk").values_list("pk", flat=True).first()
+    if pk is None:
+        pk = MailNode.objects.create(name=DEFAULT_NODE_NAME).pk
+    return pk
+
+
 class MailDomain(models.Model):
     name = models.CharField(_("domain"), max_length=253, unique=True)  # IDNA, lower case
     owner = models.ForeignKey(
@@ -77,6 +137,9 @@ class MailDomain(models.Model):
     # Unix users (web apps on this host) an admin allowed to send as this
     # domain with its relay and DKIM key; blank separated.
     local_senders = models.CharField(_("local senders"), max_length=512, blank=True)
+    node = models.ForeignKey(
+        MailNode, on_delete=models.PROTECT, related_name="domains", default=default_node_pk, verbose_name=_("mail node")
+    )
     dns_status = models.CharField(max_length=16, blank=True)  # summary of the last DNS check
     dns_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -340,6 +403,8 @@ class Job(models.Model):
     # Apply jobs: null = the whole server; a list = only these domains' files
     # (a relay or account change rewrites one folder, not 50,000 files).
     scope = models.JSONField(null=True, blank=True)
+    # Apply jobs: the node whose worker applies it (queue node-<name>).
+    node = models.ForeignKey(MailNode, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
 
     class Meta:
         ordering = ["-created_at", "-id"]
