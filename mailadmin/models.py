@@ -600,3 +600,54 @@ class MailboxVacation(models.Model):
 
     def __str__(self):
         return f"vacation of account {self.account_id}"
+
+
+class AcmeAccount(models.Model):
+    """The panel's account at one ACME CA (services.certificates). The account
+    key is a secret: encrypted at rest, never shown, never logged."""
+
+    directory = models.URLField(max_length=500, unique=True)
+    key = EncryptedTextField()  # the account key as a JWK (JSON)
+    uri = models.URLField(max_length=500, blank=True)  # the account's URL at the CA ("kid")
+    email = models.CharField(max_length=254, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"ACME account at {self.directory}"
+
+
+class Certificate(models.Model):
+    """One certificate from the ACME CA and its lifecycle: the server's host
+    name (server=True) or one mail domain's names (one order, all of them).
+    What is installed (names, issuer, not_after) changes only when the helper
+    installed a new chain; a failed order leaves it and records the CA's own
+    message, the failures in a row and when the next attempt may be made."""
+
+    domain = models.OneToOneField(
+        MailDomain, null=True, blank=True, on_delete=models.CASCADE, related_name="certificate"
+    )
+    server = models.BooleanField(default=False)
+    names = models.JSONField(default=list, blank=True)  # on the installed certificate
+    # The names of the domain's that did not point here at the last order:
+    # [{"name": N, "reason": R}] (shown as "not pointing here").
+    left_out = models.JSONField(default=list, blank=True)
+    issuer = models.CharField(max_length=300, blank=True)
+    not_after = models.DateTimeField(null=True, blank=True)
+    issued_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)  # the CA's own message; "" after a success
+    attempts = models.PositiveIntegerField(default=0)  # failures in a row
+    next_attempt_at = models.DateTimeField(null=True, blank=True)  # backoff: not before
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["server"], condition=models.Q(server=True), name="one_server_certificate"),
+            models.CheckConstraint(
+                condition=models.Q(server=True, domain__isnull=True) | models.Q(server=False, domain__isnull=False),
+                name="certificate_server_or_domain",
+            ),
+        ]
+
+    def __str__(self):
+        return "server certificate" if self.server else f"certificate of domain {self.domain_id}"
