@@ -288,6 +288,13 @@ class PanelSmtpSecurity(models.TextChoices):
 DEFAULT_DNSBL_ZONES = "zen.spamhaus.org"
 
 
+class WebmailApp(models.TextChoices):
+    """What https://<host name>/webmail/ serves (mailconf.snapshot.WEBMAIL_APPS)."""
+
+    SNAPPYMAIL = "snappymail", "SnappyMail"
+    ROUNDCUBE = "roundcube", "Roundcube"
+
+
 class ServerSettings(models.Model):
     """One row (pk=1): the server-wide settings an admin edits."""
 
@@ -330,6 +337,9 @@ class ServerSettings(models.Model):
     snappymail_admin_password_hash = EncryptedTextField(blank=True)
     snappymail_admin_key = EncryptedTextField(blank=True)
     snappymail_credentials_file = models.BooleanField(default=False)
+    webmail = models.CharField(
+        _("webmail"), max_length=16, choices=WebmailApp.choices, default=WebmailApp.SNAPPYMAIL
+    )
 
     updated_at = models.DateTimeField(auto_now=True)
 
