@@ -1,9 +1,11 @@
+import re
+
 from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from .models import MailDomain, ServerSettings
+from .models import NODE_NAME_PATTERN, MailDomain, MailNode, ServerSettings
 from .validation import normalize_address, normalize_domain, normalize_hostname, normalize_unix_users, normalize_ip
 
 
@@ -108,3 +110,30 @@ class UserLimitsForm(forms.Form):
     max_quota_mb = forms.IntegerField(
         label=_("Mailbox space in total (MB)"), min_value=0, max_value=1024 * 1024 * 1024, required=False
     )
+
+
+class MailNodeForm(forms.ModelForm):
+    """A mail node's name (its queue node-<name> and systemd instance),
+    host name and public addresses; blank = the server settings'."""
+
+    class Meta:
+        model = MailNode
+        fields = ["name", "hostname", "ipv4", "ipv6"]
+        field_classes = {"ipv4": PlainIPAddressField, "ipv6": PlainIPAddressField}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["hostname"].strip = False
+        self.fields["name"].strip = False  # "b\n" is not "b": refused, not trimmed
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if not re.fullmatch(NODE_NAME_PATTERN, name):
+            raise ValidationError(
+                _("A node name is 1 to 32 lower-case letters, digits and inner hyphens (it names a queue and a service).")
+            )
+        return name
+
+    def clean_hostname(self):
+        value = self.cleaned_data["hostname"]
+        return normalize_hostname(value) if value else ""

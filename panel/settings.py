@@ -166,15 +166,45 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+def env_choice(name, choices, default):
+    value = os.environ.get(name, "")
+    if value == "":
+        return default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+# "database": the one-server install (django-tasks-db, SQLite or PostgreSQL).
+# "rq": several mail nodes, each with its own worker on its queue node-<name>
+# (django-tasks-rq on Redis; the database must be PostgreSQL, shared by all).
+MAILPANEL_TASK_BACKEND = env_choice("MAILPANEL_TASK_BACKEND", ("database", "rq"), "database")
 TASKS = {
     "default": {
-        "BACKEND": os.environ.get("MAILPANEL_TASK_BACKEND", "django_tasks_db.DatabaseBackend"),
+        "BACKEND": "django_tasks_db.DatabaseBackend",
         # "default": applies and installs; "checks": network checks people start
         # (relay test, DNS check, diagnostics). Separate workers serve them, so
         # an apply never waits behind a queue of checks (deploy/systemd).
         "QUEUES": ["default", "checks"],
     }
 }
+if MAILPANEL_TASK_BACKEND == "rq":
+    from panel.rq import NodeQueues, redis_url
+
+    MAILPANEL_REDIS_URL = redis_url(
+        "MAILPANEL_REDIS_URL", os.environ.get("MAILPANEL_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    INSTALLED_APPS.append("django_rq")
+    RQ_QUEUES = NodeQueues(
+        {name: {"URL": MAILPANEL_REDIS_URL, "DEFAULT_TIMEOUT": 900} for name in ("default", "checks")}
+    )
+    TASKS["default"]["BACKEND"] = "panel.rq_backend.NodeRQBackend"
+# The node whose applies this process's worker runs (node_worker's default).
+MAILPANEL_NODE = os.environ.get("MAILPANEL_NODE", "")
+# A node's worker writes its heartbeat this often; the node list flags a node
+# whose last heartbeat is older than MAILPANEL_NODE_STALE_SECONDS.
+MAILPANEL_NODE_HEARTBEAT_SECONDS = env_float("MAILPANEL_NODE_HEARTBEAT_SECONDS", 15)
+MAILPANEL_NODE_STALE_SECONDS = env_int("MAILPANEL_NODE_STALE_SECONDS", 120)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

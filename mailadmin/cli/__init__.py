@@ -15,6 +15,7 @@ from . import (
     internal_lookup,
     limit,
     log,
+    node,
     panel_smtp,
     queue,
     relay,
@@ -26,6 +27,6 @@ from . import (
 
 # In the order `mail --help` lists them.
 NOUN_MODULES = [
-    user, server, domain, dkim, dmarc, config, account, relay, panel_smtp, dqs, dnsbl,
+    user, server, node, domain, dkim, dmarc, config, account, relay, panel_smtp, dqs, dnsbl,
     internal_lookup, snappymail, sieve, dns, diagnose, limit, queue, held, log,
 ]

@@ -18,7 +18,7 @@ def register(nouns):
 
 def dns_show(command, options):
     domain = get_domain(options["domain"])
-    records = dns_checks.domain_records(domain, dns_checks.server_identity(ServerSettings.load()))
+    records = dns_checks.domain_records(domain, dns_checks.domain_identity(domain, ServerSettings.load()))
     if options["zone"]:
         text = render_zone(domain.name, records)
         if options["json"]:

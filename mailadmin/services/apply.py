@@ -12,7 +12,7 @@ from operator import itemgetter
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db.models import Value
+from django.db.models import Q, Value
 from django.db.models.functions import Concat
 
 from mailconf import snapshot as snap
@@ -28,6 +28,7 @@ from ..models import (
     MailAlias,
     MailDomain,
     MailForward,
+    MailNode,
     RelaySettings,
     ServerSettings,
 )
@@ -71,9 +72,11 @@ def _role_address(email: str) -> str:
 RELAY_VALUES = ("domain_id", "host", "port", "username", "password", "auth", "tls")
 
 
-def build_snapshot(only_domains=None) -> snap.Snapshot:
+def build_snapshot(only_domains=None, node=None) -> snap.Snapshot:
     """The whole database as plain data, in a constant number of queries.
     only_domains: load just these domains (a one-domain apply).
+    node: only the domains living on this MailNode, with its identity (what
+    that node's worker renders); None: every domain, the server settings'.
 
     Plain values() rows grouped in Python, not model instances with
     prefetch_related: for 10,000 domains that is 0.5 s instead of 2 s. Sorted
@@ -90,6 +93,12 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
     )
     forwards = MailForward.objects.values("account_id", "target")
     aliases = MailAlias.objects.values("domain_id", "local_part", "target")
+    if node is not None:
+        domains = domains.filter(node=node)
+        relays = relays.filter(domain__node=node)
+        accounts = accounts.filter(domain__node=node)
+        forwards = forwards.filter(account__domain__node=node)
+        aliases = aliases.filter(domain__node=node)
     if only_domains is not None:
         names = sorted(only_domains)
         domains = domains.filter(name__in=names)
@@ -151,7 +160,7 @@ def build_snapshot(only_domains=None) -> snap.Snapshot:
         )
     global_relay = RelaySettings.objects.filter(domain__isnull=True).values(*RELAY_VALUES).first()
     return snap.Snapshot(
-        server=server.identity(),
+        server=server.identity() if node is None else node.identity(server),
         domains=tuple(snapshot_domains),
         global_relay=_relay_from_values(global_relay),
         dnsbl_zones=dnsbl.queried_zones(server.dnsbl_zones, server.dqs_key),
@@ -212,25 +221,31 @@ def helper_request(plan: Plan, params: CodeParams | None = None) -> dict:
     return request
 
 
+def multi_node_count() -> int:
+    return MailNode.objects.count()
+
+
 def domain_folder(name: str) -> str:
     return f"/etc/exim4/domains/{name}/"
 
 
-def apply_now(log=None, domains=None) -> dict:
+def apply_now(log=None, domains=None, node=None) -> dict:
     """Render, hand the difference to the helper. Raises HelperError.
 
     domains=None renders and compares every managed file; a set of domain names
     renders and compares only those domains' folders (their files depend on
-    nothing else), which keeps a one-domain change fast with 10,000 domains."""
+    nothing else), which keeps a one-domain change fast with 10,000 domains.
+    node: the MailNode this process's helper serves (its domains only; a
+    domain in `domains` that lives elsewhere now is pruned here)."""
     log = log or (lambda line: None)
     layout = layout_from_settings()
     first = {"written": [], "removed": []}
     if domains is not None:
-        first, complete = _apply_domains(sorted(domains), layout, log)
+        first, complete = _apply_domains(sorted(domains), layout, log, node)
         if complete:
             return first
         log("server-wide files are missing: applying everything")
-    snapshot = build_snapshot()
+    snapshot = build_snapshot(node=node)
     rendered = render_all(snapshot, layout)
     live = call_helper({"op": "state"}).get("files", {})
     plan = plan_changes(rendered, live)
@@ -245,12 +260,12 @@ def apply_now(log=None, domains=None) -> dict:
     return answer
 
 
-def _apply_domains(names: list[str], layout, log) -> tuple[dict, bool]:
+def _apply_domains(names: list[str], layout, log, node=None) -> tuple[dict, bool]:
     """One round trip: send those domains' rendered folders, the helper writes
     what differs and prunes the rest. Not complete when the server-wide files
     are not live yet (a first apply must be a full one)."""
     folders = tuple(domain_folder(name) for name in names)
-    rendered = render_all(build_snapshot(only_domains=set(names)), layout)
+    rendered = render_all(build_snapshot(only_domains=set(names), node=node), layout)
     plan = Plan(write={p: spec for p, spec in rendered.items() if p.startswith(folders)})
     request = {**helper_request(plan), "sync_domains": names}
     log(f"only the files of {', '.join(names)}: {len(plan.write)} rendered")
@@ -303,17 +318,23 @@ def run_apply_job(job_id: int) -> None:
         # was to write is unknown here, so this one applies everything.
         orphaned.extend(
             Job.objects.filter(kind=JobKind.APPLY, state=JobState.RUNNING, pk__lt=job.pk)
+            .filter(Q(node=job.node_id) | Q(node__isnull=True))
             .values_list("pk", flat=True)
         )
         if orphaned and scope is not None:
             log(f"job #{orphaned[0]} did not finish: applying everything")
             scope = None
-        answer = apply_now(log, domains=scope)
+        node = MailNode.objects.filter(pk=job.node_id).first() if job.node_id else None
+        if node is not None and multi_node_count() > 1:
+            log(f"node {node.name}")
+        answer = apply_now(log, domains=scope, node=node)
         job.changed_files = sorted(answer.get("written", []) + answer.get("removed", []))
 
     job = jobs.run_job(job_id, work, expected=(HelperError,))
     if job.state == JobState.DONE and orphaned:
         _close_orphaned_applies(job, orphaned)
+    if job.state == JobState.DONE and job.node_id:
+        MailNode.objects.filter(pk=job.node_id).update(last_apply_at=job.finished_at)
 
 
 def _close_orphaned_applies(done_job, orphaned) -> None:

@@ -17,7 +17,7 @@ from ..validation import normalize_address, normalize_domain
 
 
 def served_domains():
-    return MailDomain.objects.live().filter(suspended=False, hosted_elsewhere=False)
+    return MailDomain.objects.live().filter(suspended=False, hosted_elsewhere=False).select_related("node")
 
 
 def hosted_domain(name: str) -> MailDomain | None:
@@ -46,4 +46,6 @@ def address_in(address: str, domain: MailDomain | None = None) -> tuple[str, Mai
 
 def client_settings(domain: MailDomain, server: ServerSettings | None = None) -> ClientSettings:
     server = server or ServerSettings.load_public()
-    return ClientSettings(domain=domain.name, display_name=domain.unicode_name, host=server.hostname)
+    # The host name of the node the domain lives on (its certificate's name).
+    host = domain.node.identity(server).hostname
+    return ClientSettings(domain=domain.name, display_name=domain.unicode_name, host=host)

@@ -42,7 +42,7 @@ from ..models import (
 )
 from . import accounts, audit, jobs
 from .outcome import Change
-from .dns_checks import addresses_of, server_ips
+from .dns_checks import addresses_of, all_nodes_ips
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def known_sources(domain: MailDomain) -> dict[str, str]:
     known = {}
     if relay is not None:
         known.update(dict.fromkeys(addresses_of([relay.host]), RELAY))
-    known.update(dict.fromkeys(server_ips(ServerSettings.load_public()), SERVER))
+    known.update(dict.fromkeys(all_nodes_ips(ServerSettings.load_public()), SERVER))
     return {str(ipaddress.ip_address(ip)): kind for ip, kind in known.items()}
 
 

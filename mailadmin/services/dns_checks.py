@@ -11,6 +11,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections import defaultdict
 from contextlib import closing
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from ..checks import dns as dnscheck
 from ..checks import targets
 from ..checks.smtp import check_port25
 from ..dnsrecords import build_records
-from ..models import DnsCheckResult, MailDomain, ServerSettings
+from ..models import DnsCheckResult, MailDomain, MailNode, ServerSettings
 from mailconf.snapshot import ServerIdentity
 
 logger = logging.getLogger(__name__)
@@ -63,14 +64,37 @@ def server_identity(server: ServerSettings) -> ServerIdentity:
     return server.identity()
 
 
-def server_ips(server: ServerSettings) -> tuple[str, ...]:
+def domain_identity(domain: MailDomain, server: ServerSettings) -> ServerIdentity:
+    """The identity of the node the domain lives on: its records name that
+    node's host and addresses (domain.node: select_related for many domains)."""
+    return domain.node.identity(server)
+
+
+def node_identities(server: ServerSettings) -> dict[int, ServerIdentity]:
+    """{node id: identity} of every node, in one query."""
+    return {node.pk: node.identity(server) for node in MailNode.objects.all()}
+
+
+def server_ips(server: ServerSettings | ServerIdentity) -> tuple[str, ...]:
     """Every address that means "this server" (the NAT address included)."""
     return tuple(ip for ip in (server.ipv4, server.ipv6, server.nat_ipv4) if ip)
 
 
-def sending_ips(server: ServerSettings) -> tuple[str, ...]:
+def sending_ips(server: ServerSettings | ServerIdentity) -> tuple[str, ...]:
     """The public addresses receivers see; SPF must authorise these."""
     return tuple(ip for ip in (server.ipv4, server.ipv6) if ip)
+
+
+def all_nodes_ips(server: ServerSettings) -> tuple[str, ...]:
+    """Every address of every node: mail from any of them is "ours"."""
+    found = {ip for identity in node_identities(server).values() for ip in server_ips(identity)}
+    return tuple(sorted(found)) or server_ips(server)
+
+
+def nodes_sending(server: ServerSettings) -> list[tuple[str, tuple[str, ...]]]:
+    """[(host name, sending addresses)] per node, the same pair once."""
+    pairs = {(i.hostname, sending_ips(i)) for i in node_identities(server).values()}
+    return sorted(pairs) or [(server.hostname, sending_ips(server))]
 
 
 def domain_records(domain: MailDomain, identity: ServerIdentity):
@@ -159,17 +183,27 @@ def resolve_target(host: str, allow_loopback: bool = False) -> targets.Resolutio
 def check_domains(domains, on_progress=None) -> dict[int, DnsCheckResult]:
     """Check every record of every domain, concurrently; store the results."""
     server = ServerSettings.load()
-    identity = server_identity(server)
-    jobs = [(d.pk, domain_records(d, identity)) for d in domains]
+    identities = node_identities(server)
+    by_node = defaultdict(list)
+    for d in domains:
+        by_node[d.node_id].append(d)
     names = {d.pk: d.name for d in domains}
-    here, sending, cf = server_ips(server), sending_ips(server), cloudflare_networks()
+    cf = cloudflare_networks()
 
     async def run(report):
         def progress(pk, verdicts):
             report(f"{names[pk]}: {dnscheck.summarize(verdicts)}")
 
+        verdicts = {}
         with closing(new_lookups()) as lookups:
-            return await dnscheck.check_many(lookups, jobs, here, sending, cf, progress=progress)
+            # Each node's domains against that node's addresses.
+            for node_id, node_domains in sorted(by_node.items()):
+                identity = identities.get(node_id) or server.identity()
+                jobs = [(d.pk, domain_records(d, identity)) for d in node_domains]
+                verdicts.update(await dnscheck.check_many(
+                    lookups, jobs, server_ips(identity), sending_ips(identity), cf, progress=progress
+                ))
+        return verdicts
 
     verdicts = run_async(run, on_progress)
     return store_results(verdicts)
@@ -266,7 +300,7 @@ def dnsbl_zone_pairs(server: ServerSettings) -> list[tuple[str, str]]:
 
 def blacklists(on_progress=None) -> list[dict]:
     server = ServerSettings.load()
-    ips, zones = sending_ips(server), dnsbl_zone_pairs(server)
+    ips, zones = _every_sending_ip(server), dnsbl_zone_pairs(server)
 
     async def run(report):
         with closing(new_lookups()) as lookups:
@@ -278,13 +312,25 @@ def blacklists(on_progress=None) -> list[dict]:
     return run_async(run, on_progress)
 
 
+def _every_sending_ip(server) -> tuple[str, ...]:
+    return tuple(sorted({ip for _host, ips in nodes_sending(server) for ip in ips}))
+
+
+async def _reverse_dns_of_nodes(lookups, pairs) -> list[dict]:
+    """Each node's addresses must point back to that node's host name
+    (pairs: nodes_sending(), read before the event loop: no ORM in it)."""
+    rows = []
+    for hostname, ips in pairs:
+        rows.extend(await diag.reverse_dns_all(lookups, ips, hostname))
+    return rows
+
+
 def reverse_dns(on_progress=None) -> list[dict]:
-    server = ServerSettings.load()
-    ips = sending_ips(server)
+    pairs = nodes_sending(ServerSettings.load())
 
     async def run(report):
         with closing(new_lookups()) as lookups:
-            rows = await diag.reverse_dns_all(lookups, ips, server.hostname)
+            rows = await _reverse_dns_of_nodes(lookups, pairs)
         for row in rows:
             report(f"{row['ip']}: {row['status']}")
         return rows
@@ -295,9 +341,9 @@ def reverse_dns(on_progress=None) -> list[dict]:
 def diagnose_domain(domain: MailDomain, connect: bool = False, on_progress=None, connect_port: int = 25) -> dict:
     """Receiving (MX) and sending readiness (SPF, DKIM, DMARC) of one domain."""
     server = ServerSettings.load()
-    identity = server_identity(server)
+    identity = domain_identity(domain, server)
     records = domain_records(domain, identity)
-    here, sending, cf = server_ips(server), sending_ips(server), cloudflare_networks()
+    here, sending, cf = server_ips(identity), sending_ips(identity), cloudflare_networks()
     timeout = check_timeout()
 
     async def run(report):
@@ -327,7 +373,8 @@ def diagnose_domain(domain: MailDomain, connect: bool = False, on_progress=None,
 def server_diagnostics(on_progress=None, include=("port25", "blacklist", "rdns")) -> dict:
     """The admin's server-wide checks, run side by side."""
     server = ServerSettings.load()
-    ips, zones = sending_ips(server), dnsbl_zone_pairs(server)
+    ips, zones = _every_sending_ip(server), dnsbl_zone_pairs(server)
+    pairs = nodes_sending(server)
     target, timeout = settings.MAILPANEL_PORT25_TARGET, check_timeout()
 
     async def run(report):
@@ -338,7 +385,7 @@ def server_diagnostics(on_progress=None, include=("port25", "blacklist", "rdns")
         if "blacklist" in include:
             tasks["blacklist"] = diag.blacklists(lookups, ips, zones)
         if "rdns" in include:
-            tasks["rdns"] = diag.reverse_dns_all(lookups, ips, server.hostname)
+            tasks["rdns"] = _reverse_dns_of_nodes(lookups, pairs)
         out = {}
 
         async def one(name, coro):

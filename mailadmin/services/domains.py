@@ -115,11 +115,11 @@ def delete_domain(actor, domain: MailDomain) -> DeleteOutcome:
         raise ValidationError(
             _("%(name)s is suspended by an administrator and cannot be deleted.") % {"name": domain.unicode_name}
         )
-    name = domain.name
+    name, node_id = domain.name, domain.node_id
     with transaction.atomic():
         domain.delete()
         audit.record(actor, "domain.delete", name)
-        jobs.request_apply(actor, domain_name=name)
+        jobs.request_apply(actor, domain_name=name, node=node_id)
     return retire_mail(actor, name)
 
 

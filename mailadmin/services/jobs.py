@@ -15,22 +15,38 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import ngettext
 
-from ..models import Job, JobKind, JobState, MailDomain, is_admin
+from ..models import Job, JobKind, JobState, MailDomain, MailNode, default_node_pk, is_admin
 
 logger = logging.getLogger(__name__)
 
 
-def request_apply(actor=None, domain=None, *, domain_name=None, whole_server=False) -> Job:
+def request_apply(actor=None, domain=None, *, domain_name=None, whole_server=False, node=None) -> Job:
     """A change to one domain's own files (relay, accounts, DKIM, a new or deleted
-    domain) applies only that domain's folder; anything else, or whole_server=True
-    (a flag that lands in a server-wide file), applies everything."""
+    domain) applies only that domain's folder, on the node it lives on; anything
+    else, or whole_server=True (a flag that lands in a server-wide file),
+    applies everything: on the domain's node, or with no domain on every node
+    (one job each; the first is returned). A deleted domain passes its name and
+    the node it was on."""
     name = domain_name or (domain.name if domain is not None else None)
     scope = None if whole_server or name is None else [name]
     requester = actor if getattr(actor, "pk", None) else None  # None: the CLI, a task
+    if domain is not None:
+        node_ids = [domain.node_id]
+    elif node is not None:
+        node_ids = [getattr(node, "pk", node)]
+    else:
+        node_ids = list(MailNode.objects.order_by("name").values_list("pk", flat=True)) or [default_node_pk()]
+    queued = [_request_node_apply(requester, node_id, domain, scope) for node_id in node_ids]
+    return queued[0]
+
+
+def _request_node_apply(requester, node_id, domain, scope) -> Job:
+    """Coalescing, per node: the requester's pending apply on that node takes
+    the change, else a new job goes onto the node's queue."""
     with transaction.atomic():
         job = (
             Job.objects.select_for_update()
-            .filter(kind=JobKind.APPLY, state=JobState.PENDING, requested_by=requester)
+            .filter(kind=JobKind.APPLY, state=JobState.PENDING, requested_by=requester, node_id=node_id)
             .order_by("id")
             .first()
         )
@@ -41,10 +57,33 @@ def request_apply(actor=None, domain=None, *, domain_name=None, whole_server=Fal
                 job.save(update_fields=["scope"])
             return job
         job = Job.objects.create(
-            kind=JobKind.APPLY, requested_by=requester, domain=domain, scope=scope
+            kind=JobKind.APPLY, requested_by=requester, domain=domain, scope=scope, node_id=node_id
         )
-    _enqueue_on_commit("mailadmin.tasks.apply_config", job.pk)
+    enqueue_apply(job)
     return job
+
+
+def enqueue_apply(job: Job, on_commit: bool = True) -> None:
+    """The apply task onto the queue of the job's node (node-<name>) with the
+    RQ backend; with the database backend, the one server's "default" queue."""
+    queue = apply_queue_name(job.node_id)
+    if on_commit:
+        _enqueue_on_commit("mailadmin.tasks.apply_config", job.pk, queue_name=queue)
+    else:
+        _enqueue(("mailadmin.tasks.apply_config"), job.pk, queue_name=queue)
+
+
+def apply_queue_name(node_id) -> str:
+    if not multi_node():
+        return "default"
+    return MailNode.objects.get(pk=node_id).queue_name
+
+
+def multi_node() -> bool:
+    """Nodes each with their own worker need RQ (MAILPANEL_TASK_BACKEND=rq)."""
+    from django.conf import settings
+
+    return getattr(settings, "MAILPANEL_TASK_BACKEND", "database") == "rq"
 
 
 # A managed path inside one domain's folder: /etc/exim4/domains/<d>/…, <mail root>/<d>/…
@@ -100,13 +139,17 @@ def start_job(kind: str, actor=None, domain=None, task_path: str = "", *, result
     return job
 
 
-def _enqueue_on_commit(task_path: str, job_id: int, **kwargs):
+def _enqueue_on_commit(task_path: str, job_id: int, queue_name: str = "", **kwargs):
+    transaction.on_commit(lambda: _enqueue(task_path, job_id, queue_name, **kwargs))
+
+
+def _enqueue(task_path: str, job_id: int, queue_name: str = "", **kwargs):
     from django.utils.module_loading import import_string
 
-    def enqueue():
-        import_string(task_path).enqueue(job_id, **kwargs)
-
-    transaction.on_commit(enqueue)
+    task = import_string(task_path)
+    if queue_name and queue_name != task.queue_name:
+        task = task.using(queue_name=queue_name)
+    task.enqueue(job_id, **kwargs)
 
 
 class JobLog:

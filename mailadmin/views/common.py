@@ -10,7 +10,7 @@ def get_domain_for_user(request, domain_id) -> MailDomain:
     """The only way a view gets a domain: outsiders get 404, never 403
     (a 403 would confirm that the id exists)."""
     return get_object_or_404(
-        MailDomain.objects.visible_to(request.user).select_related("owner"), pk=domain_id
+        MailDomain.objects.visible_to(request.user).select_related("owner", "node"), pk=domain_id
     )
 
 

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from ..dnsrecords import ownership_record
 from ..forms import DomainSettingsForm, LocalSendersForm
-from ..models import MailAccount, MailAlias, MailDomain, RelaySettings, ServerSettings, is_admin
+from ..models import MailAccount, MailAlias, MailDomain, MailNode, RelaySettings, ServerSettings, is_admin
 from ..services import client_config
 from ..services import domains as domain_service
 from ..services import jobs
@@ -123,7 +123,7 @@ def clients_context(request, domain) -> dict:
         "client_example_address": f"{example}@{domain.unicode_name}",
         "client_accounts": accounts,
         "webmail_installed": server.snappymail_installed,
-        "webmail_url": webmail_url(server.hostname),
+        "webmail_url": webmail_url(domain.node.identity(server).hostname),
     }
 
 
@@ -146,7 +146,21 @@ def settings_context(request, domain, form=None, senders=None) -> dict:
     }
 
 
-SETTINGS_TAB = DOMAIN_PAGE.tab("settings", "mailadmin/domain/settings.html", settings_context)
+def node_context(request, domain) -> dict:
+    """Admins: the node the domain lives on, and where it may move."""
+    if not is_admin(request.user):
+        return {}
+    return {
+        "node_identity": domain.node.identity(server_of(request)),
+        "node_choices": list(MailNode.objects.only("pk", "name").order_by("name")),
+    }
+
+
+SETTINGS_TAB = DOMAIN_PAGE.tab("settings", "mailadmin/domain/settings.html", settings_context, node_context)
+SETTINGS_SECTION_FOR_NODE = DOMAIN_PAGE.section(
+    "settings", "domain-node", "mailadmin/domain/settings.html#domain-node",
+    lambda request, domain: {"domain": domain, **node_context(request, domain)},
+)
 DOMAIN_SETTINGS = DOMAIN_PAGE.section(
     "settings", "domain-settings", "mailadmin/domain/settings.html#domain-settings", settings_context
 )

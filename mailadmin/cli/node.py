@@ -1,0 +1,90 @@
+"""`mail node …`: the mail nodes (services.nodes), the same form as the page."""
+
+from django.utils import timezone
+
+from ..models import MailDomain
+from ..services import nodes
+from .common import add_json_flag, get_domain, system_actor
+
+
+def register(nouns):
+    parser = nouns.add_parser("node", help="mail nodes: the servers domains live on")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    list_ = verbs.add_parser("list", help="every node with its heartbeat, last apply and version")
+    add_json_flag(list_)
+    list_.set_defaults(handler=node_list)
+    add = verbs.add_parser("add", help="a new node (needs MAILPANEL_TASK_BACKEND=rq)")
+    add.add_argument("name", help="lower-case letters, digits, inner hyphens; its queue is node-NAME")
+    add.add_argument("--hostname", default="", help="default: the server settings' host name")
+    add.add_argument("--ipv4", default="")
+    add.add_argument("--ipv6", default="")
+    add.set_defaults(handler=node_add)
+    show = verbs.add_parser("show", help="one node and its domains")
+    show.add_argument("name")
+    add_json_flag(show)
+    show.set_defaults(handler=node_show)
+    move = verbs.add_parser("move", help="move a domain's configuration to another node")
+    move.add_argument("domain")
+    move.add_argument("name", help="the node it moves to")
+    move.set_defaults(handler=node_move)
+
+
+def _row(row: nodes.NodeRow) -> dict:
+    node = row.node
+    return {
+        "name": node.name,
+        "hostname": node.hostname,
+        "ipv4": node.ipv4 or "",
+        "ipv6": node.ipv6 or "",
+        "status": node.status,
+        "domains": row.domains,
+        "pending_applies": row.pending_jobs,
+        "heartbeat_at": node.heartbeat_at.isoformat() if node.heartbeat_at else None,
+        "last_apply_at": node.last_apply_at.isoformat() if node.last_apply_at else None,
+        "version": node.version,
+        "not_answering": row.stale,
+    }
+
+
+def _line(data: dict) -> str:
+    flag = "  NOT ANSWERING" if data["not_answering"] else ""
+    return (
+        f"{data['name']:<16} {data['status']:<9} {data['domains']:>6} domains  "
+        f"heartbeat {data['heartbeat_at'] or 'never'}  last apply {data['last_apply_at'] or 'never'}  "
+        f"version {data['version'] or '?'}{flag}"
+    )
+
+
+def node_list(command, options):
+    rows = [_row(row) for row in nodes.node_rows(timezone.now())]
+    if options.get("json"):
+        return rows
+    for data in rows:
+        command.stdout.write(_line(data))
+
+
+def node_add(command, options):
+    data = {key: options[key] for key in ("name", "hostname", "ipv4", "ipv6")}
+    node = nodes.add_node(system_actor(), data)
+    command.stdout.write(f"node {node.name} added: its worker serves the queue {node.queue_name}")
+
+
+def node_show(command, options):
+    node = nodes.get_node(options["name"])
+    (row,) = [row for row in nodes.node_rows() if row.node.pk == node.pk]
+    data = {**_row(row), "domain_names": list(MailDomain.objects.filter(node=node).values_list("name", flat=True))}
+    if options.get("json"):
+        return data
+    command.stdout.write(_line(data))
+    for name in data["domain_names"]:
+        command.stdout.write(f"  {name}")
+
+
+def node_move(command, options):
+    domain = get_domain(options["domain"])
+    node = nodes.get_node(options["name"])
+    change = nodes.move_domain(system_actor(), domain, node)
+    if change.changed:
+        command.stdout.write(f"{domain.name} moves to node {node.name}")
+    else:
+        command.stdout.write(f"{domain.name} is on node {node.name} already")

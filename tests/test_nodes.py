@@ -1,0 +1,190 @@
+"""Mail nodes (issue 18, step 1): each domain lives on one node; its DNS
+records, diagnostics and rendered files use that node's identity; jobs are
+per node; the node list flags a node that stopped answering; `mail node`."""
+
+import json
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from mailadmin.models import DEFAULT_NODE_NAME, Job, MailDomain, MailNode, ServerSettings
+from mailadmin.services import apply, dns_checks, domains, nodes
+from mailadmin.services.jobs import request_apply
+from mailconf.render import render_all
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def server():
+    server = ServerSettings.load()
+    server.hostname, server.ipv4, server.ipv6 = "mx.panel.test", "192.0.2.1", "2001:db8::1"
+    server.save()
+    return server
+
+
+@pytest.fixture
+def rq_mode(settings):
+    """Nodes beyond the first need the RQ backend; enqueueing itself is not
+    reached here (no on_commit runs in these tests)."""
+    settings.MAILPANEL_TASK_BACKEND = "rq"
+
+
+@pytest.fixture
+def node_b(db):
+    return MailNode.objects.create(name="b", hostname="mx-b.panel.test", ipv4="198.51.100.2")
+
+
+def test_a_new_domain_lands_on_the_one_node_with_the_server_identity(alice, server):
+    domain = domains.add_domain(None, alice, "example.org")
+    assert MailNode.objects.count() == 1
+    assert domain.node.name == DEFAULT_NODE_NAME
+    identity = domain.node.identity(server)
+    assert identity == server.identity()  # blank node fields: the server settings' identity
+
+
+def test_dns_records_name_the_domains_node(alice, server, node_b):
+    on_main = domains.add_domain(None, alice, "main.example")
+    on_b = domains.add_domain(None, alice, "b.example")
+    MailDomain.objects.filter(pk=on_b.pk).update(node=node_b)
+    on_b.refresh_from_db()
+
+    def records(domain):
+        return {r.purpose: r for r in dns_checks.domain_records(domain, dns_checks.domain_identity(domain, server))}
+
+    assert records(on_main)["mail_a"].value == "192.0.2.1"
+    assert records(on_b)["mail_a"].value == "198.51.100.2"
+    assert "ip4:198.51.100.2" in records(on_b)["spf"].value and "192.0.2.1" not in records(on_b)["spf"].value
+    # No IPv6 of its own: node b has an own IPv4, so the server's NAT address is not its.
+    assert records(on_b)["mail_aaaa"].value == "2001:db8::1"
+
+
+def test_the_zone_download_and_client_settings_use_the_domains_node(admin_client_, alice, server, node_b):
+    domain = domains.add_domain(None, alice, "b.example")
+    MailDomain.objects.filter(pk=domain.pk).update(node=node_b)
+    zone = admin_client_.get(reverse("mailadmin:domain_dns_zone", args=[domain.pk])).content.decode()
+    assert "198.51.100.2" in zone and "192.0.2.1" not in zone
+    clients = admin_client_.get(reverse("mailadmin:domain_clients", args=[domain.pk])).content.decode()
+    assert "mx-b.panel.test" in clients
+
+
+def test_a_nodes_snapshot_holds_only_its_domains_and_its_identity(alice, server, node_b):
+    domains.add_domain(None, alice, "main.example")
+    on_b = domains.add_domain(None, alice, "b.example")
+    MailDomain.objects.filter(pk=on_b.pk).update(node=node_b)
+    main = MailNode.objects.get(name=DEFAULT_NODE_NAME)
+    snap_b = apply.build_snapshot(node=node_b)
+    assert [d.name for d in snap_b.domains] == ["b.example"]
+    assert snap_b.server.hostname == "mx-b.panel.test" and snap_b.server.ipv4 == "198.51.100.2"
+    snap_main = apply.build_snapshot(node=main)
+    assert [d.name for d in snap_main.domains] == ["main.example"]
+    files = render_all(snap_main, apply.layout_from_settings())
+    assert not any("/b.example/" in path for path in files)
+    # The whole database is still one snapshot for `mail config render`.
+    assert [d.name for d in apply.build_snapshot().domains] == ["b.example", "main.example"]
+
+
+def test_a_domain_change_queues_an_apply_on_its_node_only(alice, server, node_b, rq_mode):
+    domain = domains.add_domain(None, alice, "b.example")
+    Job.objects.all().delete()
+    MailDomain.objects.filter(pk=domain.pk).update(node=node_b)
+    domain.refresh_from_db()
+    job = request_apply(alice, domain=domain)
+    assert job.node == node_b and job.scope == ["b.example"]
+    assert Job.objects.count() == 1
+
+
+def test_a_server_wide_change_queues_one_apply_per_node_and_coalesces_per_node(alice, server, node_b, rq_mode):
+    domain = domains.add_domain(None, alice, "b.example")
+    Job.objects.all().delete()
+    request_apply(None)
+    assert sorted(Job.objects.values_list("node__name", "scope")) == [("b", None), ("main", None)]
+    request_apply(None)  # the same requester's pending jobs take it: still one per node
+    MailDomain.objects.filter(pk=domain.pk).update(node=node_b)
+    domain.refresh_from_db()
+    request_apply(None, domain=domain)
+    assert Job.objects.count() == 2 and Job.objects.get(node=node_b).scope is None
+
+
+def test_moving_a_domain_applies_it_on_the_new_node_and_prunes_it_on_the_old(alice, server, node_b, rq_mode):
+    domain = domains.add_domain(None, alice, "b.example")
+    Job.objects.all().delete()
+    change = nodes.move_domain(None, domain, node_b)
+    assert change.changed == ("node",) and MailDomain.objects.get(pk=domain.pk).node == node_b
+    assert sorted(Job.objects.values_list("node__name", "scope")) == [("b", ["b.example"]), ("main", ["b.example"])]
+
+
+def test_node_list_flags_a_node_that_stopped_answering(admin_client_, settings, node_b):
+    settings.MAILPANEL_NODE_STALE_SECONDS = 60
+    now = timezone.now()
+    main = MailNode.objects.get(name=DEFAULT_NODE_NAME)
+    MailNode.objects.filter(pk=main.pk).update(heartbeat_at=now, version="0.1.0", last_apply_at=now)
+    MailNode.objects.filter(pk=node_b.pk).update(heartbeat_at=now - timedelta(seconds=61), version="0.0.9")
+    page = admin_client_.get(reverse("mailadmin:node_list")).content.decode()
+    assert 'id="node-main" data-stale="no"' in page and 'id="node-b" data-stale="yes"' in page
+    assert "0.0.9" in page and "not answering" in page
+
+
+def test_customers_do_not_see_nodes_nor_move_domains(alice_client, alice):
+    domain = domains.add_domain(None, alice, "example.org")
+    assert alice_client.get(reverse("mailadmin:node_list")).status_code == 404
+    assert alice_client.post(reverse("mailadmin:node_list"), {"name": "evil"}).status_code == 404
+    assert alice_client.post(reverse("mailadmin:domain_move", args=[domain.pk]), {"node": 1}).status_code == 404
+    assert MailNode.objects.count() == 1
+
+
+def test_admin_moves_a_domain_on_its_settings_tab(admin_client_, alice, node_b, rq_mode):
+    domain = domains.add_domain(None, alice, "example.org")
+    page = admin_client_.get(reverse("mailadmin:domain_settings", args=[domain.pk])).content.decode()
+    assert 'id="domain-node"' in page and f'value="{node_b.pk}"' in page
+    response = admin_client_.post(reverse("mailadmin:domain_move", args=[domain.pk]), {"node": node_b.pk})
+    assert response.status_code == 302
+    assert MailDomain.objects.get(pk=domain.pk).node == node_b
+
+
+@pytest.mark.parametrize(
+    "name", ["A", "-b", "b-", "b_c", "../etc", "b c", "node;id", "x" * 33, "ä", "b\n", ""]
+)
+def test_hostile_node_names_are_refused(name, rq_mode):
+    with pytest.raises(CommandError):
+        call_command("mail", "node", "add", name)
+    assert MailNode.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("--hostname", "mx.example.org\nmain_domain = evil"), ("--hostname", "-x.example"), ("--ipv4", "300.1.1.1"),
+     ("--ipv4", "2001:db8::1"), ("--ipv6", "fe80::1%eth0")],
+)
+def test_hostile_node_addresses_are_refused(option, value, rq_mode):
+    with pytest.raises(CommandError):
+        call_command("mail", "node", "add", "b", option, value)
+    assert not MailNode.objects.filter(name="b").exists()
+
+
+def test_a_second_node_needs_the_rq_backend():
+    with pytest.raises(CommandError, match="MAILPANEL_TASK_BACKEND=rq"):
+        call_command("mail", "node", "add", "b")
+    assert MailNode.objects.count() == 1
+
+
+def test_cli_node_add_list_show(alice, rq_mode):
+    out = StringIO()
+    call_command("mail", "node", "add", "b", "--hostname", "mx-b.example.net", "--ipv4", "198.51.100.2", stdout=out)
+    assert "node-b" in out.getvalue()
+    domains.add_domain(None, alice, "example.org")
+    call_command("mail", "node", "move", "example.org", "b", stdout=StringIO())
+    out = StringIO()
+    call_command("mail", "node", "list", "--json", stdout=out)
+    rows = {row["name"]: row for row in json.loads(out.getvalue())}
+    assert rows["b"]["domains"] == 1 and rows["b"]["ipv4"] == "198.51.100.2"
+    assert rows["b"]["not_answering"] is True and rows["b"]["heartbeat_at"] is None
+    out = StringIO()
+    call_command("mail", "node", "show", "b", "--json", stdout=out)
+    assert json.loads(out.getvalue())["domain_names"] == ["example.org"]
+    with pytest.raises(CommandError, match="no mail node"):
+        call_command("mail", "node", "show", "nope")
