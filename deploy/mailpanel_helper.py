@@ -145,7 +145,7 @@ sys.path.insert(0, trusted_library())
 
 # The renderers (mailconf.params, .render, .snapshot) are imported only by a
 # request that carries "code": a one-domain apply stays a few imports light.
-from mailconf import grammar, managed  # noqa: E402
+from mailconf import grammar, managed, tls  # noqa: E402
 
 SNAPPYMAIL_DATA = managed.SNAPPYMAIL_DATA
 DOMAINS_DIR = managed.DOMAINS_DIR
@@ -421,8 +421,9 @@ class Tree:
                 ) from e
         os.fchmod(fd, mode)
 
-    def read(self, path):
-        """Content and stat of a live file, or None when it does not exist."""
+    def read(self, path, limit=None):
+        """Content and stat of a live file, or None when it does not exist.
+        With limit, a larger file is refused (Failed) without being read."""
         dirpath, name = posixpath.split(path)
         try:
             dfd = self.open_dir(dirpath)
@@ -443,13 +444,19 @@ class Tree:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode):
                     raise Failed("%s: not a regular file" % path)
-                chunks = []
-                while True:
-                    chunk = os.read(fd, 1 << 20)
+                if limit is not None and st.st_size > limit:
+                    raise Failed("%s: larger than %d bytes" % (path, limit))
+                chunks, left = [], (1 << 62) if limit is None else limit + 1
+                while left > 0:
+                    chunk = os.read(fd, min(left, 1 << 20))
                     if not chunk:
                         break
                     chunks.append(chunk)
-                return b"".join(chunks), st
+                    left -= len(chunk)
+                content = b"".join(chunks)
+                if limit is not None and len(content) > limit:  # grew while read
+                    raise Failed("%s: larger than %d bytes" % (path, limit))
+                return content, st
             finally:
                 os.close(fd)
         finally:
@@ -731,6 +738,20 @@ def validate_nginx(content, inside_server=False):
                      "nginx.conf", bind_ports=True)
 
 
+# The sandbox (nobody) cannot read private keys, and must not: in the copy
+# nginx -t checks, each server's certificate pair is replaced by a refusal of
+# every handshake. The pairs themselves were loaded by root before rendering
+# (sni_pairs); a file that did not load never reaches the configuration.
+NGINX_CERT_RE = re.compile(rb"(?m)^(\s*)ssl_certificate(_key)? [^;\n]+;$")
+
+
+def validate_nginx_tls(content):
+    swapped = NGINX_CERT_RE.sub(
+        lambda m: m.group(1) + (b"# key checked by the helper" if m.group(2) else b"ssl_reject_handshake on;"),
+        content)
+    return validate_nginx(swapped)
+
+
 def validate_php_fpm(content):
     # Debian names the binary after the PHP version (php-fpm8.2, php-fpm8.4).
     found = sorted(
@@ -751,6 +772,7 @@ VALIDATORS = {
     "php-fpm": validate_php_fpm,
     "nginx": validate_nginx,
     "nginx-locations": lambda content: validate_nginx(content, inside_server=True),
+    "nginx-tls": validate_nginx_tls,
 }
 
 
@@ -863,26 +885,19 @@ def parse_apply(request, tree, options):
         seen.add(path)
         removes.append(path)
     services = _services(_list_of(request, "reload", "apply"))
-    code_files = None
+    code_files, sni_skipped = None, {}
     if "code" in request:
         from mailconf.params import CodeParams
-        from mailconf.render import render_code
 
         try:
             params = CodeParams.from_json(request["code"])
         except ValueError as e:
             raise Refused("bad parameter", "code: %s" % e) from e
-        try:
-            code_files = render_code(params, load_layout(tree, options))
-        except ValueError as e:
-            raise Failed("rendering the code files failed: %s" % e) from e
-        for path in code_files:
-            if check_path(path).kind != CODE:
-                raise Failed("%s: rendered, but not a code file in the table" % path)
+        code_files, sni_skipped = render_code_files(tree, options, params)
         seen.update(code_files)
     for path in sorted(seen):
         tree.refuse_symlinks(path)
-    return writes, removes, services, code_files
+    return writes, removes, services, code_files, sni_skipped
 
 
 def _data_rule(path):
@@ -917,6 +932,97 @@ def load_layout(tree, options):
         except (UnicodeDecodeError, ValueError, TypeError) as e:
             raise Failed("%s: %s" % (LAYOUT_FILE, e)) from e
     return Layout(root=tree.root or "/")
+
+
+# --------------------------------------------------------------------------
+# SNI: which names get a mail domain's certificate (mailconf/tls.py)
+
+MAX_PEM_BYTES = 64 * 1024
+
+
+def read_bounded(tree, path, limit):
+    """Content of a regular file at root+path (no symlink anywhere), None
+    when absent; Failed when larger than limit, without reading it."""
+    try:
+        found = tree.read(path, limit)
+    except NotADirectoryError:
+        return None
+    return None if found is None else found[0]
+
+
+def _loads_as_pair(cert, key):
+    """Whether a certificate chain and a private key load together (the
+    key is the certificate's), with the stdlib's OpenSSL; on root's private
+    copies, so no daemon ever reads a file that would stop it."""
+    import ssl
+
+    folder = tempfile.mkdtemp(prefix="mailpanel-sni-")
+    try:
+        paths = []
+        for name, content in (("cert.pem", cert), ("key.pem", key)):
+            path = os.path.join(folder, name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, content)
+            finally:
+                os.close(fd)
+            paths.append(path)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(*paths)
+        except (ssl.SSLError, ValueError, OSError) as e:
+            return False, "does not load as a certificate and its key (%s)" % (getattr(e, "reason", None) or e)
+        return True, ""
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def sni_pairs(tree, layout):
+    """(pairs, skipped): the SNI index's pairs whose domain certificate
+    loads, and {domain or "index": why not}. Root's own files, read without
+    following links and parsed under the index's grammar; a missing or
+    broken certificate leaves its names on the server's certificate."""
+    if not tls.offers_tls(layout):
+        return (), {}
+    try:
+        content = read_bounded(tree, tls.SNI_INDEX, tls.MAX_SNI_INDEX_BYTES)
+        pairs = tls.parse_sni_index(content or b"")
+    except (Failed, ValueError) as e:
+        return (), {"index": "%s refused: %s" % (tls.SNI_INDEX, getattr(e, "message", e))}
+    usable, skipped = set(), {}
+    for domain in sorted({pair.domain for pair in pairs}):
+        cert_path, key_path = tls.domain_cert_paths(domain)
+        try:
+            cert = read_bounded(tree, cert_path, MAX_PEM_BYTES)
+            key = read_bounded(tree, key_path, MAX_PEM_BYTES)
+        except Failed as e:
+            skipped[domain] = e.message
+            continue
+        if cert is None or key is None:
+            skipped[domain] = "no %s" % (cert_path if cert is None else key_path)
+            continue
+        ok, why = _loads_as_pair(cert, key)
+        if ok:
+            usable.add(domain)
+        else:
+            skipped[domain] = "%s: %s" % (cert_path, why)
+    return tuple(pair for pair in pairs if pair.domain in usable), skipped
+
+
+def render_code_files(tree, options, params):
+    """(the code files rendered from params, the helper's Layout and the
+    usable SNI pairs; {domain: why its certificate is left out})."""
+    from mailconf.render import render_code
+
+    layout = load_layout(tree, options)
+    pairs, skipped = sni_pairs(tree, layout)
+    try:
+        code_files = render_code(params, layout, pairs)
+    except ValueError as e:
+        raise Failed("rendering the code files failed: %s" % e) from e
+    for path in code_files:
+        if check_path(path).kind != CODE:
+            raise Failed("%s: rendered, but not a code file in the table" % path)
+    return code_files, skipped
 
 
 # --------------------------------------------------------------------------
@@ -1021,7 +1127,7 @@ def code_plan(tree, code_files):
 
 
 def op_apply(request, tree, options):
-    writes, removes, services, code_files = parse_apply(request, tree, options)
+    writes, removes, services, code_files, sni_skipped = parse_apply(request, tree, options)
     server_files = None
     if "sync_domains" in request:
         writes, removes, server_files = sync_plan(request, tree, writes, removes)
@@ -1124,6 +1230,9 @@ def op_apply(request, tree, options):
     }
     if server_files is not None:
         answer["server_files"] = server_files
+    if sni_skipped:
+        # names left on the server's certificate, and why (the panel shows it)
+        answer["sni_skipped"] = sni_skipped
     if removed_dirs:
         answer["removed_dirs"] = removed_dirs
     if validation:

@@ -22,6 +22,7 @@ Two kinds, because root must never write a program it did not write itself:
 | /etc/mailpanel/webmail-php-fpm.conf    | code | php-fpm -t             | webmail-php |
 | /etc/nginx/snippets/mailpanel-webmail.conf | code | nginx -t (in a server) | nginx |
 | /etc/nginx/conf.d/mailpanel-webmail.conf | code | nginx -t             | nginx    |
+| /etc/nginx/conf.d/mailpanel-tls-sites.conf | code | nginx -t (keys: see helper) | nginx |
 | /etc/exim4/smtp_relay.conf             | data | relay                  |          |
 | /etc/exim4/dnsbl.conf                  | data | dnsbl                  |          |
 | /etc/exim4/send_only_domains           | data | domain_list            |          |
@@ -58,6 +59,7 @@ MANAGED_FILES = (
     ("/etc/mailpanel/webmail-php-fpm.conf", "root", "root", 0o644, CODE, "php-fpm", "webmail-php"),
     ("/etc/nginx/snippets/mailpanel-webmail.conf", "root", "root", 0o644, CODE, "nginx-locations", "nginx"),
     ("/etc/nginx/conf.d/mailpanel-webmail.conf", "root", "root", 0o644, CODE, "nginx", "nginx"),
+    ("/etc/nginx/conf.d/mailpanel-tls-sites.conf", "root", "root", 0o644, CODE, "nginx-tls", "nginx"),
     ("/etc/exim4/smtp_relay.conf", "root", "Debian-exim", 0o640, DATA, "relay", None),
     ("/etc/exim4/dnsbl.conf", "root", "Debian-exim", 0o640, DATA, "dnsbl", None),
     ("/etc/exim4/send_only_domains", "root", "Debian-exim", 0o640, DATA, "domain_list", None),

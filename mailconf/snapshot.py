@@ -158,6 +158,12 @@ class Layout:
     http_port: int = 80
     http_listen: tuple[str, ...] = ()  # empty = all interfaces
     acme_webroot: str = "/var/www/mailpanel-acme"
+    # The per-name HTTPS sites of mail domains with their own certificate
+    # (mailconf/render/tls_sites.py) and the panel they pass autoconfig and
+    # MTA-STS requests to (install.sh's gunicorn).
+    https_port: int = 443
+    https_listen: tuple[str, ...] = ()  # empty = all interfaces
+    panel_upstream: str = "127.0.0.1:8000"
 
     def path(self, production_path: str) -> str:
         """The path as it appears inside rendered files."""

@@ -11,6 +11,7 @@ from mailadmin import dkim
 from mailconf import managed
 from mailconf import snapshot as snap
 from mailconf.render import render_all
+from mailconf.tls import SniName
 
 KEY = dkim.generate_private_pem(1024)
 LIMITS = snap.SendLimits(per_hour=50, per_day=200, recipients=20)
@@ -69,7 +70,10 @@ def test_every_row_of_the_table_is_a_file_some_renderer_writes():
     layout = snap.Layout()
     if "webmail_sites" in {f.name for f in dataclasses.fields(snap.Layout)}:
         layout = dataclasses.replace(layout, webmail_sites=True)
-    rendered = {rule_of(path)[0] for path in render_all(everything(), layout)}
+    # the per-name HTTPS sites only for a web name with its own certificate (SNI index)
+    layout = dataclasses.replace(layout, tls_certificate="/etc/mailpanel/tls/fullchain.pem")
+    sni = (SniName("webmail.example.org", "example.org"),)
+    rendered = {rule_of(path)[0] for path in render_all(everything(), layout, sni)}
     written_elsewhere = {"/root/.snappymail"}
     assert {row[0] for row in managed.MANAGED_FILES} - rendered == written_elsewhere
 

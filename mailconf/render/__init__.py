@@ -11,26 +11,36 @@ from __future__ import annotations
 
 from ..params import CodeParams, code_params
 from ..snapshot import FileSpec, Layout, Snapshot
+from ..tls import SniName
 from .dovecot import render_dovecot
 from .exim import render_exim_conf, render_exim_data
 from .firewall import render_firewall
 from .snappymail import render_snappymail_code, render_snappymail_data
+from .tls_sites import render_tls_sites
 from .webmail import render_webmail
 
-CODE_RENDERERS = (render_exim_conf, render_dovecot, render_firewall, render_snappymail_code, render_webmail)
+CODE_RENDERERS = (
+    render_exim_conf, render_dovecot, render_firewall, render_snappymail_code, render_webmail, render_tls_sites,
+)
+# Code files that also depend on which names have a domain certificate (the
+# SNI index's pairs, read by the helper: mailconf/tls.py).
+SNI_RENDERERS = (render_dovecot, render_tls_sites)
 DATA_RENDERERS = (render_exim_data, render_snappymail_data)
 
 
-def render_code(params: CodeParams, layout: Layout) -> dict[str, FileSpec]:
-    return _merge(renderer(params, layout) for renderer in CODE_RENDERERS)
+def render_code(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = ()) -> dict[str, FileSpec]:
+    return _merge(
+        renderer(params, layout, sni) if renderer in SNI_RENDERERS else renderer(params, layout)
+        for renderer in CODE_RENDERERS
+    )
 
 
 def render_data(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
     return _merge(renderer(snapshot, layout) for renderer in DATA_RENDERERS)
 
 
-def render_all(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
-    return _merge([render_code(code_params(snapshot), layout), render_data(snapshot, layout)])
+def render_all(snapshot: Snapshot, layout: Layout, sni: tuple[SniName, ...] = ()) -> dict[str, FileSpec]:
+    return _merge([render_code(code_params(snapshot), layout, sni), render_data(snapshot, layout)])
 
 
 def _merge(parts) -> dict[str, FileSpec]:

@@ -36,9 +36,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import tls
 from .. import validate as v
 from ..params import CodeParams
 from ..snapshot import FileSpec, Layout
+from ..tls import SniName
 
 DOVECOT_CONF = "/etc/dovecot/dovecot.conf"
 DOVECOT_VERSIONS = ("2.3", "2.4")
@@ -54,11 +56,14 @@ USERNAME_CHARS = (
 )
 
 
-def render_dovecot(params: CodeParams, layout: Layout) -> dict[str, FileSpec]:
-    """dovecot.conf, a code file: the helper renders it itself from params."""
+def render_dovecot(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = ()) -> dict[str, FileSpec]:
+    """dovecot.conf, a code file: the helper renders it itself from params.
+    ``sni``: the names with a certificate of their mail domain (the helper
+    passes those of the SNI index whose files it loaded, mailconf/tls.py);
+    each gets a ``local_name`` block on 993 and 4190 alike."""
     return {
         DOVECOT_CONF: FileSpec(
-            content=_dovecot_conf(params, layout).encode(),
+            content=_dovecot_conf(params, layout, sni).encode(),
             owner="root",
             group="root",
             mode=0o644,
@@ -94,19 +99,20 @@ class _Values:
     rootless: bool
     auth_listener: str
     lmtp_listener: str
+    local_names: tuple[tuple[str, str, str], ...] = ()  # (SNI name, cert, key)
 
 
-def _dovecot_conf(params: CodeParams, layout: Layout) -> str:
+def _dovecot_conf(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = ()) -> str:
     if layout.dovecot_version not in DOVECOT_VERSIONS:
         raise ValueError(
             f"Dovecot version {layout.dovecot_version!r} is not one of {', '.join(DOVECOT_VERSIONS)}"
         )
-    values = _values(params, layout)
+    values = _values(params, layout, sni)
     lines = _conf_24(values) if layout.dovecot_version == "2.4" else _conf_23(values)
     return "\n".join(line.rstrip("\n") for line in lines) + "\n"
 
 
-def _values(params: CodeParams, layout: Layout) -> _Values:
+def _values(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = ()) -> _Values:
     def p(production_path: str, what: str = "path") -> str:
         return v.path(layout.path(v.path(production_path, what)), what)
 
@@ -124,7 +130,7 @@ def _values(params: CodeParams, layout: Layout) -> _Values:
         run_as = v.name(run_as, "Dovecot user")
         run_group = v.name(run_group or run_as, "Dovecot group")
     mail_user = run_as or v.name(layout.mail_user, "mail user")
-    tls = bool(layout.tls_certificate)
+    tls_on = bool(layout.tls_certificate)
     sieve = params.sieve_enabled
     return _Values(
         hostname=v.hostname(params.hostname, "server host name"),
@@ -136,11 +142,11 @@ def _values(params: CodeParams, layout: Layout) -> _Values:
         internal_user=run_as or "dovecot",
         internal_group=run_group,
         login_user=run_as or "dovenull",
-        cert=p(layout.tls_certificate, "TLS certificate") if tls else "",
-        key=p(layout.tls_privatekey or layout.tls_certificate, "TLS key") if tls else "",
+        cert=p(layout.tls_certificate, "TLS certificate") if tls_on else "",
+        key=p(layout.tls_privatekey or layout.tls_certificate, "TLS key") if tls_on else "",
         sieve=sieve,
         imap_port=v.port(layout.imap_port, "IMAP port"),
-        imaps_port=v.port(layout.imaps_port, "IMAPS port") if tls else 0,
+        imaps_port=v.port(layout.imaps_port, "IMAPS port") if tls_on else 0,
         sieve_port=v.port(layout.sieve_port, "ManageSieve port") if sieve else 0,
         mail_root=p(layout.mail_root, "mail root"),
         domains_dir=p(DOMAINS_DIR),
@@ -150,10 +156,24 @@ def _values(params: CodeParams, layout: Layout) -> _Values:
         rootless=bool(run_as),
         auth_listener=listener(layout.dovecot_auth_socket),
         lmtp_listener=listener(layout.dovecot_lmtp_socket),
+        local_names=tuple(
+            (pair.name, *(p(path, "TLS certificate") for path in tls.domain_cert_paths(pair.domain)))
+            for pair in sorted({tls.check_pair(x) for x in sni})
+        ) if tls_on else (),
     )
 
 
 SPECIAL_MAILBOXES = (("Drafts", "\\Drafts"), ("Junk", "\\Junk"), ("Sent", "\\Sent"), ("Trash", "\\Trash"))
+
+
+def _local_names(c: _Values, cert_setting: str, key_setting: str) -> list[str]:
+    """One block per SNI name with its domain's certificate (the same words
+    as the global ssl settings of the dialect); a client naming nothing or
+    another name gets the server's."""
+    w = []
+    for name, cert, key in c.local_names:
+        w += [f"local_name {name} {{", f"  {cert_setting}{cert}", f"  {key_setting}{key}", "}"]
+    return w
 
 
 def _head(c: _Values) -> list[str]:
@@ -212,6 +232,7 @@ def _conf_23(c: _Values) -> list[str]:
         w += ["ssl = yes", f"ssl_cert = <{c.cert}", f"ssl_key = <{c.key}", "ssl_min_protocol = TLSv1.2",
               # Plaintext AUTH only over TLS or from this host (webmail).
               "disable_plaintext_auth = yes"]
+        w += _local_names(c, "ssl_cert = <", "ssl_key = <")
     else:
         w += ["ssl = no", "disable_plaintext_auth = no"]
     w += ["", "auth_mechanisms = plain login", "auth_username_format = %Lu",
@@ -271,6 +292,7 @@ def _conf_24(c: _Values) -> list[str]:
               "ssl_min_protocol = TLSv1.2",
               # Plaintext AUTH only over TLS or from this host (webmail).
               "auth_allow_cleartext = no"]
+        w += _local_names(c, "ssl_server_cert_file = ", "ssl_server_key_file = ")
     else:
         w += ["ssl = no", "auth_allow_cleartext = yes"]
     w += ["", "auth_mechanisms = plain login", "auth_username_format = %{user | lower}",

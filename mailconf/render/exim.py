@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import base64
 
+from .. import tls
 from .. import validate as v
 from ..grammar import DKIM_SELECTOR_RE
 from ..params import CodeParams, code_params
@@ -386,8 +387,7 @@ def _exim_conf(params: CodeParams, layout: Layout) -> str:
     if listen:
         w(f"local_interfaces = <; {' ; '.join(listen)}")
     if tls:
-        w(f"tls_certificate = {p(layout.tls_certificate, 'TLS certificate')}")
-        w(f"tls_privatekey = {p(layout.tls_privatekey or layout.tls_certificate, 'TLS key')}")
+        w(_sni_certificates(p, layout))
         w("tls_advertise_hosts = *")
         if smtps:
             w(f"tls_on_connect_ports = {' : '.join(str(x) for x in smtps)}")
@@ -421,6 +421,31 @@ def _exim_conf(params: CodeParams, layout: Layout) -> str:
     w(_RETRY)
     w(_authenticators(tls))
     return "\n".join(out) + "\n"
+
+
+def _sni_certificates(p, layout: Layout) -> str:
+    """The certificate a client's SNI names (25, 465, 587 alike): the mail
+    domain the SNI index (mailconf/tls.py) gives for it, when both of that
+    domain's files exist; else the server's. $tls_in_sni is the client's,
+    tainted: it is only a lookup key. The lsearch of root's index returns the
+    domain untainted, so the path may be built from it (Exim ≥ 4.94 refuses
+    a tainted file name). Exim sees "tls_in_sni" in the option and expands it
+    again once the SNI arrived (nothing preloaded at start: a broken domain
+    certificate fails that one handshake, never the daemon)."""
+    server_cert = p(layout.tls_certificate, "TLS certificate")
+    server_key = p(layout.tls_privatekey or layout.tls_certificate, "TLS key")
+    lines = [
+        f"MP_SNI_INDEX = {p(tls.SNI_INDEX)}",
+        f"MP_SNI_DOMAINS = {p(tls.TLS_DIR)}/{tls.DOMAINS}",
+        "MP_SNI_DOMAIN = ${if and{{def:tls_in_sni}{exists{MP_SNI_INDEX}}}"
+        "{${lookup{$tls_in_sni}lsearch{MP_SNI_INDEX}}}}",
+        "MP_SNI_CERT = MP_SNI_DOMAINS/MP_SNI_DOMAIN/" + tls.CERT_FILE,
+        "MP_SNI_KEY = MP_SNI_DOMAINS/MP_SNI_DOMAIN/" + tls.KEY_FILE,
+        "MP_SNI_FOUND = and{{!eq{MP_SNI_DOMAIN}{}}{exists{MP_SNI_CERT}}{exists{MP_SNI_KEY}}}",
+        f"tls_certificate = ${{if MP_SNI_FOUND{{MP_SNI_CERT}}{{{server_cert}}}}}",
+        f"tls_privatekey = ${{if MP_SNI_FOUND{{MP_SNI_KEY}}{{{server_key}}}}}",
+    ]
+    return "\n".join(lines)
 
 
 def _limit_expansion(field: str) -> str:
