@@ -141,6 +141,15 @@ TEMPLATES = [
             ],
         },
     },
+    {
+        # Row templates of long lists (the domain list's 50 rows): Jinja2
+        # renders a row in about a tenth of the Django engine's time, with the
+        # same autoescaping. Its templates live apart, under templates/jinja2/.
+        "NAME": "rows",
+        "BACKEND": "django.template.backends.jinja2.Jinja2",
+        "DIRS": [BASE_DIR / "templates" / "jinja2"],
+        "APP_DIRS": False,
+    },
 ]
 WSGI_APPLICATION = "panel.wsgi.application"
 # Form fields render through Jinja2 (Django ships the same widget templates for
@@ -218,6 +227,8 @@ AUTHENTICATION_BACKENDS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "mailadmin:domain_list"
 LOGOUT_REDIRECT_URL = "login"
+# Django's database sessions, read with one prepared statement (mailadmin/session_store.py).
+SESSION_ENGINE = "mailadmin.session_store"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("MAILPANEL_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE

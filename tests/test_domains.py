@@ -186,6 +186,18 @@ def test_list_escapes_what_it_shows(admin_client_, db):
     assert "&lt;b&gt;evil&lt;/b&gt;" in page and "<b>evil</b>" not in page
 
 
+def test_list_rows_template_escapes_every_value():
+    """The rows are a Jinja2 template marked safe as a whole: every value in it
+    must be escaped by the engine, whatever the row holds."""
+    from mailadmin.views.domains import Row, rows_html
+
+    evil = '<i x="1">&'
+    row = Row(url=evil, name=evil, idna=evil, badges=[(evil, evil)], owner=evil, dkim=evil,
+              dns_status=evil, dns_label=evil, checked=evil, created=evil)
+    html = rows_html([row], show_owner=True)
+    assert "<i" not in html and html.count("&lt;i x=&#34;1&#34;&gt;&amp;") == 11
+
+
 def test_admin_suspends_a_domain_and_a_customer_cannot_lift_it(client, alice, admin_user):
     domain = MailDomain.objects.create(name="example.org", owner=alice)
     url = reverse("mailadmin:domain_settings", args=[domain.pk])

@@ -2,14 +2,17 @@
 domain page itself is views.domain_page and its tabs."""
 
 from operator import itemgetter
+from typing import NamedTuple
 
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
+from django.template import engines
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -22,6 +25,9 @@ from .common import get_domain_for_user
 from .shell import Section, respond
 
 LIST_PAGE = "mailadmin/domain_list.html"
+# The rows are a Jinja2 template (TEMPLATES "rows"): the Django engine spent
+# about 30 µs a row on its eleven lookups and tags, a third of the page.
+ROWS = "mailadmin/domain_rows.html"
 LIST_FIELDS = (
     "pk", "name", "owner__username", "dkim_enabled", "suspended", "hosted_elsewhere",
     "dns_status", "dns_checked_at", "created_at", "pending", "owner__mail_profile__suspended",
@@ -47,7 +53,8 @@ def domain_page(user, query: str, number):
     # The page's ids stay a subquery: one round trip for ids and rows.
     rows = MailDomain.objects.filter(pk__in=page.object_list).values(*LIST_FIELDS)
     labels, prefix = row_labels(), reverse("mailadmin:domain_detail", args=[0]).removesuffix("0/")
-    page.object_list = [list_row(row, labels, prefix) for row in sorted(rows, key=itemgetter("name"))]
+    tz = timezone.get_current_timezone()
+    page.object_list = [list_row(row, labels, prefix, tz) for row in sorted(rows, key=itemgetter("name"))]
     return page
 
 
@@ -67,26 +74,41 @@ BADGES = (  # (field, label, class): shown after the name when the field is true
 )
 
 
-def list_row(row: dict, labels: dict, prefix: str) -> dict:
+class Row(NamedTuple):
+    """One row of the list, final values only (attributes: a Jinja2 lookup
+    on a dict key tries getattr first and pays for the AttributeError)."""
+
+    url: str
+    name: str
+    idna: str
+    badges: list
+    owner: str
+    dkim: str
+    dns_status: str
+    dns_label: str
+    checked: str
+    created: str
+
+
+def list_row(row: dict, labels: dict, prefix: str, tz) -> Row:
     """Plain, final values for the template: dates formatted, the name
     decoded and every label translated once here, so that a row is a few
     variable lookups (a template tag or filter per cell per row was most of
     the page's time)."""
-    tz = timezone.get_current_timezone()
     checked = row["dns_checked_at"]
     name = display_domain(row["name"])
-    return {
-        "url": f"{prefix}{row['pk']}/",
-        "name": name,
-        "idna": row["name"] if name != row["name"] else "",
-        "badges": [(labels[field], css) for field, _label, css in BADGES if row[field]],
-        "owner": row["owner__username"],
-        "dkim": labels["on"] if row["dkim_enabled"] else labels["off"],
-        "dns_status": row["dns_status"],
-        "dns_label": labels.get(row["dns_status"], row["dns_status"]),
-        "checked": checked.astimezone(tz).strftime("%Y-%m-%d %H:%M") if checked else "",
-        "created": row["created_at"].astimezone(tz).strftime("%Y-%m-%d"),
-    }
+    return Row(
+        url=f"{prefix}{row['pk']}/",
+        name=name,
+        idna=row["name"] if name != row["name"] else "",
+        badges=[(labels[field], css) for field, _label, css in BADGES if row[field]],
+        owner=row["owner__username"],
+        dkim=labels["on"] if row["dkim_enabled"] else labels["off"],
+        dns_status=row["dns_status"],
+        dns_label=labels.get(row["dns_status"], row["dns_status"]),
+        checked=checked.astimezone(tz).strftime("%Y-%m-%d %H:%M") if checked else "",
+        created=row["created_at"].astimezone(tz).strftime("%Y-%m-%d"),
+    )
 
 
 def row_labels() -> dict:
@@ -97,11 +119,20 @@ def row_labels() -> dict:
     return labels
 
 
+def rows_html(rows: list[Row], show_owner: bool) -> str:
+    """The rows, drawn by the Jinja2 template; the engine autoescapes every
+    value, so its output is safe HTML for the Django page around it."""
+    template = engines["rows"].get_template(ROWS)
+    return mark_safe(template.render({"rows": rows, "show_owner": show_owner, "not_checked": _("not checked")}))
+
+
 def list_context(request, query="", number=None, form=None) -> dict:
+    page, show_owner = domain_page(request.user, query, number), is_admin(request.user)
     return {
-        "page": domain_page(request.user, query, number),
+        "page": page,
+        "rows": rows_html(page.object_list, show_owner),
         "query": query,
-        "show_owner": is_admin(request.user),
+        "show_owner": show_owner,
         "form": form or DomainAddForm(user=request.user),
         "may_add": may_add_domains(request.user),
     }
