@@ -134,6 +134,9 @@ class MailDomain(models.Model):
     # address when blank; a mailbox or alias of that name wins.
     role_address = models.CharField(_("postmaster and abuse address"), max_length=254, blank=True)
     subaddressing = models.BooleanField(_("sub-addressing (user+tag@)"), default=True)
+    # MTA-STS (RFC 8461): the policy says "testing" (senders report, deliver
+    # anyway) until the owner switches to "enforce" (mailadmin/mta_sts.py).
+    mta_sts_enforce = models.BooleanField(_("MTA-STS enforce"), default=False)
     # Unix users (web apps on this host) an admin allowed to send as this
     # domain with its relay and DKIM key; blank separated.
     local_senders = models.CharField(_("local senders"), max_length=512, blank=True)
