@@ -391,6 +391,8 @@ class JobKind(models.TextChoices):
     DNS_CHECK = "dns_check", _("DNS check")
     DMARC_REPORTS = "dmarc_reports", _("read DMARC reports")
     HOLD_RELEASE = "hold_release", _("release or delete held mail")
+    # done at once; a row so the per-user limit (services/user_checks.py) counts it
+    LOG_SEARCH = "log_search", _("search the mail logs")
 
 
 class Job(models.Model):
