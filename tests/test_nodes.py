@@ -3,6 +3,7 @@ records, diagnostics and rendered files use that node's identity; jobs are
 per node; the node list flags a node that stopped answering; `mail node`."""
 
 import json
+import os
 from datetime import timedelta
 from io import StringIO
 
@@ -188,3 +189,65 @@ def test_cli_node_add_list_show(alice, rq_mode):
     assert json.loads(out.getvalue())["domain_names"] == ["example.org"]
     with pytest.raises(CommandError, match="no mail node"):
         call_command("mail", "node", "show", "nope")
+
+
+def test_node_worker_refuses_the_database_backend():
+    with pytest.raises(CommandError, match="MAILPANEL_TASK_BACKEND=rq"):
+        call_command("node_worker", "main")
+
+
+def test_node_worker_refuses_an_unknown_node(rq_mode):
+    with pytest.raises(CommandError, match="no mail node 'nope'"):
+        call_command("node_worker", "nope")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:6379/0", "redis://", "redis://127.0.0.1:notaport/0", "redis://127.0.0.1:6379/zero",
+     "unix://", "127.0.0.1:6379"],
+)
+def test_redis_url_setting_is_strict(url):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from panel.rq import redis_url
+
+    with pytest.raises(ImproperlyConfigured):
+        redis_url("MAILPANEL_REDIS_URL", url)
+    assert redis_url("MAILPANEL_REDIS_URL", "redis://127.0.0.1:6379/13") == "redis://127.0.0.1:6379/13"
+
+
+@pytest.mark.parametrize("value, ok", [("rq", True), ("database", True), ("", True), ("RQ", False), ("redis", False)])
+def test_task_backend_setting_is_strict(value, ok):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.TASKS['default']['BACKEND'])"],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "panel.settings", "MAILPANEL_TASK_BACKEND": value},
+        capture_output=True, text=True,
+    )
+    assert (proc.returncode == 0) is ok, proc.stderr
+    if value == "rq":
+        assert proc.stdout.strip() == "panel.rq_backend.NodeRQBackend"
+    elif ok:
+        assert proc.stdout.strip() == "django_tasks_db.DatabaseBackend"
+
+
+def test_node_worker_unit_template_passes_systemd_verify(tmp_path):
+    import shutil
+    import subprocess
+
+    from tests.test_deploy import DEPLOY, _verifiable_copy
+
+    template = DEPLOY / "systemd" / "mailpanel-node-worker@.service"
+    text = template.read_text()
+    assert "ExecStart=/opt/mailpanel/.venv/bin/python manage.py node_worker %i" in text
+    assert "\nUser=mailpanel\n" in text and "\nEnvironmentFile=/etc/mailpanel/env\n" in text
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze missing (systemd is listed in deploy/apt-packages.txt)")
+    instance = tmp_path / "unit" / "mailpanel-node-worker@b.service"
+    instance.parent.mkdir()
+    copy = _verifiable_copy(template, tmp_path)
+    instance.write_text(copy.read_text())
+    proc = subprocess.run(["systemd-analyze", "verify", str(instance)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stdout + proc.stderr

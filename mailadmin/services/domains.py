@@ -69,7 +69,8 @@ def claim_problem(owner, name: str, exclude_pk=None) -> str | None:
     return None
 
 
-def add_domain(actor, owner, name: str, dkim_enabled: bool = True) -> MailDomain:
+def add_domain(actor, owner, name: str, dkim_enabled: bool = True, node=None) -> MailDomain:
+    """node: the MailNode it lives on (admins); None = the first node."""
     customer = not acts_as_admin(actor)
     if customer:
         if getattr(owner, "pk", None) != actor.pk:
@@ -95,6 +96,7 @@ def add_domain(actor, owner, name: str, dkim_enabled: bool = True) -> MailDomain
             dkim_created_at=timezone.now() if private_pem else None,
             pending=customer,
             verify_token=secrets.token_hex(16) if customer else "",
+            **({"node": node} if node is not None and not customer else {}),
         )
         audit.record(actor, "domain.add", ascii_name, ["name", "owner", "dkim_enabled"])
         if not customer:  # a pending domain renders nothing: no apply until verified

@@ -1,0 +1,255 @@
+"""Three mail nodes on loopback (issue 18): the panel's applies travel on RQ
+(real Redis, a database number of its own, flushed only there), each node has
+its own worker process (manage.py node_worker) and its own helper root under
+a temporary folder (the real deploy/mailpanel_helper.py in --root mode, as
+test_apply_pipeline runs it). A change reaches exactly its node's files; a
+stopped node keeps its jobs and applies them in order when it is back, jobs
+queued by panel processes that are gone included; its heartbeat goes stale.
+
+The workers read the same database as this process: PostgreSQL
+(`make test-postgres`). On SQLite every process would have its own view of a
+file database mid-test, so the module is left out of the SQLite run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+if django_settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    pytest.skip(
+        "RQ node workers share the panel's database across processes: PostgreSQL only (make test-postgres)",
+        allow_module_level=True,
+    )
+
+import redis  # noqa: E402
+from django.db import connection  # noqa: E402
+
+from mailadmin.models import Job, JobState, MailDomain, MailNode, RelaySettings, ServerSettings  # noqa: E402
+from mailadmin.services import domains, nodes  # noqa: E402
+from mailadmin.services.jobs import request_apply  # noqa: E402
+from panel.rq import NodeQueues  # noqa: E402
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REPO = Path(__file__).resolve().parent.parent
+HELPER = REPO / "deploy" / "mailpanel_helper.py"
+# The suite's own Redis database: flushed before and after, nothing else is.
+REDIS_URL = "redis://127.0.0.1:6379/13"
+HEARTBEAT = 0.3
+STALE = 2
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+class NodeProcess:
+    """One node: its helper root and its worker process."""
+
+    def __init__(self, name: str, base: Path):
+        self.name = name
+        self.root = base / name / "root"
+        self.root.mkdir(parents=True)
+        self.var = base / name / "var"
+        self.var.mkdir()
+        self.log = base / name / "worker.log"
+        self.proc = None
+
+    def env(self) -> dict:
+        return {
+            **os.environ,
+            "DATABASE_URL": database_url(),
+            "DJANGO_SECRET_KEY": django_settings.SECRET_KEY,
+            "MAILPANEL_ENCRYPTION_KEY": django_settings.MAILPANEL_ENCRYPTION_KEY,
+            "MAILPANEL_VAR_DIR": str(self.var),
+            "MAILPANEL_TASK_BACKEND": "rq",
+            "MAILPANEL_REDIS_URL": REDIS_URL,
+            "MAILPANEL_ROOT": str(self.root),
+            "MAILPANEL_HELPER": f"{sys.executable} {HELPER} --root {self.root} --no-chown --service-command true",
+            "MAILPANEL_NODE_HEARTBEAT_SECONDS": str(HEARTBEAT),
+            "MAILPANEL_NODE_STALE_SECONDS": str(STALE),
+        }
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "manage.py", "node_worker", self.name],
+                cwd=REPO, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+            )
+
+    def stop(self) -> None:
+        """SIGTERM: RQ's warm shutdown (a running job finishes first)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def files(self) -> dict[str, bytes]:
+        return {
+            str(p.relative_to(self.root)): p.read_bytes()
+            for p in sorted(self.root.rglob("*"))
+            if p.is_file() and ".mailpanel" not in p.parts  # the helper's own lock and backups
+        }
+
+    def panel_cli(self, *args: str) -> subprocess.CompletedProcess:
+        """A panel process (the CLI) that enqueues and exits."""
+        return subprocess.run(
+            [sys.executable, "manage.py", "mail", *args], cwd=REPO, env=self.env(),
+            capture_output=True, text=True, timeout=120,
+        )
+
+
+@pytest.fixture
+def redis_db():
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail("Redis is not answering on 127.0.0.1:6379 (the machine starts it; see deploy/apt-packages-test.txt)")
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def rq_panel(settings, redis_db):
+    """This test process is the panel: it enqueues on the same Redis."""
+    settings.MAILPANEL_TASK_BACKEND = "rq"
+    settings.RQ_QUEUES = NodeQueues({name: {"URL": REDIS_URL} for name in ("default", "checks")})
+    settings.TASKS = {"default": {"BACKEND": "panel.rq_backend.NodeRQBackend", "QUEUES": ["default", "checks"]}}
+    settings.MAILPANEL_NODE_STALE_SECONDS = STALE
+
+
+@pytest.fixture
+def cluster(transactional_db, rq_panel, tmp_path):
+    server = ServerSettings.load()
+    server.hostname, server.ipv4 = "panel.example.net", "192.0.2.1"
+    server.save()
+    MailNode.objects.all().delete()  # the migration's "main", with no worker here
+    made = {}
+    for index, name in enumerate(("n1", "n2", "n3"), start=1):
+        MailNode.objects.create(name=name, hostname=f"{name}.example.net", ipv4=f"192.0.2.{10 + index}")
+        made[name] = NodeProcess(name, tmp_path)
+    try:
+        yield made
+    finally:
+        for node in made.values():
+            node.stop()
+
+
+def wait_done(job_ids, timeout=90.0) -> list[Job]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = list(Job.objects.filter(pk__in=job_ids).order_by("id"))
+        if len(found) == len(set(job_ids)) and all(j.state in (JobState.DONE, JobState.FAILED) for j in found):
+            return found
+        time.sleep(0.1)
+    states = list(Job.objects.filter(pk__in=job_ids).values_list("pk", "node__name", "state"))
+    raise AssertionError(f"jobs not done within {timeout} s: {states}")
+
+
+def pending_ids(node: str) -> list[int]:
+    return list(Job.objects.filter(node__name=node, state=JobState.PENDING).order_by("id").values_list("pk", flat=True))
+
+
+def all_pending() -> list[int]:
+    return list(Job.objects.filter(state=JobState.PENDING).values_list("pk", flat=True))
+
+
+def node_of(name: str) -> MailNode:
+    return MailNode.objects.get(name=name)
+
+
+def first_apply(cluster, alice) -> dict[str, MailDomain]:
+    """One domain per node, every worker running, everything applied."""
+    placed = {
+        name: domains.add_domain(None, alice, f"{name}-shop.example", node=node_of(name)) for name in cluster
+    }
+    for node in cluster.values():
+        node.start()
+    request_apply(None)  # the server-wide files of every node
+    done = wait_done(all_pending())
+    assert all(job.state == JobState.DONE for job in done), [job.log for job in done]
+    return placed
+
+
+def test_a_domain_change_reaches_exactly_its_nodes_files(cluster, alice):
+    placed = first_apply(cluster, alice)
+    for name, node in cluster.items():
+        files = node.files()
+        folders = {path.split("/")[3] for path in files if path.startswith("etc/exim4/domains/")}
+        assert folders == {f"{name}-shop.example"}  # its own domain only
+        assert f"{name}.example.net".encode() in files["etc/exim4/exim4.conf"]  # its own host name
+    before = {name: node.files() for name, node in cluster.items()}
+
+    RelaySettings.objects.create(domain=placed["n2"], host="smtp.example.com", username="u", password="p")
+    job = request_apply(alice, domain=placed["n2"])
+    assert job.node.name == "n2"
+    (job,) = wait_done([job.pk])
+
+    assert job.state == JobState.DONE, job.log
+    assert job.changed_files == ["/etc/exim4/domains/n2-shop.example/smtp_relay.conf"]
+    after = {name: node.files() for name, node in cluster.items()}
+    assert after["n1"] == before["n1"] and after["n3"] == before["n3"]  # byte for byte
+    changed = {p for p in after["n2"] if after["n2"][p] != before["n2"].get(p)} | (before["n2"].keys() - after["n2"].keys())
+    assert changed == {"etc/exim4/domains/n2-shop.example/smtp_relay.conf"}
+
+
+def test_a_stopped_node_keeps_its_jobs_and_applies_them_in_order_when_back(cluster, alice, bob, admin_user):
+    placed = first_apply(cluster, alice)
+    n2 = cluster["n2"]
+    n2.stop()
+    before_n2 = n2.files()
+
+    # Three requesters, three jobs (one person's edits coalesce into one).
+    RelaySettings.objects.create(domain=placed["n2"], host="smtp.example.com", username="u", password="p")
+    first = request_apply(alice, domain=placed["n2"])
+    bobs = domains.add_domain(admin_user, bob, "bob-n2.example", node=node_of("n2"))
+    second = Job.objects.get(node__name="n2", state=JobState.PENDING, requested_by=admin_user)
+    # A panel process that enqueues and is gone: the CLI (requester: none).
+    cli = n2.panel_cli("domain", "set", "n2-shop.example", "--mail-hosted-elsewhere", "yes")
+    assert cli.returncode == 0, cli.stderr
+    third = Job.objects.get(node__name="n2", state=JobState.PENDING, requested_by=None)
+    # A panel that stopped between its commit and the enqueue: a job row that
+    # never reached Redis (the node's worker puts it on its queue).
+    lost = Job.objects.create(kind="apply", node=node_of("n2"), scope=["bob-n2.example"], requested_by=bob)
+    # Meanwhile n1 goes on working.
+    n1_job = request_apply(alice, domain=placed["n1"], whole_server=True)
+    assert wait_done([n1_job.pk])[0].state == JobState.DONE
+
+    time.sleep(STALE + 0.5)
+    rows = {row.node.name: row for row in nodes.node_rows()}
+    assert rows["n2"].stale and not rows["n1"].stale and not rows["n3"].stale
+    assert rows["n2"].pending_jobs == 4
+    assert pending_ids("n2") == [first.pk, second.pk, third.pk, lost.pk]
+    assert n2.files() == before_n2  # nothing was written while it was down
+
+    n2.start()
+    done = wait_done([first.pk, second.pk, third.pk, lost.pk])
+    assert [job.state for job in done] == [JobState.DONE] * 4, [job.log for job in done]
+    starts = [job.started_at for job in done]
+    assert starts == sorted(starts) and len(set(starts)) == 4  # in the order they were asked for
+
+    files = n2.files()
+    assert "etc/exim4/domains/n2-shop.example/smtp_relay.conf" in files
+    assert "etc/exim4/domains/bob-n2.example/dkim.pem" in files
+    assert b"n2-shop.example" in files["etc/exim4/send_only_domains"]
+    assert not any("n1-shop" in path or "n3-shop" in path for path in files)
+    assert MailDomain.objects.get(pk=bobs.pk).node.name == "n2"
+    # Converged: a full apply of n2 now finds nothing to do.
+    (check,) = wait_done([request_apply(None, node=node_of("n2")).pk])
+    assert check.state == JobState.DONE and check.changed_files == [], check.log
+    time.sleep(HEARTBEAT * 3)
+    rows = {row.node.name: row for row in nodes.node_rows()}
+    assert not rows["n2"].stale and rows["n2"].node.last_apply_at is not None and rows["n2"].node.version
