@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.conf import settings as django_settings
@@ -253,3 +254,57 @@ def test_a_stopped_node_keeps_its_jobs_and_applies_them_in_order_when_back(clust
     time.sleep(HEARTBEAT * 3)
     rows = {row.node.name: row for row in nodes.node_rows()}
     assert not rows["n2"].stale and rows["n2"].node.last_apply_at is not None and rows["n2"].node.version
+
+
+def test_a_change_saved_in_the_web_panel_survives_the_panel_and_the_node_restarting(cluster, alice, admin_user):
+    """gunicorn takes the change and is killed; the node's worker is down
+    meanwhile; a new panel shows the job waiting; the node applies it."""
+    import http.client
+    import re
+
+    from bench.served import Gunicorn, session_cookie
+
+    placed = first_apply(cluster, alice)
+    n3 = cluster["n3"]
+    n3.stop()
+    cookie = session_cookie(admin_user)
+    domain = placed["n3"]
+    url = f"/domains/{domain.pk}/settings/"
+
+    def panel():
+        # gunicorn inherits this process's environment: the panel's own for it
+        with mock.patch.dict(os.environ, n3.env(), clear=True):
+            return Gunicorn(workers=1)
+
+    web = panel()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=30)
+        conn.request("GET", url, headers={"Cookie": cookie})
+        response = conn.getresponse()
+        response.read()
+        csrf = re.search(r"csrftoken=([^;]+)", response.getheader("Set-Cookie") or "").group(1)
+        body = "dkim_enabled=on&role_address=&local_senders="  # sub-addressing off: a server-wide file of n3
+        conn.request("POST", url, body=body, headers={
+            "Cookie": f"{cookie}; csrftoken={csrf}", "X-CSRFToken": csrf,
+            "Content-Type": "application/x-www-form-urlencoded",
+        })
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 302, response.status
+    finally:
+        web.proc.kill()  # no clean shutdown
+        web.proc.wait()
+    (job,) = Job.objects.filter(node__name="n3", state=JobState.PENDING)
+
+    web = panel()  # the panel restarted: the job is still there, waiting for n3
+    try:
+        page = web.get("/nodes/", cookie).decode()
+        assert re.search(r'id="node-n3" data-stale="(yes|no)">.*?<td>1</td>\s*</tr>', page, re.S), page
+    finally:
+        web.stop()
+    n3.start()
+    (job,) = wait_done([job.pk])
+    assert job.state == JobState.DONE, job.log
+    assert job.changed_files == ["/etc/exim4/no_subaddressing"]
+    assert b"n3-shop.example" in (n3.root / "etc/exim4/no_subaddressing").read_bytes()
+    assert not (cluster["n1"].root / "etc/exim4/no_subaddressing").read_bytes()
