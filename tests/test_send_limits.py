@@ -19,6 +19,32 @@ from mailconf.snapshot import Layout, SendLimits
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def no_shipped_default():
+    """These tests start from a server without limits: the default the
+    migrations ship (200 an hour, 1,000 a day) is removed, and its own test
+    below puts it back first."""
+    SendLimit.objects.filter(domain=None, account=None).delete()
+
+
+def test_the_shipped_default_holds_a_stolen_mailbox_and_is_the_admins_to_change(capsys):
+    from importlib import import_module
+
+    migration = import_module("mailadmin.migrations.0017_default_send_limits")
+    from django.apps import apps
+
+    migration.add_default(apps, None)
+    assert build_snapshot().send_limits == SendLimits(per_hour=200, per_day=1000)
+    call_command("mail", "limit", "show", "--json")
+    assert json.loads(capsys.readouterr().out)[0] == {
+        "scope": "default", "per_hour": 200, "per_day": 1000, "recipients": None}
+    call_command("mail", "limit", "set", "--default", "--per-hour", "0", "--per-day", "none")
+    assert build_snapshot().send_limits == SendLimits(per_hour=0)
+    # an admin's own choice stays: the migration adds the default only where none is stored
+    migration.add_default(apps, None)
+    assert build_snapshot().send_limits == SendLimits(per_hour=0)
+
+
 @pytest.fixture
 def hosted(alice, bob):
     domain = MailDomain.objects.create(name="alice.example", owner=alice, dkim_enabled=False,
