@@ -225,6 +225,30 @@ def test_log_search_as_admin_and_as_customers(client, alice, bob, admin_user, qu
     assert all(" &lt;= info@alice.example " in line for line in page.splitlines() if "info@alice.example" in line)
 
 
+def test_log_searches_count_against_the_customers_check_limit(client, alice, admin_user, queue, settings):
+    """The helper reads up to 512 MB of logs for one search: a customer gets
+    the same per-user limit as the checks they start (services/user_checks)."""
+    from mailadmin.models import Job, JobKind
+
+    settings.MAILPANEL_USER_CHECKS_LIMIT = 2
+    settings.MAILPANEL_USER_CHECKS_WINDOW = 600
+    client.force_login(alice)
+    for _i in range(2):
+        page = client.get("/mail-log/?q=foreign.example").content.decode()
+        assert "You started" not in page
+    page = client.get("/mail-log/?q=foreign.example").content.decode()
+    assert "You started 2 checks in the last 10 minutes" in page and '<pre class="log">' not in page
+    assert Job.objects.filter(requested_by=alice, kind=JobKind.LOG_SEARCH).count() == 2
+    # a DNS check now waits too: one limit for both
+    from mailadmin.services import user_checks
+
+    with pytest.raises(user_checks.TooManyChecks):
+        user_checks._check_limit(alice)
+    client.force_login(admin_user)  # admins are not limited
+    for _i in range(3):
+        assert "You started" not in client.get("/mail-log/?q=foreign.example").content.decode()
+
+
 @pytest.mark.parametrize("query", ["?q=ab", "?q=%0Aalice", "?q=a%00bc", "?q=" + "x" * 400, "?q=alice&days=60"])
 def test_a_hostile_log_search_is_a_form_error(client, admin_user, queue, query):
     client.force_login(admin_user)

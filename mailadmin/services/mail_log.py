@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
 
 from ..helper_client import call_helper
+from . import user_checks
 from .mail_queue import MESSAGE_ID_RE, domain_of, own_domains
 
 DEFAULT_DAYS = 3
@@ -127,11 +128,14 @@ def clean_query(query: str) -> str:
 
 
 def search(user, query: str, days: int = DEFAULT_DAYS) -> tuple[list[LogLine], bool]:
-    """(lines the user may see, whether the helper cut its answer)."""
+    """(lines the user may see, whether the helper cut its answer). A
+    customer over the per-user limit of checks gets user_checks.TooManyChecks."""
     if not 1 <= days <= MAX_DAYS:
         raise ValidationError(_("Search the last 1 to %(max)d days.") % {"max": MAX_DAYS})
+    term = clean_query(query)
+    user_checks.record_log_search(user)
     answer = call_helper(
-        {"op": "log_search", "terms": [clean_query(query)], "days": days, "limit": MAX_LINES}
+        {"op": "log_search", "terms": [term], "days": days, "limit": MAX_LINES}
     )
     lines = parse(answer.get("lines", []))
     return visible_lines(lines, own_domains(user)), bool(answer.get("truncated"))

@@ -1,7 +1,7 @@
 """Network checks that people start from the panel (relay test, DNS "Check
 now", a domain's diagnostics): a per-user rate limit, then a job on the
 "checks" task queue, which its own worker serves (an apply never waits behind
-a customer's checks).
+a customer's checks). A mail log search counts against the same limit.
 
 The limit counts the jobs the user started in the last
 MAILPANEL_USER_CHECKS_WINDOW seconds: a sliding window over rows every check
@@ -23,11 +23,11 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from ..models import Job, JobKind, is_admin
+from ..models import Job, JobKind, JobState, is_admin
 from . import jobs
 
 QUEUE = "checks"
-CHECK_KINDS = (JobKind.DIAGNOSE, JobKind.DNS_CHECK)
+CHECK_KINDS = (JobKind.DIAGNOSE, JobKind.DNS_CHECK, JobKind.LOG_SEARCH)
 
 
 class TooManyChecks(Exception):
@@ -54,6 +54,19 @@ def start_check(actor, kind: str, domain, task_path: str, *, result=None, **task
             _check_limit(actor)
         language = translation.get_language() or ""
         return jobs.start_job(kind, actor, domain, task_path, result=result, language=language, **task_kwargs)
+
+
+def record_log_search(actor) -> Job:
+    """A "where is my mail?" search (the helper reads up to 512 MB of logs
+    for it): the same per-user limit as the checks, counted on a row that is
+    done at once (it runs in the request, not on the checks queue)."""
+    with transaction.atomic():
+        if not is_admin(actor):
+            _check_limit(actor)
+        now = timezone.now()
+        return Job.objects.create(kind=JobKind.LOG_SEARCH, state=JobState.DONE,
+                                  requested_by=actor if getattr(actor, "pk", None) else None,
+                                  started_at=now, finished_at=now)
 
 
 def _check_limit(actor) -> None:

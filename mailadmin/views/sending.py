@@ -19,7 +19,7 @@ from django.views.decorators.vary import vary_on_headers
 from ..forms_sending import HoldResolveForm, LogSearchForm, QueueActionForm, QueueFilterForm, SendLimitForm
 from ..helper_client import HelperError
 from ..models import MailAccount, MailDomain, is_admin
-from ..services import holds, mail_log, mail_queue, send_limits
+from ..services import holds, mail_log, mail_queue, send_limits, user_checks
 from .common import get_domain_for_user, require_admin
 from .shell import Section, respond
 
@@ -157,6 +157,8 @@ def mail_log_search(request):
             lines, truncated = mail_log.search(request.user, form.cleaned_data["q"], form.cleaned_data["days"])
         except HelperError as exc:
             error = _helper_failed(request, exc)
+        except user_checks.TooManyChecks as exc:
+            error = str(exc)
     ctx = {"form": form, "lines": lines, "truncated": truncated, "error": error}
     return respond(request, LOG, given=ctx)
 
