@@ -50,6 +50,12 @@ Exit status: 0 done, 1 operation failed (the last good files stay live),
         -> {"ok": true, "kicked": bool}
     {"op": "log_search", "terms": [S, ...], "days": N, "limit": N}
         -> {"ok": true, "lines": [{"source": "exim|dovecot", "line": L}], "truncated": B}
+    {"op": "cert_key", "domain": D | "server": true, "names": [N, ...]}
+        -> {"ok": true, "csr_pem": CSR}   (the new key stays here, pending)
+    {"op": "cert_install", "domain": D | "server": true, "chain_pem": PEM}
+        -> {"ok": true, "names": [...], "not_after": T, "issuer": S, "reloads": {...}}
+    {"op": "cert_remove", "domain": D}
+        -> {"ok": true, "removed": bool}
 
 Owner, group and mode of every file come from mailconf.managed, never from the
 request. Paths in requests and answers are production paths; ``--root DIR``
@@ -2444,7 +2450,272 @@ def op_log_search(request, tree, options):
     }
 
 
+# --------------------------------------------------------------------------
+# TLS certificates. The panel orders them from an ACME CA unprivileged
+# (mailadmin/services/certificates.py); the private keys never leave root:
+# cert_key makes a domain's next key here and answers only its CSR,
+# cert_install takes the CA's chain, checks that it is for that key and for
+# names the CSR asked for (the domain's own, or the host name), swaps it in
+# (the old certificate stays live until then), rewrites the SNI index
+# (mailconf.tls) and reloads the daemons. Certificates from the request are
+# parsed by openssl in the validators' sandbox (nobody, no network).
+#
+#   {"op": "cert_key", "domain": D | "server": true, "names": [N, ...]}
+#       -> {"ok": true, "csr_pem": "..."}
+#   {"op": "cert_install", "domain": D | "server": true, "chain_pem": "..."}
+#       -> {"ok": true, "names": [...], "not_after": ISO, "issuer": S, "reloads": {...}}
+#   {"op": "cert_remove", "domain": D}  -> {"ok": true, "removed": bool}
+#       (then an apply renders Dovecot's and nginx's files without it)
+
+CERT_FILE_OWNER = ("root", "root", 0o644)
+CERT_KEY_OWNER = ("root", "Debian-exim", 0o640)  # Exim reads it as Debian-exim
+PENDING_OWNER = ("root", "root", 0o600)
+PENDING_KEY = "privkey.pending.pem"
+PENDING_NAMES = "pending_names"
+CERT_RELOAD = ("exim4", "dovecot", "nginx")
+CERT_KEY_BITS = 2048  # RSA: every mail client still in use speaks it
+MAX_CERT_NAMES = 100  # Let's Encrypt's limit per order
+MAX_CHAIN_BYTES = 64 * 1024
+MAX_CHAIN_CERTS = 6
+OPENSSL_TIMEOUT = 30
+PEM_BLOCK_RE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n([A-Za-z0-9+/=\r\n]{4,16384}?)-----END CERTIFICATE-----"
+)
+
+
+def _cert_target(request, tree, options, what):
+    """(TLS folder, the certificate's folder, domain) for "domain": D, or
+    (TLS folder, TLS folder, None) for "server": true (mailconf.tls)."""
+    domain = request.get("domain")
+    if request.get("server") is True and "domain" not in request:
+        domain = None
+    elif "server" in request or not isinstance(domain, str) or not DOMAIN_RE.fullmatch(domain):
+        raise Refused("bad request", '%s: give "domain" (a lower-case IDNA name) or "server": true' % what)
+    if domain is None:
+        return tls.TLS_DIR, tls.TLS_DIR, None
+    return tls.TLS_DIR, tls.domain_folder(domain), domain
+
+
+def _cert_names(names, domain):
+    if not isinstance(names, list) or not 1 <= len(names) <= MAX_CERT_NAMES:
+        raise Refused("bad request", "cert_key: names must be a list of 1 to %d names" % MAX_CERT_NAMES)
+    for name in names:
+        if not isinstance(name, str) or not DOMAIN_RE.fullmatch(name):
+            raise Refused("bad name", "cert_key: %r is not a lower-case host name" % (name,))
+        if domain is not None and not _name_in_domain(name, domain):
+            raise Refused("name outside the domain", "cert_key: %r is not a name of %s" % (name, domain))
+    if len(set(names)) != len(names):
+        raise Refused("bad request", "cert_key: a name is listed twice")
+    return list(names)
+
+
+def _name_in_domain(name, domain):
+    return name == domain or name.endswith("." + domain)
+
+
+def _openssl(args, stdin=b""):
+    """Run openssl on root's own data (the key it just made): stdout bytes."""
+    try:
+        proc = subprocess.run(
+            [_program("openssl")] + args, input=stdin, capture_output=True,
+            timeout=OPENSSL_TIMEOUT, cwd="/", env={"PATH": SAFE_PATH, "LC_ALL": "C"},
+        )
+    except subprocess.TimeoutExpired as e:
+        raise Failed("openssl %s timed out" % args[0]) from e
+    if proc.returncode != 0:
+        raise Failed("openssl %s failed: %s" % (args[0], first_error_line(proc.stderr.decode("utf-8", "replace"))))
+    return proc.stdout
+
+
+def _put_file(tree, path, content, owner, created):
+    """Write path atomically (temp, fsync, rename) with owner/group/mode."""
+    tree.refuse_symlinks(path)
+    tmp = tree.write_temp(path, content, owner[0], owner[1], owner[2], created)
+    tree.replace(posixpath.dirname(path), tmp, posixpath.basename(path))
+
+
+def op_cert_key(request, tree, options):
+    _expect_keys(request, ("op", "domain", "server", "names"), "cert_key")
+    _tls, folder, domain = _cert_target(request, tree, options, "cert_key")
+    names = _cert_names(request.get("names"), domain)
+    for name in (PENDING_KEY, PENDING_NAMES):
+        tree.refuse_symlinks(folder + "/" + name)
+    key = _openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:%d" % CERT_KEY_BITS])
+    # The names were checked above: no comma, slash or blank can reach the
+    # subject or the extension. The CN is the shortest name that fits its 64
+    # characters (CAs read the names from subjectAltName).
+    short = min(names, key=len)
+    subject = "/CN=%s" % short if len(short) <= 64 else "/"
+    csr = _openssl(["req", "-new", "-key", "/dev/stdin", "-subj", subject,
+                    "-addext", "subjectAltName=" + ",".join("DNS:" + n for n in names)], key)
+    created = []
+    _put_file(tree, folder + "/" + PENDING_KEY, key, PENDING_OWNER, created)
+    _put_file(tree, folder + "/" + PENDING_NAMES, ("\n".join(names) + "\n").encode("ascii"), PENDING_OWNER, created)
+    return OK, {"ok": True, "csr_pem": csr.decode("ascii")}
+
+
+def parse_chain(text):
+    """The DER certificates of a PEM chain, leaf first: nothing but
+    CERTIFICATE blocks (blank space between them), each valid base64 of a DER
+    SEQUENCE, within the size limits. Refuses naming the rule."""
+    if not isinstance(text, str):
+        raise Refused("bad request", "cert_install: chain_pem must be a string")
+    raw = text.encode("utf-8", "replace")
+    if len(raw) > MAX_CHAIN_BYTES:
+        raise Refused("oversize", "cert_install: the chain is larger than %d bytes" % MAX_CHAIN_BYTES)
+    ders, position = [], 0
+    for match in PEM_BLOCK_RE.finditer(raw):
+        if raw[position:match.start()].strip():
+            raise Refused("not a certificate chain", "cert_install: text outside the CERTIFICATE blocks")
+        position = match.end()
+        try:
+            der = base64.b64decode(re.sub(rb"\s", b"", match.group(1)), validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise Refused("not a certificate chain", "cert_install: a block is not base64") from e
+        if len(der) < 64 or der[0] != 0x30:
+            raise Refused("not a certificate chain", "cert_install: a block is not a DER certificate")
+        ders.append(der)
+    if raw[position:].strip() or not ders:
+        raise Refused("not a certificate chain", "cert_install: not a PEM certificate chain")
+    if len(ders) > MAX_CHAIN_CERTS:
+        raise Refused("oversize", "cert_install: more than %d certificates" % MAX_CHAIN_CERTS)
+    return ders
+
+
+def _pem(der):
+    body = base64.b64encode(der).decode("ascii")
+    return "-----BEGIN CERTIFICATE-----\n%s\n-----END CERTIFICATE-----\n" % "\n".join(
+        body[i:i + 64] for i in range(0, len(body), 64))
+
+
+def _sandboxed_x509(pem, args):
+    code, stdout, stderr = run_sandboxed([_program("openssl"), "x509", "-in", "{file}", "-noout"] + args,
+                                         pem.encode("ascii"), "cert.pem", timeout=OPENSSL_TIMEOUT)
+    if code != 0:
+        raise Refused("not a certificate chain", "cert_install: openssl cannot read a certificate: %s"
+                      % first_error_line(stderr))
+    return stdout
+
+
+def _public_key(text):
+    match = re.search(r"-----BEGIN PUBLIC KEY-----[A-Za-z0-9+/=\s]+-----END PUBLIC KEY-----", text)
+    return re.sub(r"\s", "", match.group(0)) if match else None
+
+
+def leaf_facts(pem):
+    """(public key, SAN names, not_after epoch, issuer) of the leaf, read by
+    openssl in the sandbox; a SAN entry that is not a DNS name is refused."""
+    out = _sandboxed_x509(pem, ["-pubkey", "-ext", "subjectAltName", "-enddate", "-issuer",
+                                "-nameopt", "RFC2253"])
+    san = re.search(r"X509v3 Subject Alternative Name:[^\n]*\n\s*([^\n]*)", out)
+    entries = [e.strip() for e in san.group(1).split(",")] if san else []
+    if not entries:
+        raise Refused("names", "cert_install: the certificate has no subjectAltName")
+    names = []
+    for entry in entries:
+        if not entry.startswith("DNS:") or not DOMAIN_RE.fullmatch(entry[4:]):
+            raise Refused("names", "cert_install: %r is not a plain host name" % entry[:100])
+        names.append(entry[4:])
+    end = re.search(r"(?m)^notAfter=(.+)$", out)
+    issuer = re.search(r"(?m)^issuer=(.*)$", out)
+    from calendar import timegm
+
+    try:
+        not_after = timegm(time.strptime(end.group(1).strip(), "%b %d %H:%M:%S %Y GMT"))
+    except (AttributeError, ValueError) as e:
+        raise Refused("not a certificate chain", "cert_install: no readable notAfter") from e
+    return _public_key(out), names, not_after, (issuer.group(1).strip() if issuer else "")[:300]
+
+
+def _read_small(tree, path):
+    found = tree.read(path)
+    return None if found is None else found[0]
+
+
+def _update_sni_index(tree, tls_folder, domain, names, created):
+    """Drop the domain's lines from the index and add its new names. An index
+    that does not parse (not written by us) is rebuilt from this one domain
+    rather than trusted."""
+    path = tls.SNI_INDEX
+    current = _read_small(tree, path) or b""
+    try:
+        pairs = [p for p in tls.parse_sni_index(current) if p.domain != domain]
+    except ValueError:
+        pairs = []
+    # a name another domain's certificate also carries goes to this one
+    pairs = [p for p in pairs if p.name not in names]
+    content = tls.render_sni_index(pairs + [tls.SniName(name, domain) for name in names])
+    if content != current:
+        _put_file(tree, path, content, CERT_FILE_OWNER, created)
+
+
+def op_cert_install(request, tree, options):
+    _expect_keys(request, ("op", "domain", "server", "chain_pem"), "cert_install")
+    tls_folder, folder, domain = _cert_target(request, tree, options, "cert_install")
+    ders = parse_chain(request.get("chain_pem"))
+    pems = [_pem(der) for der in ders]
+    for name in (PENDING_KEY, PENDING_NAMES, tls.PRIVKEY, tls.FULLCHAIN):
+        tree.refuse_symlinks(folder + "/" + name)
+    tree.refuse_symlinks(tls.SNI_INDEX)
+    key = _read_small(tree, folder + "/" + PENDING_KEY)
+    pending = _read_small(tree, folder + "/" + PENDING_NAMES)
+    if key is None or pending is None:
+        raise Failed("no pending key for %s: ask cert_key for a CSR first" % (domain or "the server"))
+    public, names, not_after, issuer = leaf_facts(pems[0])
+    for pem in pems[1:]:
+        _sandboxed_x509(pem, ["-subject"])
+    if public is None or public != _public_key(_openssl(["pkey", "-pubout"], key).decode("ascii")):
+        raise Refused("key mismatch", "cert_install: the certificate is not for the pending key")
+    asked = set(pending.decode("ascii", "replace").split())
+    for name in names:
+        if name not in asked or (domain is not None and not _name_in_domain(name, domain)):
+            raise Refused("name outside the domain", "cert_install: %r was not asked for" % name)
+    if not_after <= time.time():
+        raise Refused("expired", "cert_install: the certificate has expired")
+    created = []
+    # key first, certificate next: both are swapped before any reload.
+    _put_file(tree, folder + "/" + tls.PRIVKEY, key, CERT_KEY_OWNER, created)
+    _put_file(tree, folder + "/" + tls.FULLCHAIN, "".join(pems).encode("ascii"), CERT_FILE_OWNER, created)
+    tree.unlink(folder + "/" + PENDING_KEY)
+    tree.unlink(folder + "/" + PENDING_NAMES)
+    if domain is not None:
+        _update_sni_index(tree, tls_folder, domain, names, created)
+    ok, reloads = reload_services(list(CERT_RELOAD), tree, options.service_command)
+    answer = {
+        "ok": ok,
+        "names": sorted(names),
+        "not_after": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(not_after)),
+        "issuer": issuer,
+        "reloads": reloads,
+    }
+    if not ok:
+        answer["error"] = "the certificate is installed but a reload failed: %s" % ", ".join(
+            s for s, r in reloads.items() if not r["ok"])
+    return (OK if ok else FAILED), answer
+
+
+def op_cert_remove(request, tree, options):
+    _expect_keys(request, ("op", "domain"), "cert_remove")
+    if "server" in request:
+        raise Refused("bad request", "cert_remove: the server's certificate stays")
+    tls_folder, folder, domain = _cert_target(request, tree, options, "cert_remove")
+    removed = False
+    # The index first: from then on no render names the files.
+    _update_sni_index(tree, tls_folder, domain, [], [])
+    for name in (tls.FULLCHAIN, tls.PRIVKEY, PENDING_KEY, PENDING_NAMES):
+        tree.refuse_symlinks(folder + "/" + name)
+        removed = tree.unlink(folder + "/" + name) or removed
+    tree.rmdir_if_empty(folder)
+    # No reload: Exim looks the index up per connection, and Dovecot and
+    # nginx keep the certificate they loaded until the panel's next apply
+    # renders their files without it (a reload now would fail on the gone files).
+    return OK, {"ok": True, "removed": removed}
+
+
 OPERATIONS = {
+    "cert_key": op_cert_key,
+    "cert_install": op_cert_install,
+    "cert_remove": op_cert_remove,
     "move_mail_away": op_move_mail_away,
     "purge_deleted_mail": op_purge_deleted_mail,
     "quota_usage": op_quota_usage,

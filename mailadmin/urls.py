@@ -26,6 +26,7 @@ urlpatterns = [
     path("domains/add/", domains.domain_add, name="domain_add"),
     # The domain page's tabs: Overview, Accounts, Relay, DNS, Webmail and clients, Settings.
     path("domains/<int:domain_id>/", domain_page.domain_detail, name="domain_detail"),
+    path("domains/<int:domain_id>/certificate/", domain_page.domain_certificate, name="domain_certificate"),
     path("domains/<int:domain_id>/accounts/", accounts.domain_accounts, name="domain_accounts"),
     path("domains/<int:domain_id>/relay/", relay.domain_relay, name="domain_relay"),
     path("domains/<int:domain_id>/dns/", dns.domain_dns, name="domain_dns"),

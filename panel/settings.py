@@ -346,6 +346,18 @@ MAILPANEL_DMARC_IMAP_TIMEOUT = env_float("MAILPANEL_DMARC_IMAP_TIMEOUT", 30)
 MAILPANEL_MANAGESIEVE = os.environ.get("MAILPANEL_MANAGESIEVE", "127.0.0.1:4190")
 # Aggregate report rows are deleted by housekeeping after this many days.
 MAILPANEL_KEEP_DMARC_DAYS = env_int("MAILPANEL_KEEP_DMARC_DAYS", 400)
+# Certificates from an ACME CA (services.certificates): its directory URL,
+# the CA file that verifies its HTTPS (empty = the system store), the
+# contact address of the account, and the folder whose
+# .well-known/acme-challenge/ the web server serves on port 80 (HTTP-01;
+# the panel's user writes the tokens there).
+MAILPANEL_ACME_DIRECTORY = os.environ.get(
+    "MAILPANEL_ACME_DIRECTORY", "https://acme-v02.api.letsencrypt.org/directory"
+)
+MAILPANEL_ACME_CA_BUNDLE = os.environ.get("MAILPANEL_ACME_CA_BUNDLE", "")
+MAILPANEL_ACME_EMAIL = os.environ.get("MAILPANEL_ACME_EMAIL", "")
+MAILPANEL_ACME_WEBROOT = os.environ.get("MAILPANEL_ACME_WEBROOT", str(VAR_DIR / "acme-webroot"))
+MAILPANEL_ACME_TIMEOUT = env_float("MAILPANEL_ACME_TIMEOUT", 120)
 
 # Panel mail: the backend reads the admin's panel-SMTP settings at send time.
 EMAIL_BACKEND = "mailadmin.services.panel_smtp.PanelEmailBackend"

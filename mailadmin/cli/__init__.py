@@ -3,6 +3,7 @@ verb parsers; a handler gets (command, options) and returns data for --json or N
 
 from . import (
     account,
+    cert,
     config,
     diagnose,
     dkim,
@@ -28,5 +29,5 @@ from . import (
 # In the order `mail --help` lists them.
 NOUN_MODULES = [
     user, server, node, domain, dkim, dmarc, config, account, relay, panel_smtp, dqs, dnsbl,
-    internal_lookup, snappymail, sieve, dns, diagnose, limit, queue, held, log,
+    internal_lookup, snappymail, sieve, dns, diagnose, limit, queue, held, log, cert,
 ]

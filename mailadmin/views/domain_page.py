@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from ..dnsrecords import ownership_record
 from ..forms import DomainSettingsForm, LocalSendersForm
-from ..models import MailAccount, MailAlias, MailDomain, MailNode, RelaySettings, ServerSettings, is_admin
+from ..models import Certificate, MailAccount, MailAlias, MailDomain, MailNode, RelaySettings, ServerSettings, is_admin
 from ..services import client_config
 from ..services import domains as domain_service
 from ..services import jobs
@@ -81,13 +81,31 @@ def ownership_context(request, domain, verdict=None) -> dict:
     }
 
 
-OVERVIEW_TAB = DOMAIN_PAGE.tab("overview", "mailadmin/domain/overview.html", ownership_context, overview_context)
+def certificate_context(request, domain) -> dict:
+    """The domain's certificate from the ACME CA (services.certificates):
+    its names, the names left out and why, the CA's last error."""
+    cert = Certificate.objects.filter(domain=domain).first()
+    return {"domain": domain, "certificate": cert,
+            "certificate_waiting": bool(cert and cert.attempts and cert.next_attempt_at)}
+
+
+OVERVIEW_TAB = DOMAIN_PAGE.tab(
+    "overview", "mailadmin/domain/overview.html", ownership_context, overview_context, certificate_context
+)
 OWNERSHIP = DOMAIN_PAGE.section("overview", "ownership", "mailadmin/ownership/section.html#ownership", ownership_context)
+CERTIFICATE = DOMAIN_PAGE.section(
+    "overview", "certificate", "mailadmin/domain/certificate.html#certificate", certificate_context
+)
 
 
 @require_GET
 def domain_detail(request, domain_id):
     return respond(request, OVERVIEW_TAB, get_domain_for_user(request, domain_id))
+
+
+@require_GET
+def domain_certificate(request, domain_id):
+    return respond(request, CERTIFICATE, get_domain_for_user(request, domain_id))
 
 
 # --- Webmail and clients ------------------------------------------------------------

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET
 from ..checks import certificate
 from ..helper_client import HelperError
 from ..models import Job, JobKind, JobState, MailDomain, SendHold
+from ..services import certificates as acme_certificates
 from ..services import mail_queue
 from ..services.apply import layout_from_settings
 from .common import require_admin, server_of
@@ -114,6 +115,31 @@ def certificate_line(server) -> dict:
     return line("certificate", _("TLS certificate"), state, summary, details=cert.names)
 
 
+def acme_line() -> dict:
+    """The ACME certificates (services.certificates): expiring soon, or the
+    CA refused the last order (its own words in the details)."""
+    rows = acme_certificates.attention()
+    domain_url = reverse("mailadmin:domain_detail", args=[0]).removesuffix("0/")
+    details = [
+        (f"{row['name']}: {row['last_error'] or _('expires %(date)s') % {'date': (row['not_after'] or '')[:10]}}",
+         f"{domain_url}{row['domain_id']}/#certificate" if row["domain_id"] else "")
+        for row in rows
+    ]
+    expiring = sum(row["expiring"] for row in rows)
+    if expiring:
+        return line("acme", _("Certificates from the ACME CA"), BAD,
+                    ngettext("%(count)d certificate expires within 14 days: renewal is failing.",
+                             "%(count)d certificates expire within 14 days: renewal is failing.", expiring)
+                    % {"count": expiring}, details=details)
+    if rows:
+        return line("acme", _("Certificates from the ACME CA"), WARN,
+                    ngettext("The last order of %(count)d certificate failed; it is retried with a growing pause.",
+                             "The last order of %(count)d certificates failed; they are retried with a growing pause.",
+                             len(rows)) % {"count": len(rows)}, details=details)
+    return line("acme", _("Certificates from the ACME CA"), OK,
+                _("None expires within 14 days and no order failed."))
+
+
 def domains_lines() -> list[dict]:
     counts = MailDomain.objects.aggregate(
         failing=Count("pk", filter=Q(dns_status__in=["missing", "different"])),
@@ -169,7 +195,7 @@ def jobs_line() -> dict:
 
 def status_context(request) -> dict:
     server = server_of(request)
-    lines = [identity_line(server), *diagnostics_lines(server), certificate_line(server), *domains_lines(),
+    lines = [identity_line(server), *diagnostics_lines(server), certificate_line(server), acme_line(), *domains_lines(),
              held_line(), jobs_line()]
     return {"lines": lines, "worst": next((s for s in (BAD, WARN, UNKNOWN) if any(l["state"] == s for l in lines)), OK)}
 

@@ -1,0 +1,298 @@
+"""Certificates from an ACME CA for the server's host name and every mail
+domain, and their lifecycle.
+
+One order per domain with all its names that point here (mail., webmail.,
+autoconfig., mta-sts.: checked through the panel's resolver first; the rest
+is stored and shown as "not pointing here"). The private key never leaves
+root: the helper makes it and answers a CSR (op cert_key), this worker runs
+the order unprivileged (acme_client, HTTP-01 through the webroot), the
+helper checks the chain against the pending key and the names, swaps it in
+and reloads (op cert_install). A failure keeps the installed certificate,
+stores the CA's own message and waits before the next try (backoff doubling
+from an hour to a day): the periodic `mail cert renew` never hammers the CA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from mailconf import validate
+
+from .. import acme_client
+from ..helper_client import HelperError, call_helper
+from ..models import AcmeAccount, Certificate, MailDomain, ServerSettings
+from . import audit, dns_checks
+from .jobs import request_apply
+
+# The names a mail domain's certificate asks for, those of them that point here.
+CERT_PREFIXES = ("mail", "webmail", "autoconfig", "mta-sts")
+RENEW_BEFORE = timedelta(days=30)
+BACKOFF_FIRST = timedelta(hours=1)
+BACKOFF_MAX = timedelta(days=1)
+# The helper makes an RSA key (openssl, a few hundred ms) and reloads three
+# daemons: more than an apply of one domain, less than the default.
+HELPER_TIMEOUT = 120
+
+
+def backoff(failures: int) -> timedelta:
+    """How long to wait after this many failures in a row: 1 h, 2 h, 4 h … 1 day."""
+    if failures <= 0:
+        return timedelta(0)
+    return min(BACKOFF_FIRST * (2 ** min(failures - 1, 16)), BACKOFF_MAX)
+
+
+@dataclass
+class Outcome:
+    certificate: Certificate
+    issued: bool = False
+    waiting: bool = False  # nothing asked of the CA: the backoff is not over
+    error: str = ""
+
+
+def state(domain: MailDomain | None) -> Certificate:
+    if domain is None:
+        return Certificate.objects.get_or_create(server=True, domain=None)[0]
+    return Certificate.objects.get_or_create(domain=domain, defaults={"server": False})[0]
+
+
+# --- names ---------------------------------------------------------------------
+
+
+def names_pointing_here(domain: MailDomain, server: ServerSettings) -> tuple[list[str], list[dict]]:
+    """(names whose A/AAAA answers include one of this server's addresses,
+    [{"name", "reason"}] for the others), through MAILPANEL_RESOLVERS."""
+    ours = set(dns_checks.server_ips(dns_checks.domain_identity(domain, server)))
+    candidates = tls_names(domain.name)
+
+    async def run(report):
+        with closing(dns_checks.new_lookups()) as lookups:
+            return await asyncio.gather(
+                *(lookups.query(name, rtype) for name in candidates for rtype in ("A", "AAAA"))
+            )
+
+    answers = dns_checks.run_async(run)
+    names, left_out = [], []
+    for index, name in enumerate(candidates):
+        found = [a for a in answers[2 * index : 2 * index + 2]]
+        addresses = sorted({v for a in found for v in a.values})
+        if ours & set(addresses):
+            names.append(name)
+        elif any(a.failed for a in found) and not addresses:
+            left_out.append({"name": name, "reason": _("DNS lookup failed: %(why)s") % {
+                "why": next(a.error for a in found if a.failed)}})
+        elif addresses:
+            left_out.append({"name": name, "reason": _("points to %(addresses)s, not here") % {
+                "addresses": ", ".join(addresses)}})
+        else:
+            left_out.append({"name": name, "reason": _("not in DNS")})
+    return names, left_out
+
+
+def tls_names(domain_name: str) -> list[str]:
+    return [f"{prefix}.{domain_name}" for prefix in CERT_PREFIXES]
+
+
+# --- one order -----------------------------------------------------------------
+
+
+def _account(directory: str) -> AcmeAccount:
+    account = AcmeAccount.objects.filter(directory=directory).first()
+    if account is None:
+        account = AcmeAccount.objects.create(
+            directory=directory, key=acme_client.new_account_key(), email=settings.MAILPANEL_ACME_EMAIL
+        )
+    return account
+
+
+def _target(domain: MailDomain | None) -> dict:
+    return {"server": True} if domain is None else {"domain": domain.name}
+
+
+def _failed(cert: Certificate, now: datetime, message: str, *, count: bool = True) -> Outcome:
+    """Keep the installed certificate; store why and when to try again."""
+    cert.last_attempt_at = now
+    cert.last_error = message
+    if count:
+        cert.attempts += 1
+        cert.next_attempt_at = now + backoff(cert.attempts)
+    cert.save()
+    return Outcome(cert, error=message)
+
+
+def _parse_time(value: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        return None
+
+
+def issue(actor, domain: MailDomain | None, *, force: bool = False) -> Outcome:
+    """One order for the domain's names that point here (None = the server's
+    host name). Waits out the backoff unless force."""
+    cert = state(domain)
+    now = timezone.now()
+    if not force and cert.next_attempt_at and cert.next_attempt_at > now:
+        return Outcome(cert, waiting=True, error=cert.last_error)
+    server = ServerSettings.load()
+    if domain is None:
+        names, cert.left_out = [server.hostname], []
+    else:
+        names, cert.left_out = names_pointing_here(domain, server)
+        if not names:
+            # Nothing was asked of the CA: no backoff, the next run looks again.
+            return _failed(cert, now, _("none of its names points to this server"), count=False)
+    try:
+        csr = call_helper({"op": "cert_key", **_target(domain), "names": names}, timeout=HELPER_TIMEOUT)
+    except HelperError as exc:
+        return _failed(cert, now, exc.message)
+    directory = settings.MAILPANEL_ACME_DIRECTORY
+    account = _account(directory)
+    try:
+        issued = acme_client.order(
+            directory=directory,
+            ca_bundle=settings.MAILPANEL_ACME_CA_BUNDLE,
+            account_key=account.key,
+            account_uri=account.uri,
+            email=account.email,
+            csr_pem=csr["csr_pem"],
+            webroot=settings.MAILPANEL_ACME_WEBROOT,
+            timeout=settings.MAILPANEL_ACME_TIMEOUT,
+        )
+    except acme_client.AcmeFailure as exc:
+        return _failed(cert, now, exc.message)
+    if issued.account_uri != account.uri:
+        account.uri = issued.account_uri
+        account.save(update_fields=["uri"])
+    try:
+        installed = call_helper(
+            {"op": "cert_install", **_target(domain), "chain_pem": issued.fullchain_pem}, timeout=HELPER_TIMEOUT
+        )
+        error = ""
+    except HelperError as exc:
+        if "names" not in exc.answer:  # refused or failed before the swap
+            return _failed(cert, now, exc.message)
+        installed, error = exc.answer, exc.message  # installed; a reload failed
+    new_names = sorted(installed["names"])
+    names_changed = new_names != sorted(cert.names)
+    cert.names = new_names
+    cert.issuer = installed.get("issuer", "")[:300]
+    cert.not_after = _parse_time(installed.get("not_after", ""))
+    cert.issued_at = cert.last_attempt_at = now
+    cert.last_error = error
+    cert.attempts = 0
+    cert.next_attempt_at = None
+    cert.save()
+    audit.record(actor, "certificate.issue", domain.name if domain else server.hostname, ["names"])
+    if domain is not None and names_changed:
+        # Dovecot's local_name blocks and nginx's server blocks are rendered
+        # from the SNI index the helper just rewrote.
+        request_apply(actor, whole_server=True)
+    return Outcome(cert, issued=True, error=error)
+
+
+# --- the periodic run ----------------------------------------------------------
+
+
+def _is_real_hostname(name: str) -> bool:
+    """A name a public CA could validate: not the default localhost.localdomain."""
+    try:
+        validate.domain(name)
+    except ValueError:
+        return False
+    return not name.endswith((".localdomain", ".local", ".localhost"))
+
+
+def due(cert: Certificate | None, now: datetime) -> bool:
+    return cert is None or cert.not_after is None or cert.not_after <= now + RENEW_BEFORE
+
+
+def renew(actor=None, *, force: bool = False, report=None) -> dict:
+    """Order every certificate that is missing or expires within 30 days
+    (force: every one), the server's first; each waits out its backoff
+    unless force. Returns counts by result."""
+    now = timezone.now()
+    counts = {"issued": 0, "failed": 0, "waiting": 0, "not_due": 0}
+    server = ServerSettings.load()
+    targets: list[MailDomain | None] = []
+    if _is_real_hostname(server.hostname):
+        targets.append(None)
+    targets += list(
+        MailDomain.objects.live().filter(hosted_elsewhere=False).select_related("certificate", "node")
+    )
+    for domain in targets:
+        cert = Certificate.objects.filter(server=True).first() if domain is None else getattr(
+            domain, "certificate", None)
+        if not force and not due(cert, now):
+            counts["not_due"] += 1
+            continue
+        outcome = issue(actor, domain, force=force)
+        key = "issued" if outcome.issued else "waiting" if outcome.waiting else "failed"
+        counts[key] += 1
+        if report is not None:
+            report(domain.name if domain else server.hostname, outcome)
+    return counts
+
+
+def remove(actor, domain_name: str) -> bool:
+    """A deleted domain's certificate leaves the SNI index and the disk; the
+    next apply renders Dovecot and nginx without it."""
+    answer = call_helper({"op": "cert_remove", "domain": domain_name}, timeout=HELPER_TIMEOUT)
+    if answer.get("removed"):
+        request_apply(actor, whole_server=True)
+    return bool(answer.get("removed"))
+
+
+# --- what the page, the CLI and diagnostics show -------------------------------
+
+
+def as_dict(cert: Certificate, name: str) -> dict:
+    return {
+        "name": name,
+        "server": cert.server,
+        "names": cert.names,
+        "left_out": cert.left_out,
+        "issuer": cert.issuer,
+        "not_after": cert.not_after.isoformat() if cert.not_after else None,
+        "last_error": cert.last_error,
+        "attempts": cert.attempts,
+        "next_attempt_at": cert.next_attempt_at.isoformat() if cert.next_attempt_at else None,
+    }
+
+
+def listing() -> list[dict]:
+    """Every certificate row, the server's first, then by domain name."""
+    server = ServerSettings.load_public()
+    rows = Certificate.objects.select_related("domain").order_by("-server", "domain__name")
+    return [as_dict(c, server.hostname if c.server else c.domain.name) for c in rows]
+
+
+SOON = timedelta(days=14)  # renewal starts at 30: 14 left means it is failing
+
+
+def attention(now: datetime | None = None, limit: int = 20) -> list[dict]:
+    """Certificates that need a person: expiring within 14 days, or whose last
+    order failed; for the status page, the soonest first."""
+    from django.db.models import Q
+
+    now = now or timezone.now()
+    rows = (
+        Certificate.objects.select_related("domain")
+        .filter(Q(attempts__gt=0) | Q(not_after__lte=now + SOON))
+        .order_by("not_after")[:limit]
+    )
+    server = ServerSettings.load_public()
+    return [
+        {
+            **as_dict(c, server.hostname if c.server else c.domain.name),
+            "domain_id": c.domain_id,
+            "expiring": c.not_after is not None and c.not_after <= now + SOON,
+        }
+        for c in rows
+    ]
