@@ -417,6 +417,8 @@ start_units() {
     [ -e "$unit" ] || continue
     grep -q '^\[Install\]' "$unit" || continue
     name=$(basename "$unit")
+    # A template (mailpanel-node-worker@.service) runs per instance: a node install enables its own.
+    [[ "$name" == *@.service ]] && continue
     if ! systemctl is-enabled --quiet "$name"; then
       systemctl enable --quiet "$name"
       changed "enabled $name"

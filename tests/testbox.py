@@ -420,7 +420,8 @@ class Scenario:
     def units(self) -> list[str]:
         php = self.box.sh("systemctl list-unit-files --no-legend 'php*-fpm.service' | awk '{print $1}'").stdout.split()
         units = self.box.root / BOX_SRC.lstrip("/") / "deploy/systemd"  # the box's copy
-        ours = [p.name for p in sorted(units.glob("*.service")) if "[Install]" in p.read_text()]
+        # Templates (mailpanel-node-worker@.service) run per instance, on mail nodes only.
+        ours = [p.name for p in sorted(units.glob("*.service")) if "[Install]" in p.read_text() and "@." not in p.name]
         timers = [p.name for p in sorted(units.glob("*.timer"))]
         return ["exim4", "dovecot", "nginx", "postgresql", *php, *ours, *timers]
 
