@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 
 from mailconf.snapshot import ServerIdentity
 
+from . import mta_sts
 from .client_config import SERVICES, Service
 
 REQUIRED = "required"
@@ -173,6 +174,8 @@ def build_records(
     dkim_old: tuple[str, str] | None = None,
     dmarc_rua: str = "",
     services=SERVICES,
+    mta_sts_mode: str = mta_sts.TESTING,
+    tlsrpt_rua: str = "",
 ) -> list[Record]:
     """The records for `domain` (IDNA). `dkim_public_key` is the base64 p= value
     ("" when DKIM is off) published under `dkim_selector`. A send-only domain
@@ -184,7 +187,7 @@ def build_records(
     address aggregate reports go to. `services`: what client_records
     publishes for a domain that receives mail here."""
     domain = domain.lower().rstrip(".")
-    mail_host = f"mail.{domain}"
+    mail_host = mx_host(domain)
     records = [ownership_record(domain, verify_token)] if verify_token else []
     if server.ipv4:
         records.append(
@@ -288,5 +291,62 @@ def build_records(
         )
     )
     if receives_mail:
+        records.extend(mta_sts_records(domain, server, mta_sts_mode, tlsrpt_rua))
         records.extend(client_records(domain, server, services))
+    return records
+
+
+def mx_host(domain: str) -> str:
+    """The MX target this list suggests for a domain that receives mail here."""
+    return f"mail.{domain.lower().rstrip('.')}"
+
+
+def mta_sts_policy(domain: str, mode: str) -> str:
+    """The MTA-STS policy text served for the domain (views/mta_sts.py) and
+    hashed into its _mta-sts record: one mx line, the MX suggested above."""
+    return mta_sts.policy_text(mode, (mx_host(domain),))
+
+
+def mta_sts_records(domain: str, server: ServerIdentity, mode: str, tlsrpt_rua: str) -> list[Record]:
+    """MTA-STS (RFC 8461): mta-sts.<domain> where the policy is served, the
+    _mta-sts record whose id follows the policy's text (the mx line is the MX
+    this list suggests); TLS-RPT (RFC 8460): where senders report TLS
+    failures."""
+    records = []
+    for rtype, address in (("A", server.ipv4), ("AAAA", server.ipv6)):
+        if address:
+            records.append(
+                Record(
+                    f"{mta_sts.MTA_STS_LABEL}.{domain}",
+                    rtype,
+                    address,
+                    f"mta_sts_{rtype.lower()}",
+                    OPTIONAL,
+                    _("Where senders fetch the MTA-STS policy (HTTPS). Must not be proxied."),
+                )
+            )
+    policy, mail_host = mta_sts_policy(domain, mode), mx_host(domain)
+    if mode == mta_sts.ENFORCE:
+        explanation = _(
+            "MTA-STS, enforce: senders deliver only over TLS to %(mx)s with a valid certificate for that name."
+        ) % {"mx": mail_host}
+    else:
+        explanation = _(
+            "MTA-STS, testing: senders report TLS problems with %(mx)s but deliver anyway. "
+            "The id changes whenever the policy does."
+        ) % {"mx": mail_host}
+    records.append(Record(f"_mta-sts.{domain}", "TXT", mta_sts.sts_record_value(policy), "mta_sts", OPTIONAL,
+                          explanation))
+    if tlsrpt_rua:
+        records.append(
+            Record(
+                f"_smtp._tls.{domain}",
+                "TXT",
+                mta_sts.tlsrpt_record_value(tlsrpt_rua),
+                "tlsrpt",
+                OPTIONAL,
+                _("TLS-RPT: daily reports of TLS failures delivering to this domain go to %(address)s.")
+                % {"address": tlsrpt_rua},
+            )
+        )
     return records

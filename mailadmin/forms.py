@@ -46,7 +46,7 @@ class DomainAddForm(forms.Form):
 class DomainSettingsForm(forms.ModelForm):
     class Meta:
         model = MailDomain
-        fields = ["dkim_enabled", "hosted_elsewhere", "subaddressing", "role_address"]
+        fields = ["dkim_enabled", "hosted_elsewhere", "subaddressing", "role_address", "mta_sts_enforce"]
 
     def clean_role_address(self):
         value = self.cleaned_data["role_address"]

@@ -27,7 +27,7 @@ def _run_job(job_id: int, work) -> None:
 
 def run_dns_check_job(job_id: int, domain_ids=None) -> None:
     def work(job, progress):
-        domains = MailDomain.objects.select_related("dmarc_mailbox__account").order_by("name")
+        domains = MailDomain.objects.select_related("dmarc_mailbox__account", "owner").order_by("name")
         if domain_ids is not None:
             domains = domains.filter(pk__in=domain_ids)
         results = dns_checks.check_domains(list(domains), on_progress=progress)

@@ -316,6 +316,9 @@ def reverse_v6(ip: str) -> str:
 def world(dkim_value: str, other_dkim_value: str) -> list[str]:
     good_spf = f"v=spf1 a mx ip4:{SERVER_V4} ip6:{SERVER_V6} ~all"
     dmarc = "v=DMARC1; p=quarantine; sp=quarantine; adkim=s; aspf=s;"
+    from mailadmin import mta_sts  # pure: the id the record builder computes for mx mail.good.test
+
+    good_sts = mta_sts.sts_record_value(mta_sts.policy_text(mta_sts.TESTING, ("mail.good.test",)))
     lines = [
         # the server itself, with forward-confirmed reverse DNS for IPv4 only
         f"{SERVER_HOSTNAME}. 300 IN A {SERVER_V4}",
@@ -342,6 +345,10 @@ def world(dkim_value: str, other_dkim_value: str) -> list[str]:
         f"_submissions._tcp.good.test. 300 IN SRV 0 1 465 {SERVER_HOSTNAME}.",
         f"_submission._tcp.good.test. 300 IN SRV 5 2 587 {SERVER_HOSTNAME}.",  # own priority, weight: fine
         f"_autodiscover._tcp.good.test. 300 IN SRV 0 0 443 {SERVER_HOSTNAME}.",
+        f"mta-sts.good.test. 300 IN A {SERVER_V4}",
+        f"mta-sts.good.test. 300 IN AAAA {SERVER_V6}",
+        f"_mta-sts.good.test. 300 IN TXT {txt(good_sts)}",
+        f"_smtp._tls.good.test. 300 IN TXT {txt('v=TLSRPTv1; rua=mailto:postmaster@good.test')}",
         # missing.test: the name exists (NS) but none of the mail records do
         "missing.test. 300 IN NS ns.missing.test.",
         # different.test: every record present with another value
@@ -363,6 +370,10 @@ def world(dkim_value: str, other_dkim_value: str) -> list[str]:
         "_autodiscover._tcp.different.test. 300 IN SRV 0 0 443 autodiscover.elsewhere.test.",
         "_submission._tcp.different.test. 300 IN SRV 0 0 0 .",  # "not offered"
         f"_submissions._tcp.different.test. 300 IN SRV 0 1 4650 {SERVER_HOSTNAME}.",  # wrong port
+        "mta-sts.different.test. 300 IN A 198.51.100.7",
+        "mta-sts.different.test. 300 IN AAAA 2001:db8:ffff::7",
+        f"_mta-sts.different.test. 300 IN TXT {txt('v=STSv1; id=20190429T010101')}",  # an older policy's id
+        f"_smtp._tls.different.test. 300 IN TXT {txt('v=TLSRPTv1; rua=mailto:tls@elsewhere.test')}",
         # include.test: SPF authorises the server two include: hops down
         f"include.test. 300 IN TXT {txt('v=spf1 include:_spf.include.test -all')}",
         f"_spf.include.test. 300 IN TXT {txt('v=spf1 include:_spf2.include.test ~all')}",

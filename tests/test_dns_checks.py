@@ -72,6 +72,9 @@ def test_every_record_of_a_correct_domain_is_ok(dns_server, keys):
         "srv_submissions": "ok",
         "srv_submission": "ok",
         "srv_autodiscover": "ok",
+        "mta_sts_a": "ok",
+        "mta_sts_aaaa": "ok",
+        "mta_sts": "ok",
     }
     assert dnscheck.summarize(verdicts.values()) == "ok"
 
@@ -110,8 +113,12 @@ def test_records_with_other_values_are_different_and_show_what_dns_returned(dns_
         "srv_submissions": "different",
         "srv_submission": "different",
         "srv_autodiscover": "different",
+        "mta_sts_a": "different",
+        "mta_sts_aaaa": "different",
+        "mta_sts": "different",
     }
     assert verdicts["mail_a"].found == ["198.51.100.7"]
+    assert verdicts["mta_sts"].found == ["v=STSv1; id=20190429T010101"]
     assert verdicts["mx"].found == ["10 mx.elsewhere.test."]
     assert "fail" in verdicts["spf"].detail
     assert verdicts["dkim"].found == [f"v=DKIM1; k=rsa; p={keys[1]}"]

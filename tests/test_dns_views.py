@@ -74,9 +74,10 @@ def test_check_now_htmx_shows_verdicts_and_stores_them(alice_client, good, check
     body = response.content.decode()
     assert response.status_code == 200
     assert body.lstrip().startswith('<section class="card" id="dns-records">')  # no more polling
-    assert body.count("status status-ok") == 17  # 8 mail records, 4 autoconfig/autodiscover, 5 SRV
+    # 8 mail records, 3 MTA-STS, 4 autoconfig/autodiscover, 5 SRV
+    assert body.count("status status-ok") == 20
     result = DnsCheckResult.objects.get(domain=good)
-    assert result.summary == "ok" and len(result.results) == 17
+    assert result.summary == "ok" and len(result.results) == 20
     good.refresh_from_db()
     assert good.dns_status == "ok" and good.dns_checked_at == result.checked_at
 

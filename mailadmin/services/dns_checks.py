@@ -18,7 +18,9 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone, translation
 
-from .. import dkim, dnsbl
+from mailconf import validate as v
+
+from .. import dkim, dnsbl, mta_sts
 from ..checks import diagnostics as diag
 from ..checks import dns as dnscheck
 from ..checks import targets
@@ -99,8 +101,9 @@ def nodes_sending(server: ServerSettings) -> list[tuple[str, tuple[str, ...]]]:
 
 def domain_records(domain: MailDomain, identity: ServerIdentity):
     """The domain's records; during a DKIM rotation also the next and the old
-    key. Reads domain.dmarc_mailbox: select_related("dmarc_mailbox__account")
-    when there are many domains."""
+    key. Reads domain.dmarc_mailbox and domain.owner:
+    select_related("dmarc_mailbox__account", "owner") when there are many
+    domains."""
     key, next_key, old_key = "", None, None
     if domain.dkim_enabled and domain.dkim_private_key:
         key = dkim.public_key_b64(domain.dkim_private_key)
@@ -118,7 +121,21 @@ def domain_records(domain: MailDomain, identity: ServerIdentity):
         dkim_next=next_key,
         dkim_old=old_key,
         dmarc_rua=dmarc_address(domain),
+        mta_sts_mode=mta_sts.mode_of(domain.mta_sts_enforce),
+        tlsrpt_rua=tlsrpt_address(domain),
     )
+
+
+def tlsrpt_address(domain: MailDomain) -> str:
+    """Where TLS-RPT reports go: the domain's postmaster/abuse address, else
+    its owner's email; "" when neither is an address. Reads domain.owner:
+    select_related("owner") when there are many domains."""
+    for candidate in (domain.role_address, domain.owner.email):
+        try:
+            return v.address(candidate)
+        except ValueError:
+            continue  # blank, or not an address Exim could route
+    return ""
 
 
 def dmarc_address(domain: MailDomain) -> str:

@@ -150,7 +150,7 @@ def update_domain(actor, domain: MailDomain, **changes) -> Change[MailDomain]:
     """Set plain fields (dkim_enabled, suspended, hosted_elsewhere, catchall,
     role_address, subaddressing, local_senders), already validated."""
     allowed = {"dkim_enabled", "suspended", "hosted_elsewhere", "catchall", "role_address",
-               "subaddressing", "local_senders"}
+               "subaddressing", "local_senders", "mta_sts_enforce"}
     unknown = set(changes) - allowed
     if unknown:
         raise ValueError(f"not a domain setting: {sorted(unknown)}")
@@ -168,5 +168,7 @@ def update_domain(actor, domain: MailDomain, **changes) -> Change[MailDomain]:
         audit.record(actor, "domain.update", domain.name, changed)
         # Send-only, suspended and untagged domains are listed in server-wide files.
         server_wide = bool({"hosted_elsewhere", "suspended", "subaddressing"} & set(changed))
-        job = jobs.request_apply(actor, domain=domain, whole_server=server_wide)
+        # The MTA-STS mode is in DNS and the served policy only: no mail configuration changes.
+        mail_config = set(changed) - {"mta_sts_enforce"}
+        job = jobs.request_apply(actor, domain=domain, whole_server=server_wide) if mail_config else None
     return Change(domain, job, tuple(changed))

@@ -34,6 +34,7 @@ from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from .. import client_config as cc
 from ..services import client_config as service
+from . import mta_sts as mta_sts_view
 from .common import get_domain_for_user
 
 THUNDERBIRD_PATHS = ("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml")
@@ -117,6 +118,8 @@ class AutoconfigMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        if request.path_info == mta_sts_view.mta_sts.POLICY_PATH:  # by Host too (views/mta_sts.py)
+            return mta_sts_view.policy(request)
         view = ROUTES.get(request.path_info.lower())
         if view is None:
             return self.get_response(request)
