@@ -71,36 +71,56 @@ panel's virtualenv: root runs only code that root owns.
 """
 
 import argparse
-import base64
-import binascii
 import errno
 import fcntl
 import grp
 import hashlib
+import importlib.util
 import io
 import json
 import os
 import posixpath
 import pwd
 import re
-import secrets
-import shlex
-import shutil
 import signal
 import stat
-import subprocess
 import sys
 import time
-import tarfile
-import tempfile
+
+
+def _lazy(name):
+    """The module, loaded when first used (the stdlib's LazyLoader): a queue
+    page or a log search needs none of what an apply or an install does, and
+    every import is paid again by every request (tarfile alone ~10 ms)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
+
+
+base64 = _lazy("base64")
+binascii = _lazy("binascii")
+calendar = _lazy("calendar")
+secrets = _lazy("secrets")
+shlex = _lazy("shlex")
+shutil = _lazy("shutil")
+subprocess = _lazy("subprocess")
+tarfile = _lazy("tarfile")
+tempfile = _lazy("tempfile")
 
 # --------------------------------------------------------------------------
 # The library: mailconf (renderers, grammars, the managed-file table), from the
-# checkout this file sits in (development, tests) or from where install.sh puts
-# it root-owned beside the helper.
+# checkout this file sits in (development, tests) or beside it where install.sh
+# puts both root-owned (deploy/mailpanel-helper, the command sudo runs, checks
+# that whole folder before it imports this module from there).
 
 HELPER_DIR = os.path.dirname(os.path.realpath(__file__))
-LIBRARY_DIRS = (os.path.dirname(HELPER_DIR), "/usr/local/lib/mailpanel-helper")
+LIBRARY_DIRS = (HELPER_DIR, os.path.dirname(HELPER_DIR), "/usr/local/lib/mailpanel-helper")
 
 
 def _writable_by_others(st):
@@ -151,7 +171,10 @@ sys.path.insert(0, trusted_library())
 
 # The renderers (mailconf.params, .render, .snapshot) are imported only by a
 # request that carries "code": a one-domain apply stays a few imports light.
-from mailconf import grammar, managed, tls  # noqa: E402
+from mailconf import managed  # noqa: E402
+
+grammar = _lazy("mailconf.grammar")  # the data files of an apply
+tls = _lazy("mailconf.tls")  # certificates
 
 SNAPPYMAIL_DATA = managed.SNAPPYMAIL_DATA
 DOMAINS_DIR = managed.DOMAINS_DIR
@@ -168,6 +191,8 @@ DIRECTORIES = (
     ("/etc/exim4/domains", "root", "Debian-exim", 0o750, False),
     ("/etc/exim4/domains/{domain}", "root", "Debian-exim", 0o750, True),
     ("/var/lib/snappymail/data/**", "www-data", "www-data", 0o750, False),
+    # the queue's envelope cache (QueueCache): root's alone
+    ("/var/cache/mailpanel-helper", "root", "root", 0o700, False),
 )
 DEFAULT_DIRECTORY = ("root", "root", 0o755)
 
@@ -2077,16 +2102,15 @@ def _queue_messages(tree, layout, filters):
 
 def _queue_page(tree, layout, filters, offset, limit):
     """(total, frozen, held, [(sub folder, info)] of one page): the messages
-    matching filters, oldest first. Only what must be parsed is: with no
-    filter, the page's messages; with state filters only (the raw check is
-    exact for those), the matches are counted from the raw bytes and the page
-    parsed; a text filter parses the messages that pass the raw check."""
+    matching filters, oldest first. Without a filter only the page's
+    messages are read; with one, every envelope comes from the envelope
+    cache (QueueCache), which reads only the -H files that changed."""
     input_fd = _open_spool_input(tree, layout)
     if input_fd is None:
         return 0, 0, 0, []
     try:
-        entries = _spool_entries(input_fd)
         if filters == ("", "", None, None, None, ""):
+            entries = _spool_entries(input_fd)
             page = []
             for sub, message_id in entries[offset:offset + limit]:
                 read = _read_spool_file(input_fd, sub, message_id + "-H", MAX_SPOOL_HEADER_BYTES)
@@ -2094,31 +2118,198 @@ def _queue_page(tree, layout, filters, offset, limit):
                 if info:
                     page.append((sub, info))
             return len(entries), None, None, page
-        sender, recipient, domains, _frozen, _held, key = filters
-        exact = not (sender or recipient or key or domains is not None)
+        cache = QueueCache(tree, tree.real(layout.spool_dir.rstrip("/") + "/input"))
         matched, frozen, held = [], 0, 0
-        for sub, message_id in entries:
-            read = _read_spool_file(input_fd, sub, message_id + "-H", MAX_SPOOL_HEADER_BYTES)
-            if read is None or not _might_match(read[0], *filters):
-                continue
-            if exact:
-                matched.append((sub, message_id, read[0]))
-                frozen += b"\n-frozen " in read[0]
-                held += b"\n-aclm _mp_held " in read[0]
-                continue
-            info = parse_spool_header(read[0], message_id)
-            if info is not None and _matches(info, *filters):
-                matched.append((sub, message_id, info))
+        for sub, info in cache.envelopes(input_fd):
+            if _matches(info, *filters):
+                matched.append((sub, info))
                 frozen += info["frozen"]
                 held += bool(info["held"])
-        page = []
-        for sub, message_id, found in matched[offset:offset + limit]:
-            info = parse_spool_header(found, message_id) if exact else found
-            if info:
-                page.append((sub, info))
-        return len(matched), frozen, held, page
+        cache.save()
+        return len(matched), frozen, held, matched[offset:offset + limit]
     finally:
         os.close(input_fd)
+
+
+# The queue's envelopes as of the last filtered page, so that the next one
+# reads only the -H files that changed since (Exim writes a new -H file and
+# renames it over the old one whenever a message's state changes). A stat of
+# 5,000 files is about 10 ms; opening and reading them all is 60-90 ms.
+# Root's own file in a folder only root can enter: it holds every address in
+# the queue. Anything odd about it (a link, another owner, a group or world
+# bit, a second hard link, too big, a checksum or shape that does not fit) and
+# it is ignored and rebuilt from the spool; a folder that is not root's own
+# (or a link) is not used at all.
+QUEUE_CACHE_DIR = "/var/cache/mailpanel-helper"
+QUEUE_CACHE_NAME = "queue-envelopes"
+QUEUE_CACHE_MAGIC = b"mailpanel-queue-envelopes 1 "
+MAX_QUEUE_CACHE_BYTES = 256 * 1024 * 1024
+ENVELOPE_FIELDS = ("login", "sender", "received", "frozen", "held", "sender_key", "host_address",
+                   "ident", "auth_id", "helo", "recipients", "delivered")
+ENVELOPE_TYPES = (str, str, int, bool, str, str, str, str, str, str, list, int)
+# sub folder, inode, mtime_ns, ctime_ns, size: the -H file the fields were read from
+CACHE_KEY_TYPES = (str, int, int, int, int)
+CACHE_ENTRY_TYPES = CACHE_KEY_TYPES + ENVELOPE_TYPES
+
+
+def _cache_key(sub, st):
+    return [sub, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size]
+
+
+def _envelope(message_id, entry):
+    info = dict(zip(ENVELOPE_FIELDS, entry[5:]))
+    info["id"] = message_id
+    return info
+
+
+# A folder's times have the kernel clock's coarse resolution: a change in the
+# same tick as the key was taken could leave the same mtime behind. A key is
+# kept only once the folder has not changed for this long.
+SETTLED_NS = 2 * 10 ** 9
+
+
+def _settled_folder_key(fd):
+    st = os.fstat(fd)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < SETTLED_NS:
+        return None
+    return [st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+
+
+class QueueCache:
+    def __init__(self, tree, spool):
+        self.tree = tree
+        self.spool = spool  # the spool it describes: another Layout, another cache
+        self.dir_fd = None
+        self.entries = {}
+        self.folder = None  # the spool folder's key when the entries were read
+        self.changed = False
+        try:
+            self.dir_fd = tree.open_dir(QUEUE_CACHE_DIR, create=True)
+        except (OSError, Failed):
+            return
+        st = os.fstat(self.dir_fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            os.close(self.dir_fd)
+            self.dir_fd = None
+            return
+        self.entries, self.folder = self._load()
+
+    def _load(self):
+        try:
+            fd = os.open(QUEUE_CACHE_NAME, READ_FLAGS, dir_fd=self.dir_fd)
+        except OSError:
+            return {}, None  # missing, or a link (ELOOP)
+        try:
+            st = os.fstat(fd)
+            if (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid()
+                    or st.st_mode & 0o077 or st.st_size > MAX_QUEUE_CACHE_BYTES):
+                return {}, None
+            chunks, left = [], st.st_size
+            while left > 0:
+                chunk = os.read(fd, min(left, 1 << 24))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+        finally:
+            os.close(fd)
+        head, _newline, body = b"".join(chunks).partition(b"\n")
+        if head != QUEUE_CACHE_MAGIC + hashlib.sha256(body).hexdigest().encode():
+            return {}, None
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return {}, None
+        if not isinstance(data, dict) or data.get("spool") != self.spool:
+            return {}, None
+        entries = data.get("entries")
+        if not isinstance(entries, dict) or not all(_cache_entry_ok(e) for e in entries.values()):
+            return {}, None
+        folder = data.get("folder")
+        if folder is not None and (type(folder) is not list or tuple(map(type, folder)) != (int, int, int)):
+            return {}, None
+        return entries, folder
+
+    def envelopes(self, input_fd):
+        """[(sub folder, info)] of every message, oldest first: from the
+        cache where its -H file is the one the cache read, else read now.
+        When the spool folder itself has not changed since the cache was
+        written (Exim creates, renames or removes a file there for every
+        change of a message), the cache is the queue: no file is looked at."""
+        folder = _settled_folder_key(input_fd)
+        if folder is not None and folder == self.folder:
+            return [(entry[0], _envelope(message_id, entry)) for message_id, entry in self.entries.items()]
+        found, wanted = [], {}
+        sub_fds = {"": input_fd}
+        try:
+            for sub, message_id in _spool_entries(input_fd):
+                if sub not in sub_fds:
+                    folder = None  # split spool: each sub folder would need its own key
+                    try:
+                        sub_fds[sub] = os.open(sub, DIR_FLAGS, dir_fd=input_fd)
+                    except OSError:
+                        continue
+                name = message_id + "-H"
+                try:
+                    st = os.stat(name, dir_fd=sub_fds[sub], follow_symlinks=False)
+                except OSError:
+                    continue  # delivered meanwhile
+                if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                    continue  # a link: never read (_read_spool_file)
+                entry = self.entries.get(message_id)
+                if entry is None or entry[:5] != _cache_key(sub, st):
+                    read = _read_spool_file(input_fd, sub, name, MAX_SPOOL_HEADER_BYTES)
+                    info = read and parse_spool_header(read[0], message_id)
+                    if not info:
+                        continue
+                    entry = _cache_key(sub, read[1]) + [info[f] for f in ENVELOPE_FIELDS]
+                    self.changed = True
+                wanted[message_id] = entry
+                found.append((sub, _envelope(message_id, entry)))
+        finally:
+            for sub, fd in sub_fds.items():
+                if sub:
+                    os.close(fd)
+        self.changed = self.changed or len(wanted) != len(self.entries) or folder != self.folder
+        self.entries = wanted
+        self.folder = folder
+        return found
+
+    def save(self):
+        """Write the cache when it changed (a new file renamed over the old
+        one: a reader never sees half of it; no fsync, a torn file fails its
+        checksum and is rebuilt)."""
+        if self.dir_fd is None:
+            return
+        try:
+            if not self.changed:
+                return
+            body = json.dumps({"spool": self.spool, "folder": self.folder, "entries": self.entries},
+                              separators=(",", ":")).encode()
+            if len(body) > MAX_QUEUE_CACHE_BYTES:
+                return
+            tmp = "." + QUEUE_CACHE_NAME + TMP_MARK + secrets.token_hex(6)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=self.dir_fd)
+            try:
+                view = memoryview(QUEUE_CACHE_MAGIC + hashlib.sha256(body).hexdigest().encode()
+                                  + b"\n" + body)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            os.replace(tmp, QUEUE_CACHE_NAME, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        except OSError:
+            pass  # a cache: the answer stands without it
+        finally:
+            os.close(self.dir_fd)
+            self.dir_fd = None
+
+
+def _cache_entry_ok(entry):
+    # map(type, ...) runs in C: checking 5,000 entries costs about a millisecond
+    return (type(entry) is list and tuple(map(type, entry)) == CACHE_ENTRY_TYPES
+            and set(map(type, entry[15])) <= {str})
 
 
 def _with_size(tree, layout, page):
@@ -2321,7 +2512,7 @@ MAX_LOG_TERMS = 5
 MAX_LOG_LINES = 2000
 MAX_LOG_LINE_CHARS = 2000
 MAX_LOG_BYTES = 512 * 1024 * 1024
-# The helper holds its lock while it reads: an apply waits at most this long.
+# At most this long reading (the panel's client waits; no lock is held).
 LOG_SEARCH_SECONDS = 8
 MAX_JOINED = 200
 SYSLOG_DOVECOT_RE = re.compile(r" dovecot(?:\[\d+\])?: ")
@@ -2712,6 +2903,10 @@ def op_cert_remove(request, tree, options):
     return OK, {"ok": True, "removed": removed}
 
 
+# Read-only ops: no lock (see main). The envelope cache queue_list writes is
+# replaced whole by a rename, so two pages at once cannot tear it.
+UNLOCKED_OPS = frozenset({"queue_list", "queue_show", "held_senders", "log_search"})
+
 OPERATIONS = {
     "cert_key": op_cert_key,
     "cert_install": op_cert_install,
@@ -2821,27 +3016,31 @@ def main(argv=None):
     tree = Tree(options.root, chown=not options.no_chown)
     try:
         raw = sys.stdin.buffer.read(MAX_REQUEST_BYTES + 1)
-        lock_fd = take_lock(tree, options.lock_timeout)
-        try:
-            if len(raw) > MAX_REQUEST_BYTES:
-                raise Refused(
-                    "bad request", "request larger than %d bytes" % MAX_REQUEST_BYTES
-                )
-            request = parse_request(raw)
-            operation = (
-                OPERATIONS.get(request["op"])
-                if isinstance(request["op"], str)
-                else None
+        if len(raw) > MAX_REQUEST_BYTES:
+            raise Refused(
+                "bad request", "request larger than %d bytes" % MAX_REQUEST_BYTES
             )
-            if operation is None:
-                raise Refused(
-                    "unknown op",
-                    "%r: unknown op (allowed: %s)"
-                    % (request["op"], ", ".join(sorted(OPERATIONS))),
-                )
+        request = parse_request(raw)
+        operation = (
+            OPERATIONS.get(request["op"])
+            if isinstance(request["op"], str)
+            else None
+        )
+        if operation is None:
+            raise Refused(
+                "unknown op",
+                "%r: unknown op (allowed: %s)"
+                % (request["op"], ", ".join(sorted(OPERATIONS))),
+            )
+        # Reading the spool or the logs changes nothing the lock guards: it
+        # neither waits behind an apply nor makes one wait (a log search may
+        # read for LOG_SEARCH_SECONDS).
+        lock_fd = None if request["op"] in UNLOCKED_OPS else take_lock(tree, options.lock_timeout)
+        try:
             code, answer = operation(request, tree, options)
         finally:
-            os.close(lock_fd)
+            if lock_fd is not None:
+                os.close(lock_fd)
     except Refused as e:
         code, answer = REFUSED, {
             "ok": False,

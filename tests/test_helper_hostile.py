@@ -506,3 +506,81 @@ def test_the_helper_refuses_a_library_root_does_not_own(tmp_path, tamper):
 
     assert status != 0 and "refusing to run code root does not own" in output
     assert not (base / "mailconf/__pycache__/grammar.cpython-311.pyc").exists()
+
+
+def installed_entry(tmp_path) -> Path:
+    """The layout install.sh makes now: the command sudo runs in sbin/, the
+    helper module and mailconf in lib/mailpanel-helper/ with their bytecode
+    compiled there (Debian's python3)."""
+    import shutil
+
+    base = tmp_path / "usr-local"
+    lib = base / "lib" / "mailpanel-helper"
+    lib.mkdir(parents=True)
+    (base / "sbin").mkdir()
+    shutil.copy2(HELPER.parent / "mailpanel-helper", base / "sbin" / "mailpanel-helper")
+    shutil.copy2(HELPER, lib / "mailpanel_helper.py")
+    shutil.copytree(HELPER.parent.parent / "mailconf", lib / "mailconf",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["/usr/bin/python3", "-I", "-m", "compileall", "-q", "--invalidation-mode",
+                    "checked-hash", str(lib)], check=True)
+    for path in [base, *base.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() or path.parent.name == "sbin" else 0o644)
+    return base
+
+
+def run_entry(base, root):
+    proc = subprocess.run(
+        [str(base / "sbin" / "mailpanel-helper"), "--root", str(root)],
+        input=b'{"op": "state"}', capture_output=True, timeout=30,
+    )
+    return proc.returncode, (proc.stdout + proc.stderr).decode()
+
+
+def test_the_installed_helper_imports_its_compiled_module_and_writes_no_bytecode(tmp_path):
+    base = installed_entry(tmp_path)
+    root = tmp_path / "root"
+    root.mkdir()
+    before = sorted(p.relative_to(base) for p in base.rglob("*"))
+    status, output = run_entry(base, root)
+    assert status == 0 and json.loads(output)["ok"] is True, output
+    assert sorted(p.relative_to(base) for p in base.rglob("*")) == before
+    pyc = list((base / "lib/mailpanel-helper/__pycache__").glob("mailpanel_helper.*.pyc"))
+    assert len(pyc) == 1  # what makes a request cheap: the helper is not compiled per run
+    # python -v: the module came from that bytecode, not from compiling its source
+    proc = subprocess.run(
+        ["/usr/bin/python3", "-IS", "-v", str(base / "sbin" / "mailpanel-helper"), "--root", str(root)],
+        input=b'{"op": "state"}', capture_output=True, timeout=30,
+    )
+    assert f"matches {base / 'lib/mailpanel-helper/mailpanel_helper.py'}".encode() in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["world-writable helper module", "bytecode of another user", "planted bytecode folder",
+     "group-writable library folder", "renderer of another user", "module is a symlink"],
+)
+def test_the_installed_helper_refuses_a_library_root_does_not_own(tmp_path, tamper):
+    base = installed_entry(tmp_path)
+    lib = base / "lib" / "mailpanel-helper"
+    root = tmp_path / "root"
+    root.mkdir()
+    if tamper == "world-writable helper module":
+        (lib / "mailpanel_helper.py").chmod(0o666)
+    elif tamper == "bytecode of another user":
+        os.chown(next((lib / "__pycache__").glob("mailpanel_helper.*.pyc")), 65534, 65534)
+    elif tamper == "planted bytecode folder":
+        os.chown(lib / "mailconf" / "render" / "__pycache__", 65534, 65534)
+    elif tamper == "group-writable library folder":
+        lib.chmod(0o775)
+    elif tamper == "renderer of another user":
+        os.chown(lib / "mailconf" / "render" / "exim.py", 65534, 65534)
+    else:
+        real = tmp_path / "elsewhere.py"
+        (lib / "mailpanel_helper.py").rename(real)
+        (lib / "mailpanel_helper.py").symlink_to(real)
+
+    status, output = run_entry(base, root)
+
+    assert status != 0 and "refusing to run code root does not own" in output, output
+

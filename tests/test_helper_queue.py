@@ -6,8 +6,10 @@ No Django."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -246,6 +248,132 @@ def test_where_the_spool_is_comes_from_the_helpers_layout_only(queue_tree):
     layout_file.unlink()
     code, answer = run_helper(layout.root, {"op": "queue_list"})
     assert (code, answer["total"]) == (0, 6)
+
+
+# -- the envelope cache: root's own file, anything odd about it is ignored ------------------
+
+CACHE_DIR = Path("var/cache/mailpanel-helper")
+CACHE = CACHE_DIR / "queue-envelopes"
+
+
+def forged_cache(layout, ids) -> bytes:
+    """The cache a filtered page wrote, with one sender changed to FORGED and
+    the checksum made to fit: what the helper would show if it took the file."""
+    code, _answer = run_helper(layout.root, {"op": "queue_list", "held": True})
+    assert code == 0
+    raw = (Path(layout.root) / CACHE).read_bytes()
+    _head, _newline, body = raw.partition(b"\n")
+    data = json.loads(body)
+    data["entries"][ids["mapped"][2]][6] = "FORGED@hosted.example"
+    body = json.dumps(data).encode()
+    return b"mailpanel-queue-envelopes 1 " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+
+
+def listed_senders(layout):
+    code, answer = run_helper(layout.root, {"op": "queue_list", "held": True})
+    assert code == 0, answer
+    return [m["sender"] for m in answer["messages"]]
+
+
+def test_the_envelope_cache_is_roots_alone_and_follows_the_spool(queue_tree):
+    layout, _sink, ids = queue_tree
+    assert listed_senders(layout) == ["web@hosted.example"] * 2
+    cache = Path(layout.root) / CACHE
+    assert (cache.parent.stat().st_mode & 0o777, cache.stat().st_mode & 0o777) == (0o700, 0o600)
+    assert (cache.stat().st_uid, cache.parent.stat().st_uid) == (0, 0)
+    # a root-owned cache with a good checksum is taken as it is (only root writes it) ...
+    cache.write_bytes(forged_cache(layout, ids))
+    assert "FORGED@hosted.example" in listed_senders(layout)
+    # ... until Exim rewrites that message's -H file: it is read again
+    code, answer = run_helper(layout.root, {"op": "queue_action", "action": "thaw", "ids": [ids["mapped"][2]]})
+    assert code == 0, answer
+    code, answer = run_helper(layout.root, {"op": "queue_list", "held": True, "frozen": True})
+    assert [m["id"] for m in answer["messages"]] == [ids["mapped"][3]]
+    code, answer = run_helper(layout.root, {"op": "queue_list", "domains": ["hosted.example"]})
+    assert "FORGED" not in json.dumps(answer) and answer["frozen"] == 1
+
+
+def test_a_settled_spool_is_listed_from_the_cache_until_exim_changes_it(queue_tree):
+    """The spool folder unchanged for 2 s: the cache is the queue (no -H file
+    looked at); the next change Exim makes there is seen at once."""
+    layout, _sink, ids = queue_tree
+    time.sleep(2.1)
+    run_helper(layout.root, {"op": "queue_list", "held": True})
+    folder_key = json.loads((Path(layout.root) / CACHE).read_bytes().partition(b"\n")[2])["folder"]
+    assert folder_key is not None
+    code, answer = run_helper(layout.root, {"op": "queue_action", "action": "freeze", "ids": [ids["mapped"][0]]})
+    assert code == 0, answer
+    code, answer = run_helper(layout.root, {"op": "queue_list", "frozen": True})
+    assert [m["id"] for m in answer["messages"]] == [ids["mapped"][0], *ids["mapped"][2:]]
+    code, answer = run_helper(layout.root, {"op": "queue_action", "action": "delete", "ids": [ids["mapped"][0]]})
+    code, answer = run_helper(layout.root, {"op": "queue_list", "frozen": True})
+    assert [m["id"] for m in answer["messages"]] == ids["mapped"][2:]
+
+
+@pytest.mark.parametrize(
+    "tamper", ["symlink", "bad checksum", "not the cache's shape", "oversize", "another owner",
+               "group-readable", "hard link", "a folder"],
+)
+def test_a_cache_file_anyone_else_could_have_made_is_ignored_and_rebuilt(queue_tree, tmp_path, tamper):
+    layout, _sink, ids = queue_tree
+    forged = forged_cache(layout, ids)
+    cache = Path(layout.root) / CACHE
+    cache.unlink()
+    if tamper == "symlink":
+        target = tmp_path / "planted"
+        target.write_bytes(forged)
+        target.chmod(0o600)
+        cache.symlink_to(target)
+    elif tamper == "bad checksum":
+        cache.write_bytes(forged.replace(b"envelopes 1 ", b"envelopes 1 0"))
+    elif tamper == "not the cache's shape":
+        body = json.dumps({"spool": str(spool(layout)), "folder": None, "entries": {ids["mapped"][2]: ["x"]}})
+        cache.write_bytes(b"mailpanel-queue-envelopes 1 " + hashlib.sha256(body.encode()).hexdigest().encode()
+                          + b"\n" + body.encode())
+    elif tamper == "oversize":
+        cache.write_bytes(forged)
+        os.truncate(cache, 256 * 1024 * 1024 + 1)  # sparse: no disk used
+    elif tamper == "another owner":
+        cache.write_bytes(forged)
+        os.chown(cache, 65534, 65534)
+    elif tamper == "group-readable":
+        cache.write_bytes(forged)
+        cache.chmod(0o640)
+    elif tamper == "hard link":
+        cache.write_bytes(forged)
+        os.link(cache, Path(layout.root) / "var" / "cache" / "second-name")
+    else:
+        cache.mkdir()
+    if tamper not in ("a folder", "symlink"):
+        cache.chmod(0o640 if tamper == "group-readable" else 0o600)
+
+    assert listed_senders(layout) == ["web@hosted.example"] * 2
+    if tamper == "a folder":
+        return  # nothing to replace it with: the answer came from the spool
+    st = os.lstat(cache)  # rebuilt: root's own plain file again
+    assert stat.S_ISREG(st.st_mode) and (st.st_uid, st.st_nlink, st.st_mode & 0o777) == (0, 1, 0o600)
+    assert b"FORGED" not in cache.read_bytes()
+    if tamper == "symlink":
+        assert (tmp_path / "planted").read_bytes() == forged  # the link was replaced, not followed
+
+
+@pytest.mark.parametrize("tamper", ["another owner", "group-writable", "symlink"])
+def test_a_cache_folder_that_is_not_roots_alone_is_not_used(queue_tree, tmp_path, tamper):
+    layout, _sink, ids = queue_tree
+    forged = forged_cache(layout, ids)
+    folder = Path(layout.root) / CACHE_DIR
+    (folder / CACHE.name).write_bytes(forged)
+    if tamper == "another owner":
+        os.chown(folder, 65534, 65534)
+    elif tamper == "group-writable":
+        folder.chmod(0o770)
+    else:
+        elsewhere = tmp_path / "elsewhere"
+        folder.rename(elsewhere)
+        folder.symlink_to(elsewhere)
+    before = (folder / CACHE.name).read_bytes()
+    assert listed_senders(layout) == ["web@hosted.example"] * 2
+    assert (folder / CACHE.name).read_bytes() == before  # neither read nor written
 
 
 # -- the queue -------------------------------------------------------------------------
