@@ -251,3 +251,16 @@ def test_node_worker_unit_template_passes_systemd_verify(tmp_path):
     instance.write_text(copy.read_text())
     proc = subprocess.run(["systemd-analyze", "verify", str(instance)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and not proc.stderr.strip(), proc.stdout + proc.stderr
+
+
+def test_config_render_with_several_nodes_names_the_node(alice, server, node_b, tmp_path):
+    on_b = domains.add_domain(None, alice, "b.example", node=node_b)
+    domains.add_domain(None, alice, "main.example")
+    with pytest.raises(CommandError, match="--node"):
+        call_command("mail", "config", "render", "--out", str(tmp_path / "x"))
+    call_command("mail", "config", "render", "--out", str(tmp_path / "b"), "--node", "b", stdout=StringIO())
+    folders = sorted(p.name for p in (tmp_path / "b/etc/exim4/domains").iterdir())
+    assert folders == [on_b.name]
+    assert "mx-b.panel.test" in (tmp_path / "b/etc/exim4/exim4.conf").read_text()
+    with pytest.raises(CommandError, match="no mail node 'zz'"):
+        call_command("mail", "config", "apply", "--node", "zz")

@@ -5,7 +5,10 @@ from pathlib import Path
 from ..helper_client import HelperError
 from mailconf.render import render_all
 from ..services.apply import apply_now, build_snapshot, layout_from_settings
+from django.conf import settings
 from django.core.management.base import CommandError
+
+from ..models import MailNode
 
 
 def register(nouns):
@@ -16,6 +19,22 @@ def register(nouns):
     render.set_defaults(handler=config_render)
     apply = verbs.add_parser("apply", help="apply now through the helper (synchronous)")
     apply.set_defaults(handler=config_apply)
+    for verb in (render, apply):
+        verb.add_argument("--node", default="", help="the mail node's files (default: MAILPANEL_NODE; one node: it)")
+
+
+def chosen_node(options):
+    """With several mail nodes each has its own files: which one. None (the
+    whole database, the server settings' identity) when there is one node."""
+    name = options.get("node") or settings.MAILPANEL_NODE
+    if name:
+        node = MailNode.objects.filter(name=name).first()
+        if node is None:
+            raise CommandError(f"no mail node {name!r}")
+        return node
+    if MailNode.objects.count() > 1:
+        raise CommandError("there are several mail nodes: say which with --node NAME (or MAILPANEL_NODE)")
+    return None
 
 
 def write_tree(files, out: Path) -> None:
@@ -31,14 +50,14 @@ def write_tree(files, out: Path) -> None:
 def config_render(command, options):
     out = Path(options["out"]).resolve()
     layout = replace(layout_from_settings(), root=str(out))
-    files = render_all(build_snapshot(), layout)
+    files = render_all(build_snapshot(node=chosen_node(options)), layout)
     write_tree(files, out)
     command.stdout.write(f"rendered {len(files)} files under {out}")
 
 
 def config_apply(command, options):
     try:
-        answer = apply_now(command.stdout.write)
+        answer = apply_now(command.stdout.write, node=chosen_node(options))
     except HelperError as exc:
         raise CommandError(f"apply failed: {exc}")
     written, removed = answer.get("written", []), answer.get("removed", [])
