@@ -243,9 +243,33 @@ certificate() {
 
 helper() {
   step "Privileged helper"
-  put "$HELPER" root:root 0755 <"$SRC/deploy/mailpanel_helper.py"
+  # sudo runs a small command that checks $HELPER_LIB and imports the helper
+  # from there: a module's bytecode is kept (compiled here, root's like the
+  # rest), a program's is not (~40 ms of every request).
+  put "$HELPER" root:root 0755 <"$SRC/deploy/mailpanel-helper"
   ensure_dir "$HELPER_LIB" root:root 0755
+  put "$HELPER_LIB/mailpanel_helper.py" root:root 0644 <"$SRC/deploy/mailpanel_helper.py"
   sync_tree "$SRC/mailconf" "$HELPER_LIB/mailconf"
+  # checked-hash: a source replaced within the same second as its old
+  # bytecode still gets new bytecode (compileall rewrites only stale files)
+  python3 -I -m compileall -q --invalidation-mode checked-hash "$HELPER_LIB" >/dev/null
+  # Dovecot's own log (the layout's dovecot_log_path): "where is my mail?"
+  # reads it; Debian 13 has no rsyslog, so no /var/log/mail.log.
+  put /etc/logrotate.d/mailpanel-dovecot root:root 0644 <<'EOF'
+# Dovecot's log (log_path in the dovecot.conf mailpanel renders), written by
+# mailpanel's deploy/install.sh; the panel's log search reads the rotations.
+/var/log/dovecot.log {
+    daily
+    rotate 14
+    missingok
+    notifempty
+    compress
+    delaycompress
+    postrotate
+        doveadm log reopen >/dev/null 2>&1 || true
+    endscript
+}
+EOF
   # The helper's Layout: root's, never the panel's (see mailpanel_helper.py).
   python3 - "$(dovecot_version)" "$TLS" <<'EOF' | put "$ETC/layout.json" root:root 0644
 import json, sys
@@ -254,6 +278,9 @@ print(json.dumps({
     "dovecot_version": version,
     "tls_certificate": tls + "/fullchain.pem",
     "tls_privatekey": tls + "/privkey.pem",
+    # Dovecot logs here itself (journald only otherwise: Debian 13 has no
+    # rsyslog); the panel's "where is my mail?" reads it and its rotations.
+    "dovecot_log_path": "/var/log/dovecot.log",
     # SnappyMail's site and PHP-FPM master (mailconf/render/webmail.py):
     # this installer sets up their unit, binary link and nginx include.
     "webmail_sites": True,

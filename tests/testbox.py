@@ -436,6 +436,8 @@ class Scenario:
             "stat -c '%n %U:%G %a' /etc/mailpanel/env /etc/mailpanel/layout.json /etc/sudoers.d/mailpanel"
             " /usr/local/sbin/mailpanel-helper /usr/local/lib/mailpanel-helper/mailconf"
             " /usr/local/lib/mailpanel-helper/mailconf/render/dovecot.py /etc/mailpanel/tls/privkey.pem"
+            " /usr/local/lib/mailpanel-helper/mailpanel_helper.py /usr/local/lib/mailpanel-helper/__pycache__"
+            " /usr/local/lib/mailpanel-helper/__pycache__/mailpanel_helper.cpython-313.pyc"
         ).stdout.split("\n")
         expected = [
             "/etc/mailpanel/env root:mailpanel 640", "/etc/mailpanel/layout.json root:root 644",
@@ -443,6 +445,10 @@ class Scenario:
             "/usr/local/lib/mailpanel-helper/mailconf root:root 755",
             "/usr/local/lib/mailpanel-helper/mailconf/render/dovecot.py root:root 644",
             "/etc/mailpanel/tls/privkey.pem root:Debian-exim 640",
+            # the helper's bytecode compiled by install.sh, root's like its source
+            "/usr/local/lib/mailpanel-helper/mailpanel_helper.py root:root 644",
+            "/usr/local/lib/mailpanel-helper/__pycache__ root:root 755",
+            "/usr/local/lib/mailpanel-helper/__pycache__/mailpanel_helper.cpython-313.pyc root:root 644",
         ]
         assert [line for line in listing if line] == expected, listing
         self.box.sh("visudo -c -q")
@@ -450,6 +456,7 @@ class Scenario:
         assert self.passwords["admin"] not in env and "DJANGO_SECRET_KEY=\"" in env
         layout = self.box.sh("cat /etc/mailpanel/layout.json").stdout
         assert '"dovecot_version": "2.4"' in layout, layout
+        assert '"dovecot_log_path": "/var/log/dovecot.log"' in layout, layout
         return "admin login printed once; files root-owned; visudo -c passes"
 
     def dovecot_24(self) -> str:
@@ -501,6 +508,16 @@ class Scenario:
         got = self.client("imap-wait", self.passwords["info"], user="info@example.test", subject=subject)
         self.client("imap-wait", self.passwords["info"], user="info@example.test", subject=tagged)
         return f"{got}; info+news@ lands in info's INBOX too"
+
+    def log_search(self) -> str:
+        """"Where is my mail?" on Debian 13 (no rsyslog, no /var/log/mail.log):
+        Exim's reception and Dovecot's own log (log_path) saying where the
+        LMTP delivery of the mail smtp_to_imaps sent went."""
+        out = self.mailpanel("mail log search info@example.test --days 1").stdout
+        assert "[exim]" in out and "<= someone@remote.example.test" in out, out[-2000:]
+        assert "[dovecot]" in out and "saved mail to INBOX" in out, out[-2000:]
+        self.box.sh("test -s /var/log/dovecot.log && logrotate -d /etc/logrotate.d/mailpanel-dovecot")
+        return f"{out.count('[exim]')} Exim and {out.count('[dovecot]')} Dovecot lines"
 
     def submission(self) -> str:
         subject = f"submission {time.time_ns()}"
@@ -680,6 +697,7 @@ def install_test(keep: bool = False) -> int:
             checks("Dovecot 2.4: live config and all variants pass doveconf -n", scenario.dovecot_24)
             if checks("mailpanel mail domain add / account add → applied through sudo", scenario.add_domain_and_accounts):
                 checks("SMTP 25 → IMAPS 993 read back", scenario.smtp_to_imaps)
+                checks("log search: Exim's main log and Dovecot's own log (no rsyslog)", scenario.log_search)
                 checks("submission 587 STARTTLS + AUTH → second account", scenario.submission)
                 checks("Dovecot 2.4 over quota: 452, queued, delivered later", scenario.quota_tempfail)
                 checks("ManageSieve upload files mail into a folder", scenario.sieve)
