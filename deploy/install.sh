@@ -210,6 +210,9 @@ create_user() {
   ensure_dir "$VAR" mailpanel:mailpanel 0750
   ensure_dir "$ETC" root:root 0755
   ensure_dir "$ACME_WEBROOT" root:root 0755
+  # HTTP-01 tokens: the panel's user writes them, nginx serves them (port 80).
+  ensure_dir "$ACME_WEBROOT/.well-known" root:root 0755
+  ensure_dir "$ACME_WEBROOT/.well-known/acme-challenge" mailpanel:mailpanel 0755
   ensure_dir /var/mail/vhosts mail:mail 2770  # setgid like /var/mail
 }
 
@@ -307,6 +310,25 @@ env_file() {
   fi
   [ -n "$secret_key" ] || secret_key=$(random_secret)
   [ -n "$encryption_key" ] || encryption_key=$(fernet_key)
+  # ACME (mail cert …, mailpanel-certificates.timer): the account's contact,
+  # the webroot nginx serves on port 80, the CA (default: Let's Encrypt) and
+  # the file that verifies its HTTPS, copied where the panel's user reads it.
+  # An install without --acme-directory keeps the CA an earlier one set.
+  local acme_directory=$ACME_DIRECTORY
+  if [ -z "$acme_directory" ] && [ -r "$ETC/env" ]; then
+    acme_directory=$(sed -n 's/^MAILPANEL_ACME_DIRECTORY="\(.*\)"$/\1/p' "$ETC/env")
+  fi
+  local acme_settings="MAILPANEL_ACME_EMAIL=\"$ADMIN_EMAIL\"
+MAILPANEL_ACME_WEBROOT=\"$ACME_WEBROOT\""
+  if [ -n "$acme_directory" ]; then
+    acme_settings+=$'\n'"MAILPANEL_ACME_DIRECTORY=\"$acme_directory\""
+  fi
+  if [ -n "$ACME_CA_BUNDLE" ]; then
+    put "$ETC/acme-ca.pem" root:root 0644 <"$ACME_CA_BUNDLE"
+  fi
+  if [ -f "$ETC/acme-ca.pem" ]; then
+    acme_settings+=$'\n'"MAILPANEL_ACME_CA_BUNDLE=\"$ETC/acme-ca.pem\""
+  fi
   put "$ETC/env" root:mailpanel 0640 <<EOF
 # mailpanel production settings, written by deploy/install.sh (systemd
 # EnvironmentFile and shell syntax). Secrets were generated on this machine;
@@ -324,6 +346,7 @@ MAILPANEL_ROOT="/"
 MAILPANEL_LAYOUT_FILE="$ETC/layout.json"
 MAILPANEL_HELPER="sudo -n $HELPER"
 MAILPANEL_FROM_EMAIL="mailpanel@$HOSTNAME_ARG"
+$acme_settings
 EOF
 }
 
@@ -538,32 +561,29 @@ EOF
   nginx -t -q || die "nginx -t fails"
 }
 
-# A real certificate through ACME (HTTP-01 on port 80, webroot), copied to
-# $TLS by a deploy hook that reloads the daemons; the self-signed one stays
-# when the CA cannot be reached (run install.sh again once DNS points here).
+# The host name's certificate from the ACME CA (HTTP-01 on port 80 through
+# nginx's webroot) by the panel's own path, the one its timer renews with:
+# `mail cert issue --server` (the helper makes the key and installs the
+# chain; services/certificates.py). The self-signed one stays when the CA
+# cannot be reached (run install.sh again once DNS points here; the timer
+# retries with a growing pause).
 acme() {
+  # One ACME mechanism: an older install's certbot hook no longer copies.
+  if [ -e /etc/letsencrypt/renewal-hooks/deploy/mailpanel ]; then
+    rm -f /etc/letsencrypt/renewal-hooks/deploy/mailpanel
+    changed "removed certbot's mailpanel deploy hook (the panel renews the certificate)"
+  fi
   [ -n "$ACME_DIRECTORY" ] || return 0
   step "ACME certificate"
-  local hook=/etc/letsencrypt/renewal-hooks/deploy/mailpanel
-  mkdir -p "$(dirname "$hook")"
-  # certbot renew runs the hooks of this folder after every renewal.
-  put "$hook" root:root 0755 <<EOF
-#!/bin/sh
-# Copies a new certificate to where Exim, Dovecot and nginx read it
-# (written by mailpanel's deploy/install.sh).
-set -e
-install -o root -g Debian-exim -m 0640 "\$RENEWED_LINEAGE/privkey.pem" $TLS/privkey.pem
-install -o root -g root -m 0644 "\$RENEWED_LINEAGE/fullchain.pem" $TLS/fullchain.pem
-systemctl reload exim4 dovecot nginx
-EOF
-  if [ -d "/etc/letsencrypt/live/$HOSTNAME_ARG" ]; then
+  local cert=$TLS/fullchain.pem out
+  # A CA's certificate (not the self-signed one) for this name, not yet due.
+  if [ "$(openssl x509 -noout -issuer -nameopt RFC2253 -in "$cert" 2>/dev/null | cut -d= -f2-)" \
+       != "$(openssl x509 -noout -subject -nameopt RFC2253 -in "$cert" 2>/dev/null | cut -d= -f2-)" ] \
+     && openssl x509 -noout -checkend $((30 * 86400)) -in "$cert" >/dev/null 2>&1 \
+     && openssl x509 -noout -checkhost "$HOSTNAME_ARG" -in "$cert" 2>/dev/null | grep -q 'does match'; then
     return 0
   fi
-  local env=() out
-  [ -n "$ACME_CA_BUNDLE" ] && env=(REQUESTS_CA_BUNDLE="$ACME_CA_BUNDLE")
-  if out=$(env "${env[@]}" certbot certonly --non-interactive --agree-tos -m "$ADMIN_EMAIL" \
-       --server "$ACME_DIRECTORY" --webroot -w "$ACME_WEBROOT" -d "$HOSTNAME_ARG" 2>&1); then
-    RENEWED_LINEAGE="/etc/letsencrypt/live/$HOSTNAME_ARG" "$hook"
+  if out=$(mailpanel mail cert issue --server --force 2>&1); then
     changed "ACME certificate for $HOSTNAME_ARG (in $TLS)"
   else
     say "  warning: no certificate from $ACME_DIRECTORY yet; the self-signed one stays:"
