@@ -191,3 +191,14 @@ def test_cli_issues_the_server_certificate_and_a_domains(acme):
     results = presented(acme, acme.tls, [HOSTNAME])
     assert all(v.startswith("Pebble Intermediate CA") for v in results.values()), results
     assert Certificate.objects.get(server=True).names == [HOSTNAME]
+
+
+def test_deleting_a_domain_takes_its_certificate_out_of_the_index_and_off_the_disk(acme):
+    from mailadmin.services import domains as domain_service
+
+    assert certificates.issue(None, acme.one).issued and certificates.issue(None, acme.two).issued
+    domain_service.delete_domain(None, acme.one)
+    assert not (acme.tls / "domains/one.test").exists()
+    assert (acme.tls / "sni_names").read_text() == "mail.two.test two.test\nmta-sts.two.test two.test\n"
+    assert (acme.tls / "domains/two.test/fullchain.pem").exists()
+    assert not Certificate.objects.filter(domain__name="one.test").exists()

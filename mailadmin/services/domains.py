@@ -23,7 +23,7 @@ from .. import dkim, domain_policy
 from ..helper_client import HelperError, call_helper
 from ..models import MailDomain, ServerSettings, acts_as_admin
 from ..validation import normalize_domain
-from . import apply, audit, customers, jobs
+from . import apply, audit, certificates, customers, jobs
 from .outcome import Change
 
 logger = logging.getLogger(__name__)
@@ -134,6 +134,10 @@ def retire_mail(actor, name: str) -> DeleteOutcome:
         apply.apply_now(domains={name})
     except HelperError as exc:  # the queued apply job tries again
         logger.warning("apply after deleting %s failed: %s", name, exc)
+    try:  # its certificate leaves the SNI index and the disk
+        certificates.remove(actor, name)
+    except HelperError as exc:
+        logger.warning("the certificate of deleted domain %s was not removed: %s", name, exc)
     try:
         answer = call_helper({"op": "move_mail_away", "domain": name})
     except HelperError as exc:
