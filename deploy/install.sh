@@ -5,6 +5,9 @@
 #   deploy/install.sh --hostname mail.example.com --ipv4 203.0.113.5 \
 #       --admin-email admin@example.com [--offline --wheels DIR] \
 #       [--acme-directory URL --acme-ca-bundle FILE]
+#   deploy/install.sh --node NAME --panel-db postgres://… --redis redis://… \
+#       --hostname mx2.example.com --ipv4 203.0.113.6   # a mail node: Exim,
+#       Dovecot, the helper and its worker (queue node-NAME) for a panel on RQ
 #   deploy/install.sh --upgrade        # from a newer checkout, same settings
 #   deploy/install.sh --check …        # validate the OS and options only
 #
@@ -45,6 +48,8 @@ OS_RELEASE=${MAILPANEL_OS_RELEASE:-/etc/os-release}  # tests point it elsewhere
 STARTED=$SECONDS
 CHECK_ONLY=0
 HOSTNAME_ARG="" IPV4="" ADMIN_EMAIL="" OFFLINE=0 WHEELS="" ACME_DIRECTORY="" ACME_CA_BUNDLE="" UPGRADE=0
+# A mail node (--node): the panel's PostgreSQL and Redis are elsewhere.
+NODE="" PANEL_DB="" REDIS=""
 CHANGED=()
 
 say() { printf '%s\n' "$*"; }
@@ -67,6 +72,9 @@ parse_args() {
       --wheels) WHEELS=${2:-}; shift 2 ;;
       --acme-directory) ACME_DIRECTORY=${2:-}; shift 2 ;;
       --acme-ca-bundle) ACME_CA_BUNDLE=${2:-}; shift 2 ;;
+      --node) NODE=${2:-}; shift 2 ;;
+      --panel-db) PANEL_DB=${2:-}; shift 2 ;;
+      --redis) REDIS=${2:-}; shift 2 ;;
       --upgrade) UPGRADE=1; shift ;;
       --check) CHECK_ONLY=1; shift ;;
       -h|--help) usage ;;
@@ -100,14 +108,19 @@ validate_args() {
     [ -n "$acme" ] && ACME_DIRECTORY=$acme
     [ -n "$bundle" ] && ACME_CA_BUNDLE=$bundle
   fi
-  [ -n "$HOSTNAME_ARG" ] && [ -n "$IPV4" ] && [ -n "$ADMIN_EMAIL" ] \
-    || die "--hostname, --ipv4 and --admin-email are required (see --help)"
+  if [ -n "$NODE$PANEL_DB$REDIS" ]; then
+    validate_node_args
+  else
+    [ -n "$HOSTNAME_ARG" ] && [ -n "$IPV4" ] && [ -n "$ADMIN_EMAIL" ] \
+      || die "--hostname, --ipv4 and --admin-email are required (see --help)"
+  fi
   HOSTNAME_ARG=${HOSTNAME_ARG,,}
   [[ "$HOSTNAME_ARG" =~ ^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$ ]] \
     && [ ${#HOSTNAME_ARG} -le 253 ] || die "--hostname: not a fully qualified host name: $HOSTNAME_ARG"
   local octet='(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])'
   [[ "$IPV4" =~ ^$octet\.$octet\.$octet\.$octet$ ]] || die "--ipv4: not an IPv4 address: $IPV4"
-  [[ "$ADMIN_EMAIL" =~ ^[A-Za-z0-9._%+-]{1,64}@([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}$ ]] \
+  [ -z "$ADMIN_EMAIL" ] && [ -n "$NODE" ] && [ -z "$ACME_DIRECTORY" ] \
+    || [[ "$ADMIN_EMAIL" =~ ^[A-Za-z0-9._%+-]{1,64}@([A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}$ ]] \
     || die "--admin-email: not an e-mail address: $ADMIN_EMAIL"
   if [ "$OFFLINE" -eq 1 ]; then
     [ -n "$WHEELS" ] || die "--offline needs --wheels DIR (the Python packages)"
@@ -123,6 +136,19 @@ validate_args() {
   if [ -n "$ACME_DIRECTORY" ]; then
     [[ "$ACME_DIRECTORY" =~ ^https://[^[:space:]\'\"]+$ ]] || die "--acme-directory: not an https URL"
   fi
+}
+
+# A mail node: its name (a queue and a systemd instance), the panel's
+# database and Redis. The URLs go into the shell-sourced env file: no quotes,
+# blanks, $ or backquotes (percent-encode a password's other characters).
+validate_node_args() {
+  [ -n "$NODE" ] && [ -n "$PANEL_DB" ] && [ -n "$REDIS" ] && [ -n "$HOSTNAME_ARG" ] && [ -n "$IPV4" ] \
+    || die "--node, --panel-db, --redis, --hostname and --ipv4 go together (see --help)"
+  [[ "$NODE" =~ ^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$ ]] \
+    || die "--node: 1 to 32 lower-case letters, digits and inner hyphens: $NODE"
+  local url_chars='[][A-Za-z0-9._~%:@/?=&+,-]+'
+  [[ "$PANEL_DB" =~ ^postgres(ql)?://$url_chars$ ]] || die "--panel-db: not a postgres:// URL (percent-encode special characters)"
+  [[ "$REDIS" =~ ^rediss?://$url_chars$ ]] || die "--redis: not a redis:// or rediss:// URL"
 }
 
 # put DEST OWNER:GROUP MODE < content — replace DEST only when its content,
@@ -335,7 +361,7 @@ MAILPANEL_ACME_WEBROOT=\"$ACME_WEBROOT\""
 # keep them: the encryption key decrypts the stored relay passwords.
 DJANGO_SECRET_KEY="$secret_key"
 MAILPANEL_ENCRYPTION_KEY="$encryption_key"
-DATABASE_URL="postgres:///mailpanel"
+DATABASE_URL="${PANEL_DB:-postgres:///mailpanel}"
 DJANGO_ALLOWED_HOSTS="$HOSTNAME_ARG,127.0.0.1,localhost"
 DJANGO_CSRF_TRUSTED_ORIGINS="https://$HOSTNAME_ARG"
 MAILPANEL_BASE_URL="https://$HOSTNAME_ARG"
@@ -346,8 +372,27 @@ MAILPANEL_ROOT="/"
 MAILPANEL_LAYOUT_FILE="$ETC/layout.json"
 MAILPANEL_HELPER="sudo -n $HELPER"
 MAILPANEL_FROM_EMAIL="mailpanel@$HOSTNAME_ARG"
-$acme_settings
+$acme_settings$(node_env_lines)
 EOF
+}
+
+# A mail node's worker takes its jobs from Redis (queue node-NAME).
+node_env_lines() {
+  [ -n "$NODE" ] || return 0
+  # Each line after a line break: nothing at all (not an empty line) on the panel.
+  printf '\n%s' "MAILPANEL_TASK_BACKEND=\"rq\"" "MAILPANEL_REDIS_URL=\"$REDIS\"" "MAILPANEL_NODE=\"$NODE\""
+}
+
+# A mail node uses the panel's database as the panel migrated it, and makes
+# itself known there (mail node add) unless an admin already did.
+node_register() {
+  step "Mail node $NODE in the panel's database"
+  mailpanel migrate --check >/dev/null 2>&1 \
+    || die "the panel's database is not at this version's schema: upgrade the panel first"
+  if ! mailpanel mail node show "$NODE" >/dev/null 2>&1; then
+    mailpanel mail node add "$NODE" --hostname "$HOSTNAME_ARG" --ipv4 "$IPV4" >/dev/null
+    changed "mail node $NODE"
+  fi
 }
 
 code() {
@@ -469,6 +514,8 @@ start_units() {
     name=$(basename "$unit")
     # A template (mailpanel-node-worker@.service) runs per instance: a node install enables its own.
     [[ "$name" == *@.service ]] && continue
+    # A mail node runs its firewall and its worker; the panel's units run on the panel.
+    [ -n "$NODE" ] && [ "$name" != mailpanel-firewall.service ] && continue
     if ! systemctl is-enabled --quiet "$name"; then
       systemctl enable --quiet "$name"
       changed "enabled $name"
@@ -481,9 +528,25 @@ start_units() {
       say "  restarted $name"
     fi
   done
+  if [ -n "$NODE" ]; then
+    name="mailpanel-node-worker@$NODE.service"
+    if ! systemctl is-enabled --quiet "$name"; then
+      systemctl enable --quiet "$name"
+      changed "enabled $name"
+    fi
+    if ! systemctl is-active --quiet "$name"; then
+      systemctl start "$name"
+      changed "started $name"
+    elif [ "$restart" -eq 1 ]; then
+      systemctl restart "$name"
+      say "  restarted $name"
+    fi
+  fi
   # Debian's nftables.service is the admin's choice (its nftables.conf
   # flushes the whole ruleset): not ours to switch on.
-  for name in postgresql nginx exim4 dovecot "$(php_fpm)"; do
+  local daemons=(postgresql nginx exim4 dovecot "$(php_fpm)")
+  [ -z "$NODE" ] || daemons=(exim4 dovecot)
+  for name in "${daemons[@]}"; do
     [ -n "$name" ] || continue
     if ! systemctl is-enabled --quiet "$name" 2>/dev/null; then
       systemctl enable --quiet "$name"
@@ -594,7 +657,7 @@ acme() {
 first_apply() {
   step "Apply the mail configuration through the helper"
   local out
-  out=$(mailpanel mail config apply) || { say "$out"; die "the first apply failed"; }
+  out=$(mailpanel mail config apply ${NODE:+--node "$NODE"}) || { say "$out"; die "the first apply failed"; }
   if grep -q '^\(wrote\|removed\) ' <<<"$out"; then
     changed "mail configuration: $(grep -c '^\(wrote\|removed\) ' <<<"$out") files"
   fi
@@ -605,6 +668,7 @@ save_install_conf() {
     echo "# The options of the last install (read by install.sh --upgrade)."
     printf '%s=%q\n' HOSTNAME_ARG "$HOSTNAME_ARG" IPV4 "$IPV4" ADMIN_EMAIL "$ADMIN_EMAIL" \
       ACME_DIRECTORY "$ACME_DIRECTORY" ACME_CA_BUNDLE "$ACME_CA_BUNDLE"
+    [ -z "$NODE" ] || printf '%s=%q\n' NODE "$NODE" PANEL_DB "$PANEL_DB" REDIS "$REDIS"
   } | put "$INSTALL_CONF" root:root 0600
 }
 
@@ -613,7 +677,7 @@ main() {
   check_os
   validate_args
   if [ "$CHECK_ONLY" -eq 1 ]; then
-    say "install.sh --check: the options are valid for $HOSTNAME_ARG; nothing was changed."
+    say "install.sh --check: the options are valid for $HOSTNAME_ARG${NODE:+ (mail node $NODE)}; nothing was changed."
     exit 0
   fi
   local code_before
@@ -628,22 +692,29 @@ main() {
   command_on_path
   local code_changed=0
   [ ${#CHANGED[@]} -ne "$code_before" ] && code_changed=1
-  database
-  django
-  units
-  webmail_php_fpm
-  nginx_site
-  systemctl reload-or-restart nginx 2>/dev/null || systemctl start nginx
+  if [ -n "$NODE" ]; then
+    node_register
+    units
+  else
+    database
+    django
+    units
+    webmail_php_fpm
+    nginx_site
+    systemctl reload-or-restart nginx 2>/dev/null || systemctl start nginx
+  fi
   # The first apply writes the nftables file the firewall unit's condition
   # wants, so it comes before the units start.
   first_apply
   start_units $((code_changed | UNITS_CHANGED))
-  acme
+  [ -n "$NODE" ] || acme
   say ""
   if [ ${#CHANGED[@]} -eq 0 ]; then
     say "install.sh: nothing changed; everything was in place ($((SECONDS - STARTED)) s)."
   else
-    say "install.sh: ${#CHANGED[@]} changes in $((SECONDS - STARTED)) s. The panel: https://$HOSTNAME_ARG/"
+    local where="The panel: https://$HOSTNAME_ARG/"
+    [ -z "$NODE" ] || where="Mail node $NODE: its worker serves the queue node-$NODE."
+    say "install.sh: ${#CHANGED[@]} changes in $((SECONDS - STARTED)) s. $where"
   fi
   if [ -n "${ADMIN_LOGIN:-}" ]; then
     say "$ADMIN_LOGIN"

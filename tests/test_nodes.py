@@ -264,3 +264,41 @@ def test_config_render_with_several_nodes_names_the_node(alice, server, node_b, 
     assert "mx-b.panel.test" in (tmp_path / "b/etc/exim4/exim4.conf").read_text()
     with pytest.raises(CommandError, match="no mail node 'zz'"):
         call_command("mail", "config", "apply", "--node", "zz")
+
+
+NODE_INSTALL = ["--node", "b", "--panel-db", "postgres://mailpanel:s3cr%40t@10.0.0.1:5432/mailpanel",
+                "--redis", "redis://10.0.0.1:6379/0", "--hostname", "mx2.example.com", "--ipv4", "203.0.113.6"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install.sh refuses non-root first")
+def test_node_install_check_accepts_a_node_without_admin_email(tmp_path):
+    from tests.test_install_script import install
+
+    proc = install(tmp_path, "--check", *NODE_INSTALL)
+    assert proc.returncode == 0, proc.stderr
+    assert "(mail node b)" in proc.stdout and "nothing was changed" in proc.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install.sh refuses non-root first")
+@pytest.mark.parametrize(
+    "option, value, complaint",
+    [
+        ("--node", "B", "--node"),
+        ("--node", "b;reboot", "--node"),
+        ("--node", "b\nMAILPANEL_HELPER=x", "--node"),
+        ("--panel-db", 'postgres://u:p"w@h/db', "--panel-db"),
+        ("--panel-db", "postgres://h/db $(id)", "--panel-db"),
+        ("--panel-db", "mysql://h/db", "--panel-db"),
+        ("--redis", "http://10.0.0.1:6379/0", "--redis"),
+        ("--redis", "redis://h/0`id`", "--redis"),
+        ("--redis", "", "go together"),
+    ],
+)
+def test_node_install_refuses_hostile_options(tmp_path, option, value, complaint):
+    from tests.test_install_script import install
+
+    args = list(NODE_INSTALL)
+    args[args.index(option) + 1] = value
+    proc = install(tmp_path, "--check", *args)
+    assert proc.returncode == 2, proc.stdout
+    assert complaint in proc.stderr
