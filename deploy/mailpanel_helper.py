@@ -2196,24 +2196,15 @@ class QueueCache:
 
     def _load(self):
         try:
-            fd = os.open(QUEUE_CACHE_NAME, READ_FLAGS, dir_fd=self.dir_fd)
-        except OSError:
-            return {}, None  # missing, or a link (ELOOP)
-        try:
-            st = os.fstat(fd)
-            if (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid()
-                    or st.st_mode & 0o077 or st.st_size > MAX_QUEUE_CACHE_BYTES):
-                return {}, None
-            chunks, left = [], st.st_size
-            while left > 0:
-                chunk = os.read(fd, min(left, 1 << 24))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                left -= len(chunk)
-        finally:
-            os.close(fd)
-        head, _newline, body = b"".join(chunks).partition(b"\n")
+            found = self.tree.read(QUEUE_CACHE_DIR + "/" + QUEUE_CACHE_NAME, limit=MAX_QUEUE_CACHE_BYTES)
+        except (OSError, Failed):
+            return {}, None  # a link, not a plain file, too big
+        if found is None:
+            return {}, None
+        content, st = found
+        if st.st_nlink != 1 or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            return {}, None
+        head, _newline, body = content.partition(b"\n")
         if head != QUEUE_CACHE_MAGIC + hashlib.sha256(body).hexdigest().encode():
             return {}, None
         try:
@@ -2299,6 +2290,12 @@ class QueueCache:
             finally:
                 os.close(fd)
             os.replace(tmp, QUEUE_CACHE_NAME, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            # what a helper killed before its rename left (pages hold no lock:
+            # a minute-old temp file is no running helper's)
+            for name in os.listdir(self.dir_fd):
+                if TMP_NAME_RE.fullmatch(name) and time.time() - os.stat(
+                        name, dir_fd=self.dir_fd, follow_symlinks=False).st_mtime > 60:
+                    os.unlink(name, dir_fd=self.dir_fd)
         except OSError:
             pass  # a cache: the answer stands without it
         finally:

@@ -293,6 +293,18 @@ def test_the_envelope_cache_is_roots_alone_and_follows_the_spool(queue_tree):
     assert "FORGED" not in json.dumps(answer) and answer["frozen"] == 1
 
 
+def test_a_temp_file_a_killed_helper_left_in_the_cache_folder_goes_once_a_minute_old(queue_tree):
+    layout, _sink, _ids = queue_tree
+    folder = Path(layout.root) / CACHE_DIR
+    folder.mkdir(parents=True, mode=0o700)
+    old, fresh = folder / ".queue-envelopes.mailpanel-tmp-0123456789ab", folder / ".queue-envelopes.mailpanel-tmp-ba9876543210"
+    for path in (old, fresh):
+        path.write_bytes(b"half a cache")
+    os.utime(old, (time.time() - 61, time.time() - 61))
+    listed_senders(layout)  # writes the cache
+    assert not old.exists() and fresh.exists()
+
+
 def test_a_settled_spool_is_listed_from_the_cache_until_exim_changes_it(queue_tree):
     """The spool folder unchanged for 2 s: the cache is the queue (no -H file
     looked at); the next change Exim makes there is seen at once."""
