@@ -279,10 +279,16 @@ def _apply_domains(names: list[str], layout, log, node=None) -> tuple[dict, bool
 
 
 def _log_written(answer: dict, log) -> None:
-    for path in answer.get("written", []):
-        log(f"wrote {path}")
-    for path in answer.get("removed", []):
-        log(f"removed {path}")
+    lines = [f"wrote {path}" for path in answer.get("written", [])]
+    lines += [f"removed {path}" for path in answer.get("removed", [])]
+    # A job's log saves itself on every call: one call for all the lines, not
+    # one UPDATE of the growing log per file (a first apply writes 40,000).
+    extend = getattr(log, "extend", None)
+    if extend is not None:
+        extend(lines)
+    else:
+        for line in lines:
+            log(line)
 
 
 def _call_and_log(request: dict, log) -> dict:
