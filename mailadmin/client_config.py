@@ -3,8 +3,10 @@
 The RFC 6186 SRV records (dnsrecords.build_records), Thunderbird's autoconfig
 file, Outlook's autodiscover answer, Apple's .mobileconfig profile and the
 domain page's "Mail client settings" all read `SERVICES` and `ClientSettings`.
-Clients connect to the server's host name, never to mail.<domain>: the
-certificate Exim and Dovecot present is the host name's.
+Clients connect to the name on the certificate they will get: mail.<domain>
+once the domain has a certificate of its own (Exim and Dovecot choose it by
+SNI), the server's host name before; the ports and TLS modes are what the
+Layout really offers (``offered_services``).
 
 Pure: no ORM, no I/O, no clock. Documents are built with ElementTree and
 plistlib, which escape every value; nothing a request carries is written into
@@ -31,7 +33,7 @@ class Service:
     label: str  # the SRV service label: imaps, imap, submissions, submission
     protocol: str  # "imap" | "smtp"
     port: int
-    tls: str  # "SSL" (implicit TLS) | "STARTTLS" — Thunderbird's socketType words
+    tls: str  # "SSL" (implicit TLS) | "STARTTLS" | "plain" (no TLS) — Thunderbird's socketType words
     priority: int  # SRV priority: implicit TLS first (RFC 8314 §5.1)
     offered: bool = True  # False: the SRV record says "not here" (target ".")
 
@@ -45,14 +47,37 @@ SERVICES = (
     Service("submissions", "smtp", 465, "SSL", 0),
     Service("submission", "smtp", 587, "STARTTLS", 10),
 )
+SSL, STARTTLS, PLAIN = "SSL", "STARTTLS", "plain"
+
+
+def offered_services(layout) -> tuple[Service, ...]:
+    """What Exim and Dovecot really offer with this Layout (mailconf's
+    renderers): without a server certificate no TLS at all, so no 993 and no
+    465, and 143 and 587 in plain text; with one, implicit TLS on Dovecot's
+    IMAPS port and on Exim's smtps ports, STARTTLS on the others (25 is for
+    servers, not for mail programs)."""
+    tls = bool(layout.tls_certificate)
+    smtps = sorted(set(layout.smtps_ports) & set(layout.smtp_ports))
+    submission = sorted(p for p in layout.smtp_ports if p not in smtps and p != 25)
+    return (
+        Service("imaps", "imap", layout.imaps_port, SSL, 0, offered=tls),
+        Service("imap", "imap", layout.imap_port, STARTTLS if tls else PLAIN, 10),
+        Service("submissions", "smtp", smtps[0] if smtps else 465, SSL, 0, offered=tls and bool(smtps)),
+        Service("submission", "smtp", submission[0] if submission else 587, STARTTLS if tls else PLAIN, 10,
+                offered=bool(submission)),
+    )
 
 
 @dataclass(frozen=True)
 class ClientSettings:
     domain: str  # IDNA, lower case
     display_name: str  # the domain as people read it (Unicode)
-    host: str  # the server's host name: what the certificate names
+    host: str  # the name on the certificate clients get (mail.<domain> with its own, else the host name)
     services: tuple[Service, ...] = SERVICES
+
+    @property
+    def tls(self) -> bool:
+        return any(s.offered and s.tls != PLAIN for s in self.services)
 
     def offered(self, protocol: str) -> list[Service]:
         return [s for s in self.services if s.protocol == protocol and s.offered]
@@ -170,10 +195,12 @@ def autodiscover_response(settings: ClientSettings, address: str) -> bytes:
         _text(protocol, "DomainRequired", "off")
         _text(protocol, "LoginName", address)
         _text(protocol, "SPA", "off")
-        if service.tls == "SSL":
+        if service.tls == SSL:
             _text(protocol, "SSL", "on")
-        else:
+        elif service.tls == STARTTLS:
             _text(protocol, "Encryption", "TLS")
+        else:
+            _text(protocol, "SSL", "off")
         _text(protocol, "AuthRequired", "on")
         if service.protocol == "smtp":
             _text(protocol, "UsePOPAuth", "on")  # the same user name and password as IMAP
@@ -229,12 +256,12 @@ def mobileconfig(settings: ClientSettings, address: str) -> bytes:
         "EmailAddress": address,
         "IncomingMailServerHostName": settings.host,
         "IncomingMailServerPortNumber": imap.port,
-        "IncomingMailServerUseSSL": True,
+        "IncomingMailServerUseSSL": imap.tls != PLAIN,
         "IncomingMailServerAuthentication": "EmailAuthPassword",
         "IncomingMailServerUsername": address,
         "OutgoingMailServerHostName": settings.host,
         "OutgoingMailServerPortNumber": smtp.port,
-        "OutgoingMailServerUseSSL": True,
+        "OutgoingMailServerUseSSL": smtp.tls != PLAIN,
         "OutgoingMailServerAuthentication": "EmailAuthPassword",
         "OutgoingMailServerUsername": address,
         "OutgoingPasswordSameAsIncomingPassword": True,

@@ -291,6 +291,9 @@ MAILPANEL_RESOLVERS = [
     r.strip() for r in os.environ.get("MAILPANEL_RESOLVERS", "").split(",") if r.strip()
 ]  # "ip[:port]"; empty = the system resolver
 MAILPANEL_PORT25_TARGET = os.environ.get("MAILPANEL_PORT25_TARGET", "ASPMX.L.GOOGLE.COM:25")
+# Where the "name served" check connects (993, 465, 587 with mail.<domain> as
+# SNI); empty = the host name of the domain's node. Tests: 127.0.0.1.
+MAILPANEL_TLS_CHECK_HOST = os.environ.get("MAILPANEL_TLS_CHECK_HOST", "")
 MAILPANEL_CHECK_TIMEOUT = env_float("MAILPANEL_CHECK_TIMEOUT", 5.0)
 MAILPANEL_SNAPPYMAIL_URL = os.environ.get("MAILPANEL_SNAPPYMAIL_URL", "")
 MAILPANEL_SNAPPYMAIL_SHA256 = os.environ.get("MAILPANEL_SNAPPYMAIL_SHA256", "")

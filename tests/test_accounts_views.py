@@ -25,7 +25,8 @@ def url(name, *args):
     return reverse(f"mailadmin:{name}", args=args)
 
 
-def test_accounts_tab_lists_accounts_and_the_clients_tab_their_settings(alice_client, alice, domain, info):
+def test_accounts_tab_lists_accounts_and_the_clients_tab_their_settings(alice_client, alice, domain, info, settings):
+    settings.MAILPANEL_LAYOUT = {"tls_certificate": "/etc/mailpanel/tls/fullchain.pem"}  # TLS offered
     svc.add_alias(alice, domain, "sales", "info@example.org")
     svc.add_forward(alice, info, "boss@elsewhere.example")
     page = alice_client.get(url("domain_accounts", domain.pk)).content.decode()

@@ -14,6 +14,14 @@ from mailadmin.models import MailDomain, ServerSettings, UserProfile
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def _tls_offered(settings):
+    """The server offers TLS, as install.sh's Layout says: the answers say
+    SSL/STARTTLS (without a certificate they say plain: tests/test_tls_truth.py)."""
+    settings.MAILPANEL_LAYOUT = {"tls_certificate": "/etc/mailpanel/tls/fullchain.pem",
+                                 "tls_privatekey": "/etc/mailpanel/tls/privkey.pem"}
+
 HOSTNAME = "mail.hoster.test"
 THUNDERBIRD = "/mail/config-v1.1.xml"
 WELL_KNOWN = "/.well-known/autoconfig/mail/config-v1.1.xml"

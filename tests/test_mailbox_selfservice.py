@@ -265,6 +265,14 @@ def test_the_page_shows_what_the_mailbox_holds_or_that_it_is_unknown(mailbox_cli
     assert "cannot be read right now" in mailbox_client.get(HOME).content.decode()
 
 
+@pytest.fixture(autouse=True)
+def _tls_offered(settings):
+    """The server offers TLS, as install.sh's Layout says: the answers say
+    SSL/STARTTLS (without a certificate they say plain: tests/test_tls_truth.py)."""
+    settings.MAILPANEL_LAYOUT = {"tls_certificate": "/etc/mailpanel/tls/fullchain.pem",
+                                 "tls_privatekey": "/etc/mailpanel/tls/privkey.pem"}
+
+
 def profile_of(response):
     assert response["Content-Type"] == "application/x-apple-aspen-config"
     assert response["Content-Disposition"] == 'attachment; filename="info@example.org.mobileconfig"'

@@ -305,7 +305,7 @@ def sni_stack(tmp_path):
     mailstack.write_rendered(render_all(snapshot, layout, usable), layout)
     with mailstack.exim_daemon(layout), mailstack.dovecot_daemon(layout):
         yield {"ports": {"25": p25, "465": p465, "587": p587, "993": layout.imaps_port,
-                         "4190": layout.sieve_port}, **pki}
+                         "4190": layout.sieve_port}, "layout": layout, **pki}
 
 
 PORTS = {"25": _smtp_starttls, "465": None, "587": _smtp_starttls, "993": None, "4190": _sieve_starttls}

@@ -165,12 +165,13 @@ class Session:
         finally:
             pool.shutdown(wait=False)
 
-    def start_tls(self, context: ssl.SSLContext) -> None:
+    def start_tls(self, context: ssl.SSLContext, server_name: str | None = None) -> None:
         """The TLS handshake on the open connection (implicit TLS, or after
-        STARTTLS); the certificate is checked against the host name."""
+        STARTTLS); the certificate is checked against the host name (or
+        server_name, also sent as SNI)."""
         self.pending = "TLS"
         self.sock.settimeout(self.remaining())
-        self.sock = context.wrap_socket(self.sock, server_hostname=self.host)
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_name or self.host)
         self.buffer = b""
         cert = self.sock.getpeercert() or {}
         subject = ", ".join("=".join(part) for rdn in cert.get("subject", ()) for part in rdn)

@@ -79,4 +79,10 @@ def diagnose_domain(command, options):
             lines.append(f"  {check['purpose']}: {check['status']} {check['detail']}".rstrip())
             if check["fix"]:
                 lines.append(f"    - {check['fix']}")
+    if "tls" in data:
+        lines.append(f"certificate served for {data['tls']['name']}: {data['tls']['status']}")
+        for port in data["tls"]["ports"]:
+            lines.append(f"  port {port['port']}: {port['status']} {', '.join(port['names'])} {port['detail']}".rstrip())
+        if data["tls"]["hint"]:
+            lines.append(f"    - {data['tls']['hint']}")
     return _out(command, options, data, lines)

@@ -9,11 +9,17 @@ which names are on the panel beyond what its DNS already says.
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
+import dataclasses
 
-from ..client_config import ClientSettings
-from ..models import MailDomain, ServerSettings
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from ..checks import certificate
+from ..client_config import ClientSettings, offered_services
+from ..dnsrecords import mx_host
+from ..models import Certificate, MailDomain, ServerSettings
 from ..validation import normalize_address, normalize_domain
+from .apply import layout_from_settings
 
 
 def served_domains():
@@ -45,7 +51,44 @@ def address_in(address: str, domain: MailDomain | None = None) -> tuple[str, Mai
 
 
 def client_settings(domain: MailDomain, server: ServerSettings | None = None) -> ClientSettings:
+    """What mail programs are told: the ports and TLS modes the Layout
+    really offers, and the name on the certificate they will get —
+    mail.<domain> once the domain's own certificate names it (Exim and
+    Dovecot serve it by SNI), else the host name of the domain's node."""
     server = server or ServerSettings.load_public()
-    # The host name of the node the domain lives on (its certificate's name).
-    host = domain.node.identity(server).hostname
-    return ClientSettings(domain=domain.name, display_name=domain.unicode_name, host=host)
+    settings = ClientSettings(
+        domain=domain.name,
+        display_name=domain.unicode_name,
+        host=domain.node.identity(server).hostname,
+        services=offered_services(layout_from_settings()),
+    )
+    if settings.tls and mx_host(domain.name) in domain_certificate_names(domain):
+        settings = dataclasses.replace(settings, host=mx_host(domain.name))
+    return settings
+
+
+def domain_certificate_names(domain: MailDomain) -> tuple[str, ...]:
+    """The names on the domain's own certificate while it is valid (what
+    the helper installed: services.certificates), () without one."""
+    names = (
+        Certificate.objects.filter(domain=domain, server=False, not_after__gt=timezone.now())
+        .values_list("names", flat=True)
+        .first()
+    )
+    return tuple(names or ())
+
+
+def certificate_names(domain: MailDomain, settings: ClientSettings) -> tuple[str, ...]:
+    """The names on the certificate a client connecting to settings.host
+    gets: the domain's own, else the server's (its ACME record, else the
+    certificate file itself, the public half); () without TLS."""
+    if not settings.tls:
+        return ()
+    own = domain_certificate_names(domain)
+    if settings.host in own:
+        return own
+    server_names = Certificate.objects.filter(server=True).values_list("names", flat=True).first()
+    if server_names:
+        return tuple(server_names)
+    layout = layout_from_settings()
+    return certificate.certificate_status(layout.path(layout.tls_certificate), settings.host).names

@@ -17,15 +17,16 @@ from pathlib import Path
 
 from django.conf import settings
 from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from mailconf import validate as v
 
 from .. import dkim, dnsbl, mta_sts
 from ..checks import diagnostics as diag
 from ..checks import dns as dnscheck
-from ..checks import targets
+from ..checks import targets, tls_served
 from ..checks.smtp import check_port25
-from ..dnsrecords import build_records
+from ..dnsrecords import build_records, mx_host
 from ..models import DnsCheckResult, MailDomain, MailNode, ServerSettings
 from mailconf.snapshot import ServerIdentity
 
@@ -362,6 +363,7 @@ def diagnose_domain(domain: MailDomain, connect: bool = False, on_progress=None,
     records = domain_records(domain, identity)
     here, sending, cf = server_ips(identity), sending_ips(identity), cloudflare_networks()
     timeout = check_timeout()
+    served = None if domain.hosted_elsewhere else name_served_plan(domain, identity)
 
     async def run(report):
         with closing(new_lookups()) as lookups:
@@ -374,7 +376,11 @@ def diagnose_domain(domain: MailDomain, connect: bool = False, on_progress=None,
             )
         report(f"{domain.name} receiving: {receive['status']}")
         report(f"{domain.name} sending: {send['status']}")
-        return {"domain": domain.name, "domain_id": domain.pk, "receiving": receive, "sending": send}
+        result = {"domain": domain.name, "domain_id": domain.pk, "receiving": receive, "sending": send}
+        if served is not None:
+            result["tls"] = await name_served(served, timeout)
+            report(f"{domain.name} name served on {served['name']}: {result['tls']['status']}")
+        return result
 
     result = run_async(run, on_progress)
     from .dkim_rotation import key_age_check  # it imports this module
@@ -385,6 +391,45 @@ def diagnose_domain(domain: MailDomain, connect: bool = False, on_progress=None,
         if result["sending"]["status"] == dnscheck.OK:
             result["sending"]["status"] = age["status"]
     return result
+
+
+def name_served_plan(domain: MailDomain, identity: ServerIdentity) -> dict | None:
+    """What the "name served" check asks (read before the event loop: no
+    ORM in it): the domain's mail. name as SNI on the implicit-TLS ports and
+    587 (STARTTLS) the Layout offers; None without TLS."""
+    from ..client_config import PLAIN, STARTTLS, offered_services
+    from .apply import layout_from_settings
+    from .client_config import domain_certificate_names
+
+    ports = [
+        tls_served.Port(s.port, starttls=s.tls == STARTTLS)
+        for s in offered_services(layout_from_settings())
+        if s.offered and s.tls != PLAIN and (s.protocol == "smtp" or s.tls != STARTTLS)
+    ]
+    if not ports:
+        return None
+    name = mx_host(domain.name)
+    return {
+        "name": name,
+        "host": settings.MAILPANEL_TLS_CHECK_HOST or identity.hostname,
+        "ports": ports,
+        "own_certificate": name in domain_certificate_names(domain),
+        "hostname": identity.hostname,
+    }
+
+
+async def name_served(plan: dict, timeout: float) -> dict:
+    results = await asyncio.gather(
+        *(asyncio.to_thread(tls_served.check_port, plan["host"], port, plan["name"], timeout) for port in plan["ports"])
+    )
+    status = tls_served.summarize(results)
+    hint = ""
+    if status == tls_served.DIFFERENT and not plan["own_certificate"]:
+        hint = _(
+            "This domain has no certificate of its own yet: mail programs are told to use %(host)s, "
+            "whose certificate the server presents."
+        ) % {"host": plan["hostname"]}
+    return {"name": plan["name"], "status": status, "hint": hint, "ports": [r.as_dict() for r in results]}
 
 
 def server_diagnostics(on_progress=None, include=("port25", "blacklist", "rdns")) -> dict:

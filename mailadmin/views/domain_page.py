@@ -117,18 +117,23 @@ def webmail_url(hostname: str) -> str:
     return f"https://{hostname}/webmail/"
 
 
-def client_settings(domain, server=None) -> dict:
-    """What a mail client needs; the same for every account of the domain.
-    The server is the host name, whose certificate clients check — what
-    autoconfig, autodiscover and the SRV records say too (client_config)."""
-    settings = client_config.client_settings(domain, server)
-    smtp = settings.offered("smtp")
+def client_settings(domain, server=None, settings=None) -> dict:
+    """What a mail client needs; the same for every account of the domain,
+    and only what the server offers: the ports that really have TLS (none
+    without a certificate) and the name on the certificate clients get —
+    what autoconfig and autodiscover say too (client_config)."""
+    server = server or ServerSettings.load_public()
+    settings = settings or client_config.client_settings(domain, server)
+
+    def rows(protocol):
+        return [{"port": s.port, "tls": s.tls} for s in settings.offered(protocol)]
+
     return {
         "server": settings.host,
-        "imap_port": settings.imap.port,
-        "smtps_port": smtp[0].port,
-        "submission_port": smtp[-1].port,
-        "webmail_url": webmail_url(settings.host),
+        "incoming": rows("imap"),
+        "outgoing": rows("smtp"),
+        "tls": settings.tls,
+        "webmail_url": webmail_url(domain.node.identity(server).hostname),
     }
 
 
@@ -136,8 +141,10 @@ def clients_context(request, domain) -> dict:
     server = server_of(request)
     accounts = list(domain.accounts.order_by("local_part").values("pk", "local_part"))
     example = accounts[0]["local_part"] if accounts else "info"
+    settings = client_config.client_settings(domain, server)
     return {
-        "client_settings": client_settings(domain, server),
+        "client_settings": client_settings(domain, server, settings),
+        "client_certificate_names": client_config.certificate_names(domain, settings),
         "client_example_address": f"{example}@{domain.unicode_name}",
         "client_accounts": accounts,
         "webmail_installed": server.snappymail_installed,
