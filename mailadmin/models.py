@@ -96,9 +96,10 @@ class MailNode(models.Model):
 
 
 def default_node_pk() -> int:
-    """Where a new domain lives unless it is placed: the first node, made here
+    """Where a new domain lives unless it is placed: the first active node, made here
     when there is none yet (migration 0012 makes it for existing installs)."""
-    pk = MailNode.objects.order_by("pk").values_list("pk", flat=True).first()
+    nodes = MailNode.objects.order_by("pk").values_list("pk", flat=True)
+    pk = nodes.filter(status=NodeStatus.ACTIVE).first() or nodes.first()
     if pk is None:
         pk = MailNode.objects.create(name=DEFAULT_NODE_NAME).pk
     return pk

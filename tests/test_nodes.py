@@ -8,6 +8,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
@@ -328,3 +329,32 @@ def test_an_apply_jobs_log_is_saved_once_for_all_the_files_it_wrote(alice, setti
     log_updates = [q for q in queries if q["sql"].startswith("UPDATE") and '"log"' in q["sql"]]
     assert len(log_updates) <= 15, len(log_updates)  # a few per step, not one per file
     assert job.log.count("\nwrote ") + job.log.startswith("wrote ") >= 30
+
+
+def test_a_draining_node_takes_no_new_domains_and_a_new_identity_applies_on_that_node(alice, rq_mode):
+    call_command("mail", "node", "add", "b", stdout=StringIO())
+    call_command("mail", "node", "set", "main", "--status", "draining", stdout=StringIO())
+    domain = domains.add_domain(None, alice, "new.example")
+    assert domain.node.name == "b"
+    with pytest.raises(ValidationError):
+        nodes.move_domain(None, domain, MailNode.objects.get(name="main"))
+    Job.objects.all().delete()
+    out = StringIO()
+    call_command("mail", "node", "set", "b", "--hostname", "mx-b.example.net", "--ipv4", "198.51.100.7", stdout=out)
+    assert "hostname" in out.getvalue() and "ipv4" in out.getvalue()
+    assert list(Job.objects.values_list("node__name", "scope")) == [("b", None)]
+    node = MailNode.objects.get(name="b")
+    assert (node.hostname, node.ipv4, node.status) == ("mx-b.example.net", "198.51.100.7", "active")
+    with pytest.raises(CommandError):
+        call_command("mail", "node", "set", "b", "--ipv4", "198.51.100.7\nx")
+    out = StringIO()
+    call_command("mail", "node", "set", "b", "--ipv4", "198.51.100.7", stdout=out)
+    assert "nothing changed" in out.getvalue()
+
+
+def test_cli_domain_add_places_the_domain_on_a_node(alice, rq_mode):
+    call_command("mail", "node", "add", "b", stdout=StringIO())
+    call_command("mail", "domain", "add", "alice", "placed.example", "--node", "b", stdout=StringIO())
+    assert MailDomain.objects.get(name="placed.example").node.name == "b"
+    with pytest.raises(CommandError, match="no mail node"):
+        call_command("mail", "domain", "add", "alice", "other.example", "--node", "nope")

@@ -4,7 +4,7 @@ from django.db.models import Count
 
 from ..models import MailDomain
 from ..services import domains as domain_service
-from ..services import ownership
+from ..services import nodes, ownership
 from ..validation import normalize_address, normalize_unix_users
 from .common import add_json_flag, get_domain, get_user, system_actor
 
@@ -16,6 +16,7 @@ def register(nouns):
     add.add_argument("owner")
     add.add_argument("domain")
     add.add_argument("--no-dkim", action="store_true")
+    add.add_argument("--node", default="", help="the mail node it lives on (default: the first active one)")
     add.set_defaults(handler=domain_add)
     delete = verbs.add_parser("delete")
     delete.add_argument("domain")
@@ -44,8 +45,9 @@ def register(nouns):
 
 def domain_add(command, options):
     owner = get_user(options["owner"])
+    node = nodes.get_node(options["node"]) if options["node"] else None
     domain = domain_service.add_domain(
-        system_actor(), owner, options["domain"], dkim_enabled=not options["no_dkim"]
+        system_actor(), owner, options["domain"], dkim_enabled=not options["no_dkim"], node=node
     )
     command.stdout.write(f"added {domain.name} for {owner.username}")
 

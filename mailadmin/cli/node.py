@@ -19,6 +19,13 @@ def register(nouns):
     add.add_argument("--ipv4", default="")
     add.add_argument("--ipv6", default="")
     add.set_defaults(handler=node_add)
+    set_ = verbs.add_parser("set", help="a node's host name, addresses or status")
+    set_.add_argument("name")
+    set_.add_argument("--hostname")
+    set_.add_argument("--ipv4")
+    set_.add_argument("--ipv6")
+    set_.add_argument("--status", choices=["active", "draining"], help="draining: no new domains")
+    set_.set_defaults(handler=node_set)
     show = verbs.add_parser("show", help="one node and its domains")
     show.add_argument("name")
     add_json_flag(show)
@@ -67,6 +74,14 @@ def node_add(command, options):
     data = {key: options[key] for key in ("name", "hostname", "ipv4", "ipv6")}
     node = nodes.add_node(system_actor(), data)
     command.stdout.write(f"node {node.name} added: its worker serves the queue {node.queue_name}")
+
+
+def node_set(command, options):
+    node = nodes.get_node(options["name"])
+    data = {key: options[key] for key in ("hostname", "ipv4", "ipv6", "status") if options[key] is not None}
+    data = {"hostname": node.hostname, "ipv4": node.ipv4 or "", "ipv6": node.ipv6 or "", **data}
+    change = nodes.update_node(system_actor(), node, data)
+    command.stdout.write(f"node {node.name}: {', '.join(change.changed) or 'nothing'} changed")
 
 
 def node_show(command, options):

@@ -86,6 +86,28 @@ def add_node(actor, data: dict) -> MailNode:
     return node
 
 
+def update_node(actor, node: MailNode, data: dict) -> Change[MailNode]:
+    """Host name, addresses and status. Its identity is in its server-wide
+    files (exim4.conf's host name): a full apply on that node."""
+    old_status = node.status
+    status = data.get("status", old_status)
+    if status not in NodeStatus.values:
+        raise ValidationError({"status": [_("Choose active or draining.")]})
+    form = MailNodeForm({"name": node.name, **data}, instance=node)
+    if not form.is_valid():
+        raise ValidationError({field: list(errors) for field, errors in form.errors.items()})
+    changed = [f for f in form.changed_data if f != "name"] + (["status"] if status != old_status else [])
+    node = form.save(commit=False)
+    node.status = status
+    if not changed:
+        return Change(node)
+    with transaction.atomic():
+        node.save()
+        audit.record(actor, "node.update", node.name, changed)
+        job = jobs.request_apply(actor, node=node, whole_server=True) if set(changed) - {"status"} else None
+    return Change(node, job, tuple(changed))
+
+
 def beat(node: MailNode) -> None:
     """The node's worker is alive: its heartbeat and the version it runs."""
     MailNode.objects.filter(pk=node.pk).update(heartbeat_at=timezone.now(), version=mailpanel_version())
