@@ -5,6 +5,7 @@ TLS given the Layout, and the names on the certificate clients get; the
 on 993, 465 and 587 and compares the certificate's names."""
 
 import datetime
+import hashlib
 import plistlib
 import xml.etree.ElementTree as ET
 
@@ -162,3 +163,37 @@ def test_the_diagnostics_page_shows_it(admin_client_):
     html = render_to_string("mailadmin/diagnostics_results.html", {"result": result})
     assert 'id="diag-tls"' in html and "mail.c.test" in html and "<code>mx.server.test</code>" in html
     assert 'data-port="993"' in html and "no certificate of its own" in html
+
+
+# --- the panel renders what the helper will: a new certificate re-renders the code files --------
+
+
+def test_the_panel_reads_the_index_and_a_new_certificate_sends_the_code(settings, tmp_path):
+    from mailconf import tls
+    from mailconf.render import render_all
+    from mailconf.render.tls_sites import TLS_SITES
+    from mailadmin.services.apply import build_snapshot, layout_from_settings, plan_changes, sni_pairs
+
+    settings.MAILPANEL_ROOT = str(tmp_path)
+    settings.MAILPANEL_LAYOUT = {**TLS, "webmail_sites": True}
+    layout = layout_from_settings()
+    assert sni_pairs(layout) == ()  # no index yet
+    index = tmp_path / tls.SNI_INDEX.lstrip("/")
+    index.parent.mkdir(parents=True)
+    index.write_bytes(b"mail.a.test a.test\nmail.b.test b.test\nwebmail.a.test a.test\n")
+    assert sni_pairs(layout) == ()  # no certificate files: nothing the helper would render
+    cert = tmp_path / tls.domain_cert_paths("a.test")[0].lstrip("/")
+    cert.parent.mkdir(parents=True)
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert sni_pairs(layout) == (tls.SniName("mail.a.test", "a.test"), tls.SniName("webmail.a.test", "a.test"))
+    snapshot = build_snapshot()
+    before = render_all(snapshot, layout)
+    live = {path: hashlib.sha256(spec.content).hexdigest() for path, spec in before.items()}
+    after = render_all(snapshot, layout, sni_pairs(layout))
+    plan = plan_changes(after, live)
+    assert plan.code_changed and "/etc/dovecot/dovecot.conf" in plan.write and TLS_SITES in plan.write
+    # the last certificate gone: the live sites file is no longer rendered, the helper must hear of it
+    live_after = {path: hashlib.sha256(spec.content).hexdigest() for path, spec in after.items()}
+    assert plan_changes(before, live_after).code_changed
+    index.write_bytes(b"mail.a.test /etc/shadow\n")
+    assert sni_pairs(layout) == ()  # the grammar refuses the whole file

@@ -7,6 +7,7 @@ the database once, asks the helper which files differ, and hands over only those
 import base64
 import hashlib
 import logging
+import os
 from collections import defaultdict
 from operator import itemgetter
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from django.db.models import Q, Value
 from django.db.models.functions import Concat
 
 from mailconf import snapshot as snap
+from mailconf import tls
 from mailconf import validate as v
 from mailconf.managed import CODE_FILES
 from mailconf.params import CodeParams, code_params
@@ -45,6 +47,23 @@ RENDERED_PREFIXES = ("/etc/exim4/", "/etc/dovecot/", "/etc/nftables.d/", "/var/l
 def layout_from_settings() -> snap.Layout:
     overrides = getattr(settings, "MAILPANEL_LAYOUT", {}) or {}
     return snap.Layout(root=settings.MAILPANEL_ROOT, **overrides)
+
+
+def sni_pairs(layout: snap.Layout) -> tuple[tls.SniName, ...]:
+    """The SNI index's pairs (root's file, 0644: names only) whose domain
+    certificate is there, so the panel renders the code files the helper
+    will (it also loads each key: a pair only the panel sees makes one
+    needless code render there, never a wrong file). () without TLS or
+    without a readable index."""
+    if not tls.offers_tls(layout):
+        return ()
+    try:
+        with open(layout.path(tls.SNI_INDEX), "rb") as index:
+            pairs = tls.parse_sni_index(index.read(tls.MAX_SNI_INDEX_BYTES + 1))
+    except (OSError, ValueError):
+        return ()
+    present = {d for d in {p.domain for p in pairs} if os.path.isfile(layout.path(tls.domain_cert_paths(d)[0]))}
+    return tuple(p for p in pairs if p.domain in present)
 
 
 def _relay_from_values(row: dict | None) -> snap.Relay | None:
@@ -200,7 +219,11 @@ def plan_changes(rendered: dict[str, snap.FileSpec], live_hashes: dict[str, str]
         for path in live_hashes
         if path not in rendered and path.startswith(RENDERED_PREFIXES)
     )
-    plan.code_changed = any(path in CODE_FILES for path in [*plan.write, *plan.remove])
+    # A live code file no longer rendered (the last domain certificate gone:
+    # no per-name nginx sites) is the helper's to remove: it renders the code.
+    plan.code_changed = any(path in CODE_FILES for path in [*plan.write, *plan.remove]) or any(
+        path in CODE_FILES and path not in rendered for path in live_hashes
+    )
     return plan
 
 
@@ -246,7 +269,7 @@ def apply_now(log=None, domains=None, node=None) -> dict:
             return first
         log("server-wide files are missing: applying everything")
     snapshot = build_snapshot(node=node)
-    rendered = render_all(snapshot, layout)
+    rendered = render_all(snapshot, layout, sni_pairs(layout))
     live = call_helper({"op": "state"}).get("files", {})
     plan = plan_changes(rendered, live)
     log(f"rendered {len(rendered)} files, {len(plan.write)} changed, {len(plan.remove)} to remove")
