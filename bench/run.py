@@ -52,7 +52,7 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from mailadmin import dkim  # noqa: E402
-from mailadmin.models import ApplyJob, MailDomain, RelaySettings  # noqa: E402
+from mailadmin.models import Job, MailDomain, RelaySettings  # noqa: E402
 
 ROWS = []
 
@@ -147,7 +147,7 @@ def interleaved_medians(server, pages: dict, runs: int) -> dict:
 def bench_pages(admin):
     """SPEC §8.3 and issue #19: the floor is a logged-in page with no rows (the
     empty audit log); the anonymous login page is the floor's own baseline."""
-    from mailadmin.views.domain_page import DOMAIN_PAGE
+    from mailadmin.views.pages import DOMAIN_PAGE
 
     runs = 7 if QUICK else 40
     cookie = session_cookie(admin)
@@ -294,7 +294,7 @@ def bench_click_to_done(admin):
             start = time.perf_counter()
             client.post(url, {"preset": "custom", "host": "smtp.relay.example", "port": str(2000 + i),
                               "tls": "starttls", "username": "u", "password": "", "auth": "login"})
-            job = ApplyJob.objects.order_by("-id").first()
+            job = Job.objects.order_by("-id").first()
             while True:
                 job.refresh_from_db()
                 if job.state in ("done", "failed"):

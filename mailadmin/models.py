@@ -433,11 +433,6 @@ class Job(models.Model):
         return self.state in (JobState.DONE, JobState.FAILED)
 
 
-# The model's name before it held more than applies; code written against it
-# keeps working until it says Job.
-ApplyJob = Job
-
-
 class AuditEntry(models.Model):
     """Who changed what: field names only, never values (they may be secrets)."""
 

@@ -206,7 +206,7 @@ TAB_MARKS = {"overview": "#overview", "accounts": "#accounts", "relay": "#relay-
 def domain_tabs():
     """Every tab of the domain page, in order: Overview, Accounts, Relay, DNS,
     Webmail and clients, Settings, and whatever a feature added since."""
-    from mailadmin.views.domain_page import DOMAIN_PAGE
+    from mailadmin.views.pages import DOMAIN_PAGE
 
     return [tab.name for tab in DOMAIN_PAGE.tabs]
 
@@ -214,14 +214,14 @@ def domain_tabs():
 def tab_labels(language):
     from django.utils import translation
 
-    from mailadmin.views.domain_page import DOMAIN_PAGE
+    from mailadmin.views.pages import DOMAIN_PAGE
 
     with translation.override(language):
         return {tab.name: str(tab.label) for tab in DOMAIN_PAGE.tabs}
 
 
 def assert_on_tab(page, live_server, domain, name, labels):
-    from mailadmin.views.domain_page import DOMAIN_PAGE
+    from mailadmin.views.pages import DOMAIN_PAGE
 
     assert page.url.split("#")[0] == live_server.url + DOMAIN_PAGE.url(name, domain)
     current = page.locator("nav.tabs a[aria-current=page]")

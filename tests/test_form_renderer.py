@@ -26,8 +26,8 @@ def pages(client, requests) -> list[str]:
 
 
 def test_every_form_renders_the_same_html_as_djangos_renderer(admin_client_, admin_user, settings):
-    from mailadmin.views.domain_page import DOMAIN_PAGE
-    from mailadmin.views.settings_page import SETTINGS_PAGE
+    from mailadmin.views.pages import DOMAIN_PAGE
+    from mailadmin.views.pages import SETTINGS_PAGE
 
     domain = MailDomain.objects.create(name="example.org", owner=admin_user)
     RelaySettings.objects.create(domain=domain, host="smtp.relay.example", username="u", password="p")

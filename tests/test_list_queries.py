@@ -107,7 +107,7 @@ def fill_domain(domain, start, count):
 
 
 def test_every_domain_tab_runs_the_same_queries_for_1_and_200_accounts(alice_client, alice):
-    from mailadmin.views.domain_page import DOMAIN_PAGE
+    from mailadmin.views.pages import DOMAIN_PAGE
 
     domain = MailDomain.objects.create(name="example.org", owner=alice)
     fill_domain(domain, 0, 1)
@@ -122,7 +122,7 @@ def test_every_domain_tab_runs_the_same_queries_for_1_and_200_accounts(alice_cli
 def test_switching_tabs_with_htmx_skips_the_frame(alice_client, alice):
     """The tab partial has no job area: one query fewer than the whole page,
     and the answer says it varies with HX-Request."""
-    from mailadmin.views.domain_page import DOMAIN_PAGE
+    from mailadmin.views.pages import DOMAIN_PAGE
 
     domain = MailDomain.objects.create(name="example.org", owner=alice)
     fill_domain(domain, 0, 3)
@@ -147,7 +147,7 @@ SETTINGS_TAB_QUERIES = {  # session, user, the job area, then each tab's own
 
 
 def test_every_server_settings_tab_runs_a_pinned_number_of_queries(admin_client_):
-    from mailadmin.views.settings_page import SETTINGS_PAGE
+    from mailadmin.views.pages import SETTINGS_PAGE
 
     admin_client_.get(reverse("mailadmin:server_settings"))
     counts = {tab.name: count_queries(admin_client_, SETTINGS_PAGE.url(tab.name)) for tab in SETTINGS_PAGE.tabs}

@@ -22,7 +22,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from mailadmin import snappymail_release as release
-from mailadmin.models import ApplyJob, AuditEntry, JobKind, MailDomain, ServerSettings
+from mailadmin.models import AuditEntry, Job, JobKind, MailDomain, ServerSettings
 from mailconf.render.snappymail import (
     application_ini_path,
     default_domain_path,
@@ -99,7 +99,7 @@ def release_tarball(tmp_path, settings):
     return path
 
 
-def install(actor, django_capture_on_commit_callbacks, **kwargs) -> ApplyJob:
+def install(actor, django_capture_on_commit_callbacks, **kwargs) -> Job:
     with django_capture_on_commit_callbacks(execute=True):
         job = snappymail.start_install(actor, **kwargs)
     job.refresh_from_db()
@@ -206,7 +206,7 @@ def test_install_without_a_configured_release_is_refused_with_a_clear_message(
     with pytest.raises(Exception) as exc:
         snappymail.start_install(admin_user)
     assert "MAILPANEL_SNAPPYMAIL_URL" in " ".join(exc.value.messages)
-    assert not ApplyJob.objects.exists()
+    assert not Job.objects.exists()
 
 
 def test_helper_itself_refuses_a_tarball_whose_checksum_differs(live_root, release_tarball):
@@ -490,7 +490,7 @@ def test_install_button_starts_the_job_and_the_page_shows_it(
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client_.post(reverse("mailadmin:snappymail_install"))
     assert response.status_code == 302
-    job = ApplyJob.objects.get(kind=JobKind.SNAPPYMAIL_INSTALL)
+    job = Job.objects.get(kind=JobKind.SNAPPYMAIL_INSTALL)
     assert job.state == "done", job.log
     page = admin_client_.get(reverse("mailadmin:server_webmail")).content.decode()
     assert f'id="job-{job.pk}"' in page
@@ -599,7 +599,7 @@ def test_customer_gets_404_on_snappymail_urls(
     response = getattr(alice_client, method)(reverse(f"mailadmin:{name}"))
     assert response.status_code == 404
     assert (live_root / CREDENTIALS).exists()
-    assert ApplyJob.objects.filter(kind=JobKind.SNAPPYMAIL_INSTALL).count() == 1
+    assert Job.objects.filter(kind=JobKind.SNAPPYMAIL_INSTALL).count() == 1
 
 
 def test_customer_domain_clients_tab_has_the_webmail_link_once_installed(
@@ -648,14 +648,14 @@ def test_cli_install_with_a_wrong_checksum_exits_with_an_error(live_root, releas
     with pytest.raises(CommandError, match="failed"):
         call_command("mail", "snappymail", "install", "--tarball", str(release_tarball), "--sha256", "ab" * 32)
     assert not (live_root / "var/lib/snappymail").exists()
-    job = ApplyJob.objects.get(kind=JobKind.SNAPPYMAIL_INSTALL)
+    job = Job.objects.get(kind=JobKind.SNAPPYMAIL_INSTALL)
     assert job.state == "failed" and "SHA-256 mismatch" in job.log
 
 
 def test_cli_rejects_a_malformed_sha256(live_root, release_tarball):
     with pytest.raises(CommandError, match="64 hexadecimal"):
         call_command("mail", "snappymail", "install", "--tarball", str(release_tarball), "--sha256", "xyz")
-    assert not ApplyJob.objects.exists()
+    assert not Job.objects.exists()
 
 
 def test_install_progress_is_saved_line_by_line_while_the_job_runs(live_root, release_tarball, admin_user):
@@ -664,7 +664,7 @@ def test_install_progress_is_saved_line_by_line_while_the_job_runs(live_root, re
     seen = []
 
     def echo(line):
-        row = ApplyJob.objects.get(pk=job.pk)
+        row = Job.objects.get(pk=job.pk)
         seen.append((row.state, row.log.splitlines()[-1] == line))
 
     job = snappymail.run_install_job(job.pk, source, sha256, echo=echo)

@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 
 from .. import snappymail_release as release
 from ..helper_client import HelperError, call_helper
-from ..models import ApplyJob, JobKind, MailDomain, ServerSettings
+from ..models import Job, JobKind, MailDomain, ServerSettings
 from ..validation import normalize_hostname
 from . import apply, audit, jobs
 
@@ -49,7 +49,7 @@ def install_source(tarball: str = "", sha256: str = "") -> tuple[str, str]:
     return source, expected
 
 
-def start_install(actor, tarball: str = "", sha256: str = "") -> ApplyJob:
+def start_install(actor, tarball: str = "", sha256: str = "") -> Job:
     """Queue the install job (the worker runs run_install_job)."""
     source, expected = install_source(tarball, sha256)
     audit.record(actor, "snappymail.install", "snappymail")
@@ -58,15 +58,15 @@ def start_install(actor, tarball: str = "", sha256: str = "") -> ApplyJob:
     )
 
 
-def create_install_job(actor) -> ApplyJob:
+def create_install_job(actor) -> Job:
     """A job row for a synchronous install (the CLI runs it in its own process)."""
-    return ApplyJob.objects.create(
+    return Job.objects.create(
         kind=JobKind.SNAPPYMAIL_INSTALL,
         requested_by=actor if getattr(actor, "pk", None) else None,
     )
 
 
-def run_install_job(job_id: int, source: str, sha256: str, echo=None) -> ApplyJob:
+def run_install_job(job_id: int, source: str, sha256: str, echo=None) -> Job:
     return jobs.run_job(
         job_id,
         lambda job, log: _install(source, sha256, log),

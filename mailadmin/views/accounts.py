@@ -25,10 +25,10 @@ from ..forms_accounts import (
 )
 from ..models import MailAccount, MailAlias, MailForward
 from ..services import accounts as account_service
-from ..services import jobs
 from .common import get_domain_for_user
-from .domain_page import DOMAIN_PAGE, client_settings
-from .shell import Section, done, respond
+from .domain_page import client_settings
+from .pages import DOMAIN_PAGE
+from .shell import Section, done, job_area, respond
 
 SECTION = "mailadmin/accounts/_section.html#accounts-section"
 EDIT_PAGE = "mailadmin/accounts/account_edit.html"
@@ -97,7 +97,7 @@ ACCOUNT_EDIT = Section(
     page=EDIT_PAGE,
     context=edit_context,
     url=lambda domain, account: reverse("mailadmin:account_edit", args=[domain.pk, account.pk]),
-    page_context=lambda request, domain, account: {"job": jobs.latest_apply(request.user)},
+    page_context=job_area,
 )
 
 

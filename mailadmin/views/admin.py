@@ -18,8 +18,8 @@ from ..services.users import add_user, set_active
 from .common import require_admin, server_of
 from .dkim import policy_section
 from .server_mail import internal_lookup_context
-from .settings_page import SETTINGS_PAGE
-from .shell import Section, done, respond
+from .pages import SETTINGS_PAGE
+from .shell import Section, done, job_area, respond
 
 USER_PAGE = "mailadmin/users/detail.html"
 
@@ -155,7 +155,7 @@ def _user_section(name):
         page=USER_PAGE,
         context=user_context,
         url=lambda user: reverse("mailadmin:user_detail", args=[user.pk]),
-        page_context=lambda request, user: {"job": jobs.latest_apply(request.user)},
+        page_context=job_area,
     )
 
 

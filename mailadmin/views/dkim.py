@@ -10,8 +10,7 @@ from django.views.decorators.http import require_POST
 from ..forms_dkim import DkimPolicyForm, DkimRotateForm
 from ..services import dkim_rotation
 from .common import get_domain_for_user, require_admin, server_of
-from .domain_page import DOMAIN_PAGE
-from .settings_page import SETTINGS_PAGE
+from .pages import DOMAIN_PAGE, SETTINGS_PAGE
 from .shell import done, respond
 
 

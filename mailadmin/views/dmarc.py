@@ -10,7 +10,7 @@ from ..forms_dmarc import DmarcMailboxForm
 from ..models import DmarcMailbox
 from ..services import dmarc_reports
 from .common import get_domain_for_user
-from .domain_page import DOMAIN_PAGE
+from .pages import DOMAIN_PAGE
 from .shell import done, respond
 
 

@@ -11,7 +11,7 @@ from ..services import dns_checks, user_checks
 from ..zonefile import render_zone
 from .common import get_domain_for_user, server_of
 from .dkim import dkim_section
-from .domain_page import DOMAIN_PAGE
+from .pages import DOMAIN_PAGE
 from .shell import respond
 
 DNS_CHECK_TASK = "mailadmin.tasks_dns.dns_check"

@@ -1,14 +1,13 @@
 """The domain page: tabs with their own URLs — Overview, Accounts, Relay, DNS,
 Webmail and clients, Settings. Each tab is a link that works without
 JavaScript; htmx swaps the tab and pushes its URL. A view renders only its
-tab. The tabs of other features are defined next to their views (accounts,
-relay, dns); this module holds the frame and the Overview, Webmail and
-Settings tabs."""
+tab. The tabs are listed in views.pages; the tabs of other features are
+defined next to their views (accounts, relay, dns); this module holds the
+Overview, Webmail and Settings tabs."""
 
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods
 
 from ..dnsrecords import ownership_record
@@ -16,36 +15,9 @@ from ..forms import DomainSettingsForm, LocalSendersForm
 from ..models import Certificate, MailAccount, MailAlias, MailDomain, MailNode, RelaySettings, ServerSettings, is_admin
 from ..services import client_config
 from ..services import domains as domain_service
-from ..services import jobs
 from .common import get_domain_for_user, server_of
-from .shell import Section, Tab, TabbedPage, done, respond
-
-PAGE = "mailadmin/domain/page.html"
-
-
-def frame(request, domain) -> dict:
-    """Around every tab: the domain's name and badges, and the job area with
-    the person's newest apply (after a plain POST and its redirect, the one
-    their change started)."""
-    return {"domain": domain, "job": jobs.latest_apply(request.user)}
-
-
-DOMAIN_PAGE = TabbedPage(
-    PAGE,
-    (
-        Tab("overview", gettext_lazy("Overview"), "mailadmin:domain_detail"),
-        Tab("accounts", gettext_lazy("Accounts"), "mailadmin:domain_accounts"),
-        Tab("relay", gettext_lazy("Relay"), "mailadmin:domain_relay"),
-        Tab("dns", gettext_lazy("DNS"), "mailadmin:domain_dns"),
-        Tab("dmarc", gettext_lazy("DMARC reports"), "mailadmin:domain_dmarc"),
-        Tab("clients", gettext_lazy("Webmail and clients"), "mailadmin:domain_clients"),
-        Tab("settings", gettext_lazy("Settings"), "mailadmin:domain_settings"),
-    ),
-    frame,
-    url_args=lambda domain: [domain.pk],
-    names=lambda domain: {"domain": domain},
-)
-
+from .pages import DOMAIN_PAGE
+from .shell import done, respond
 
 # --- Overview -------------------------------------------------------------------
 

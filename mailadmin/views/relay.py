@@ -17,8 +17,7 @@ from ..services import relay as relay_service
 from ..services import relay_test
 from ..services.user_checks import TooManyChecks
 from .common import get_domain_for_user, require_admin
-from .domain_page import DOMAIN_PAGE
-from .settings_page import SETTINGS_PAGE
+from .pages import DOMAIN_PAGE, SETTINGS_PAGE
 from .shell import done, respond
 
 SECTION = "mailadmin/relay/section.html#relay-section"

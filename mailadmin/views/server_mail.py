@@ -18,7 +18,7 @@ from ..forms_server_mail import (
 from ..models import ServerSettings
 from ..services import panel_smtp, server_mail
 from .common import require_admin, server_of
-from .settings_page import SETTINGS_PAGE
+from .pages import SETTINGS_PAGE
 from .shell import done, respond
 
 # --- contexts ----------------------------------------------------------------------

@@ -25,6 +25,8 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 
+from ..services import jobs
+
 # An htmx request that restores history after a cache miss wants the whole page.
 VARY = ("HX-Request", "HX-History-Restore-Request")
 
@@ -86,6 +88,12 @@ def done(request, section: Section, *args, notice: str = "", error: str = "", jo
     return response
 
 
+def job_area(request, *args) -> dict:
+    """The page's job area (a `page_context`): the person's newest apply;
+    after a plain POST and its redirect, the one their change started."""
+    return {"job": jobs.latest_apply(request.user)}
+
+
 @dataclass(frozen=True)
 class Tab:
     name: str
@@ -94,21 +102,24 @@ class Tab:
 
 
 class TabbedPage:
-    """A page of tabs. `page` draws the frame and holds the "tab" partial (the
-    tab bar and one tab's panel, `tab_template`); `frame(request, *args)` is
-    what the frame needs besides (the job area, say); `url_args(*args)` turns
-    the page's arguments into URL arguments and `names(*args)` into template
-    names every tab uses (the domain, say)."""
+    """A page of tabs (views.pages holds them as data). `page` draws the frame
+    and holds the "tab" partial (the tab bar and one tab's panel,
+    `tab_template`); `tabs` are (name, label, URL name); `url_args(*args)`
+    turns the page's arguments into URL arguments and `names(*args)` into
+    template names every tab uses (the domain, say)."""
 
     PARTIAL = "tab"
 
-    def __init__(self, page: str, tabs: tuple[Tab, ...], frame: Callable[..., dict], url_args: Callable, names: Callable):
+    def __init__(self, page: str, tabs: tuple[tuple[str, str, str], ...], url_args: Callable, names: Callable):
         self.page = page
-        self.tabs = tabs
-        self.frame = frame
+        self.tabs = tuple(Tab(*tab) for tab in tabs)
         self.url_args = url_args
         self.names = names
         self._panels: dict[str, tuple[str, tuple[Callable[..., dict], ...]]] = {}
+
+    def frame(self, request, *args) -> dict:
+        """Around every tab: the page's names and the job area."""
+        return {**self.names(*args), **job_area(request)}
 
     def url(self, name: str, *args) -> str:
         tab = next(tab for tab in self.tabs if tab.name == name)

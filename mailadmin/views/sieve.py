@@ -6,7 +6,7 @@ from django.views.decorators.http import require_POST
 
 from ..services import sieve
 from .common import require_admin, server_of
-from .settings_page import SETTINGS_PAGE
+from .pages import SETTINGS_PAGE
 from .shell import done
 
 

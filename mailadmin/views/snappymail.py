@@ -14,7 +14,7 @@ from ..helper_client import HelperError
 from ..models import Job, JobKind, ServerSettings
 from ..services import snappymail
 from .common import require_admin, server_of
-from .settings_page import SETTINGS_PAGE
+from .pages import SETTINGS_PAGE
 from .shell import done, respond
 from .sieve import sieve_context
 
