@@ -981,30 +981,27 @@ def read_bounded(tree, path, limit):
     return None if found is None else found[0]
 
 
-def _loads_as_pair(cert, key):
+def _loads_as_pair(folder, cert, key):
     """Whether a certificate chain and a private key load together (the
     key is the certificate's), with the stdlib's OpenSSL; on root's private
-    copies, so no daemon ever reads a file that would stop it."""
+    copies in folder (0700), so no daemon ever reads a file that would stop
+    it."""
     import ssl
 
-    folder = tempfile.mkdtemp(prefix="mailpanel-sni-")
-    try:
-        paths = []
-        for name, content in (("cert.pem", cert), ("key.pem", key)):
-            path = os.path.join(folder, name)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            try:
-                os.write(fd, content)
-            finally:
-                os.close(fd)
-            paths.append(path)
+    paths = []
+    for name, content in (("cert.pem", cert), ("key.pem", key)):
+        path = os.path.join(folder, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(*paths)
-        except (ssl.SSLError, ValueError, OSError) as e:
-            return False, "does not load as a certificate and its key (%s)" % (getattr(e, "reason", None) or e)
-        return True, ""
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+            os.write(fd, content)
+        finally:
+            os.close(fd)
+        paths.append(path)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(*paths)
+    except (ssl.SSLError, ValueError, OSError) as e:
+        return False, "does not load as a certificate and its key (%s)" % (getattr(e, "reason", None) or e)
+    return True, ""
 
 
 def sni_pairs(tree, layout):
@@ -1020,22 +1017,26 @@ def sni_pairs(tree, layout):
     except (Failed, ValueError) as e:
         return (), {"index": "%s refused: %s" % (tls.SNI_INDEX, getattr(e, "message", e))}
     usable, skipped = set(), {}
-    for domain in sorted({pair.domain for pair in pairs}):
-        cert_path, key_path = tls.domain_cert_paths(domain)
-        try:
-            cert = read_bounded(tree, cert_path, MAX_PEM_BYTES)
-            key = read_bounded(tree, key_path, MAX_PEM_BYTES)
-        except Failed as e:
-            skipped[domain] = e.message
-            continue
-        if cert is None or key is None:
-            skipped[domain] = "no %s" % (cert_path if cert is None else key_path)
-            continue
-        ok, why = _loads_as_pair(cert, key)
-        if ok:
-            usable.add(domain)
-        else:
-            skipped[domain] = "%s: %s" % (cert_path, why)
+    folder = tempfile.mkdtemp(prefix="mailpanel-sni-")  # one for all: ≈0.8 ms a domain
+    try:
+        for domain in sorted({pair.domain for pair in pairs}):
+            cert_path, key_path = tls.domain_cert_paths(domain)
+            try:
+                cert = read_bounded(tree, cert_path, MAX_PEM_BYTES)
+                key = read_bounded(tree, key_path, MAX_PEM_BYTES)
+            except Failed as e:
+                skipped[domain] = e.message
+                continue
+            if cert is None or key is None:
+                skipped[domain] = "no %s" % (cert_path if cert is None else key_path)
+                continue
+            ok, why = _loads_as_pair(folder, cert, key)
+            if ok:
+                usable.add(domain)
+            else:
+                skipped[domain] = "%s: %s" % (cert_path, why)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return tuple(pair for pair in pairs if pair.domain in usable), skipped
 
 

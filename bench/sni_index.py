@@ -1,0 +1,33 @@
+"""How long the helper takes to check the SNI index's certificates (sni_pairs: every domain's
+fullchain and key read without following links and loaded as a pair) and to render the code
+files with them. Run: .venv/bin/python bench/sni_index.py [DOMAINS]"""
+import sys, time, tempfile
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.test_helper import load_helper_module
+from tests.test_tls_sni import _leaf
+from tests import mailstack
+from mailconf import tls
+from mailconf.snapshot import Layout
+from mailconf.tls import SniName
+from mailconf.render import render_code
+from mailconf.params import CodeParams
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+root = Path(tempfile.mkdtemp())
+ca, ca_key = mailstack._make_ca("bench")
+cert, key = _leaf(ca, ca_key, ["mail.x.test"])  # same pair for every domain: loading cost is what we measure
+pairs = []
+for i in range(N):
+    d = f"d{i:05}.test"
+    folder = root / tls.domain_folder(d).lstrip("/")
+    folder.mkdir(parents=True)
+    (folder / "fullchain.pem").write_bytes(cert); (folder / "privkey.pem").write_bytes(key)
+    pairs += [SniName(f"{p}.{d}", d) for p in ("autoconfig", "mail", "mta-sts", "webmail")]
+(root / tls.SNI_INDEX.lstrip("/")).write_bytes(tls.render_sni_index(pairs))
+h = load_helper_module()
+layout = Layout(root=str(root), tls_certificate="/etc/mailpanel/tls/fullchain.pem", webmail_sites=True)
+t = time.perf_counter(); usable, skipped = h.sni_pairs(h.Tree(str(root), chown=False), layout); t1 = time.perf_counter() - t
+t = time.perf_counter(); files = render_code(CodeParams(), layout, usable); t2 = time.perf_counter() - t
+print(f"{N} domains ({len(usable)} names): sni_pairs {t1:.2f} s ({t1/N*1000:.2f} ms/domain), render_code {t2:.2f} s; dovecot.conf {len(files['/etc/dovecot/dovecot.conf'].content)//1024} KiB, sites {len(files['/etc/nginx/conf.d/mailpanel-tls-sites.conf'].content)//1024} KiB")
+import shutil; shutil.rmtree(root)
