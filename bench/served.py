@@ -26,6 +26,44 @@ def ms(seconds):
     return f"{seconds * 1000:.1f} ms"
 
 
+def cpu_medians(pages: dict, runs: int) -> dict:
+    """Each page's median CPU time (time.process_time) served in this process
+    through Django's WSGI handler: no socket, no gunicorn, no client. What a
+    page costs a worker, and steady on a shared machine where wall-clock
+    times move with other people's load. Interleaved like the wall-clock
+    timings; pages: {name: (path, cookie)}, each must answer 200."""
+    import io
+
+    from django.core.handlers.wsgi import WSGIHandler
+
+    app = WSGIHandler()
+
+    def call(path, cookie):
+        path, _, query = path.partition("?")
+        environ = {
+            "REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "80", "HTTP_HOST": "127.0.0.1", "REMOTE_ADDR": "127.0.0.1", "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(), "wsgi.errors": sys.stderr,
+        }
+        if cookie:
+            environ["HTTP_COOKIE"] = cookie
+        status = []
+        response = app(environ, lambda s, headers, exc_info=None: status.append(s))
+        b"".join(response)
+        response.close()
+        if not status[0].startswith("200"):
+            raise RuntimeError(f"GET {path}: {status[0]}")
+
+    times = {name: [] for name in pages}
+    for round_ in range(runs + 3):  # three rounds to warm caches, not counted
+        for name, (path, cookie) in pages.items():
+            start = time.process_time()
+            call(path, cookie)
+            if round_ >= 3:
+                times[name].append(time.process_time() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def session_cookie(user):
     from django.test import Client
 
