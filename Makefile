@@ -20,6 +20,7 @@ system-packages:
 
 system-packages-test:
 	bash scripts/install-system-packages.sh deploy/apt-packages.txt deploy/apt-packages-test.txt
+	bash scripts/webmail-user.sh
 
 messages: venv
 	$(PY) manage.py compilemessages --ignore=.venv -v 0

@@ -218,6 +218,8 @@ install_packages() {
   done < <(packages apt-packages.txt apt-packages-server.txt)
   [ ${#missing[@]} -eq 0 ] && return 0
   export DEBIAN_FRONTEND=noninteractive
+  # Answers to the packages' questions before they ask (Roundcube's database).
+  grep -v '^#' "$SRC/deploy/debconf-preseed.txt" | debconf-set-selections
   if [ "$OFFLINE" -eq 1 ]; then
     apt-get install -y -q --no-download --no-install-recommends "${missing[@]}" >/dev/null
   else
@@ -240,6 +242,27 @@ create_user() {
   ensure_dir "$ACME_WEBROOT/.well-known" root:root 0755
   ensure_dir "$ACME_WEBROOT/.well-known/acme-challenge" mailpanel:mailpanel 0755
   ensure_dir /var/mail/vhosts mail:mail 2770  # setgid like /var/mail
+  webmail_user
+}
+
+# The webmail's PHP-FPM user (mailconf.managed.WEBMAIL_USER): SnappyMail's
+# data/ and Roundcube's database and temp files are its own, and nothing else.
+webmail_user() {
+  if ! getent passwd mailpanel-webmail >/dev/null; then
+    useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin mailpanel-webmail
+    changed "user mailpanel-webmail"
+  fi
+  ensure_dir /var/lib/mailpanel-webmail root:mailpanel-webmail 0750
+  ensure_dir /var/lib/mailpanel-webmail/roundcube mailpanel-webmail:mailpanel-webmail 0750
+  ensure_dir /var/lib/mailpanel-webmail/roundcube/temp mailpanel-webmail:mailpanel-webmail 0750
+  # SnappyMail unpacked before the webmail had its own user (www-data's data/,
+  # code readable by www-data's group only): hand data/ over, code readable by all.
+  local sm=/var/lib/snappymail
+  if [ -d "$sm/data" ] && [ "$(stat -c %U "$sm/data")" != mailpanel-webmail ]; then
+    chown -R --no-dereference mailpanel-webmail:mailpanel-webmail "$sm/data"
+    find "$sm" -path "$sm/data" -prune -o ! -type l -exec chmod o+rX {} +
+    changed "$sm: data/ to mailpanel-webmail"
+  fi
 }
 
 dovecot_version() {

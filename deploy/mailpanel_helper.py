@@ -190,7 +190,7 @@ LAYOUT_FILE = "/etc/mailpanel/layout.json"
 DIRECTORIES = (
     ("/etc/exim4/domains", "root", "Debian-exim", 0o750, False),
     ("/etc/exim4/domains/{domain}", "root", "Debian-exim", 0o750, True),
-    ("/var/lib/snappymail/data/**", "www-data", "www-data", 0o750, False),
+    ("/var/lib/snappymail/data/**", managed.WEBMAIL_USER, managed.WEBMAIL_USER, 0o750, False),
     # the queue's envelope cache (QueueCache): root's alone
     ("/var/cache/mailpanel-helper", "root", "root", 0o700, False),
 )
@@ -209,12 +209,13 @@ SERVICES = {
 FIREWALL_RULES = "/etc/nftables.d/mailpanel.nft"
 
 # SnappyMail's release is unpacked here by "install_tarball". The code belongs
-# to root (readable by the web server's group); data/ belongs to www-data, which
+# to root (readable by all: nginx serves its static files, the webmail's
+# PHP-FPM user runs it; it is public code); data/ belongs to that user, which
 # writes its settings and users' data there.
 # folder, (owner, group, dir mode, file mode) for code, same for data/
 SNAPPYMAIL_DIR = managed.SNAPPYMAIL_DIR
-SNAPPYMAIL_CODE_OWNER = ("root", "www-data", 0o750, 0o640)
-SNAPPYMAIL_DATA_OWNER = ("www-data", "www-data", 0o750, 0o640)
+SNAPPYMAIL_CODE_OWNER = ("root", "root", 0o755, 0o644)
+SNAPPYMAIL_DATA_OWNER = (managed.WEBMAIL_USER, managed.WEBMAIL_USER, 0o750, 0o640)
 MAX_TARBALL_MEMBERS = 50000
 MAX_TARBALL_UNPACKED_BYTES = 1024 * 1024 * 1024
 STAGING_MARK = ".mailpanel-staging-"
@@ -350,7 +351,7 @@ def check_service(name):
 # The file tree under --root, walked one component at a time without following
 # symlinks (O_NOFOLLOW relative to the parent's descriptor), so that a symlink
 # planted in a folder another user can write (SnappyMail's data belongs to
-# www-data) never redirects a root write.
+# the webmail user) never redirects a root write.
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -795,11 +796,20 @@ def validate_php_fpm(content):
     return _validate([_program(found[-1]), "-t", "-y", "{file}"], content, "webmail-php-fpm.conf")
 
 
+def validate_php_lint(content):
+    # Roundcube's config.inc.php: PHP's own parser (php -l compiles, runs nothing).
+    php = shutil.which("php", path=SAFE_PATH)
+    if php is None:
+        return True, "php not installed: config.inc.php not checked"
+    return _validate([php, "-n", "-l", "{file}"], content, "config.inc.php")
+
+
 VALIDATORS = {
     "exim": validate_exim,
     "doveconf": validate_doveconf,
     "nft": validate_nft,
     "php-ini": validate_php_ini,
+    "php-lint": validate_php_lint,
     "php-fpm": validate_php_fpm,
     "nginx": validate_nginx,
     "nginx-locations": lambda content: validate_nginx(content, inside_server=True),
@@ -1084,6 +1094,11 @@ def managed_hashes(tree, only_domains=None):
         else:
             entries = only_domains
         for entry in entries:
+            if only_domains is None and not suffix.startswith("/"):
+                # a file per domain (SnappyMail's <domain>.json), not a folder
+                if not entry.endswith(suffix):
+                    continue
+                entry = entry[: -len(suffix)]
             if DOMAIN_RE.fullmatch(entry):
                 try:
                     add(prefix + entry + suffix)
@@ -1110,14 +1125,14 @@ def op_state(request, tree, options):
 
 def sync_plan(request, tree, writes, removes):
     """apply with "sync_domains": the writes are the complete wanted content of
-    those domain folders. Unchanged files are skipped, managed files in those
-    folders that are not written are removed: one round trip for a one-domain
-    apply instead of state + apply."""
+    those domains' files (their folders, their SnappyMail domain configs:
+    managed.synced_domain). Unchanged files are skipped, those domains'
+    managed files that are not written are removed: one round trip for a
+    one-domain apply instead of state + apply."""
     domains = _domain_names(request, "sync_domains", "apply")
-    folders = tuple("%s/%s/" % (DOMAINS_DIR, name) for name in domains)
     for path, _rule, _content in writes:
-        if not path.startswith(folders):
-            raise Refused("outside allowlist", "%r: not in a synced domain folder" % path)
+        if managed.synced_domain(path) not in domains:
+            raise Refused("outside allowlist", "%r: not a file of a synced domain" % path)
     live = managed_hashes(tree, domains)
     wanted = {path for path, _rule, _content in writes}
     kept = [
@@ -1125,8 +1140,8 @@ def sync_plan(request, tree, writes, removes):
         for path, rule, content in writes
         if live.get(path) != hashlib.sha256(content).hexdigest()
     ]
-    stale = sorted(p for p in live if p.startswith(folders) and p not in wanted)
-    server_files = sorted(p for p in live if not p.startswith(DOMAINS_DIR + "/"))
+    stale = sorted(p for p in live if managed.synced_domain(p) in domains and p not in wanted)
+    server_files = sorted(p for p in live if managed.synced_domain(p) is None)
     return kept, sorted(set(removes) | set(stale)), server_files
 
 
@@ -1192,6 +1207,7 @@ def op_apply(request, tree, options):
         | {posixpath.dirname(p) for p in removes}
     ):
         tree.remove_stale_temps(dirpath)
+    ensure_roundcube_des_key(tree, writes)
 
     created_dirs = []  # folders made for this request, parents first
     temps = []  # (path, dirpath, tmp name)
@@ -1290,6 +1306,23 @@ def op_apply(request, tree, options):
     )
     answer.pop("removed_dirs", None)
     return FAILED, answer
+
+
+def ensure_roundcube_des_key(tree, writes):
+    """Roundcube's des_key (it encrypts the IMAP password in the session):
+    made here, once, the first time Roundcube's config is written, with the
+    config's owner and mode (the webmail's PHP user reads it). Never in a
+    request or an answer; kept when Roundcube is switched off and on again."""
+    if not any(path == managed.ROUNDCUBE_CONFIG for path, _rule, _content in writes):
+        return
+    key_path = managed.ROUNDCUBE_DES_KEY
+    if tree.read(key_path) is not None:
+        return
+    rule = check_path(managed.ROUNDCUBE_CONFIG)
+    # Roundcube's cipher (DES-EDE3-CBC) takes exactly 24 bytes.
+    key = secrets.token_urlsafe(18).encode("ascii") + b"\n"
+    tmp = tree.write_temp(key_path, key, rule.owner, rule.group, rule.mode, [])
+    tree.replace(posixpath.dirname(key_path), tmp, posixpath.basename(key_path))
 
 
 def restore(tree, backups, paths, created_dirs):

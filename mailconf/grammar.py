@@ -316,10 +316,13 @@ def _pkcs1_rsa_key(der: bytes) -> None:
 
 
 SNAPPYMAIL_DOMAIN_BLOCKS = ("IMAP", "SMTP", "Sieve")
+# MailSo\Net\Enumerations\ConnectionSecurityType: none, SSL, STARTTLS, auto
+SNAPPYMAIL_SECURITY_TYPES = (0, 1, 2, 9)
 
 
 def snappymail_domain(content: bytes) -> None:
-    """SnappyMail's domains/default.json: the connect blocks we write, no more."""
+    """SnappyMail's domains/default.json and domains/<domain>.json: the
+    connect blocks we write, no more."""
     try:
         data = json.loads(content.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -337,6 +340,9 @@ def snappymail_domain(content: bytes) -> None:
         port = block.get("port")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"{name}: port is not a port number")
+        security = block.get("type")
+        if isinstance(security, bool) or security not in SNAPPYMAIL_SECURITY_TYPES:
+            raise ValueError(f"{name}: type is not a connection security")
 
 
 def _json_scalar_or_flat(value: object) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from . import validate as v
-from .snapshot import Snapshot, SnappyMail
+from .snapshot import WEBMAIL_APPS, Snapshot, SnappyMail
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class CodeParams:
     sieve_enabled: bool = False
     sieve_external: bool = False
     snappymail: SnappyMail = field(default_factory=SnappyMail)
+    webmail: str = WEBMAIL_APPS[0]  # which webmail https://<host name>/webmail/ serves
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -35,7 +36,7 @@ class CodeParams:
     def from_json(cls, data: object) -> "CodeParams":
         """Parse a request's "code" object; ValueError naming the field."""
         fields = _exact_keys(data, ("hostname", "internal_lookup", "sieve_enabled",
-                                    "sieve_external", "snappymail"), "code")
+                                    "sieve_external", "snappymail", "webmail"), "code")
         sm = _exact_keys(fields["snappymail"], ("installed", "admin_login",
                                                 "admin_password_hash", "admin_key"),
                          "code.snappymail")
@@ -56,7 +57,10 @@ class CodeParams:
                                             "snappymail.admin_password_hash"),
                 admin_key=_string(sm["admin_key"], "snappymail.admin_key"),
             ),
+            webmail=_string(fields["webmail"], "webmail"),
         )
+        if params.webmail not in WEBMAIL_APPS:
+            raise ValueError(f"webmail must be one of {', '.join(WEBMAIL_APPS)}")
         if params.snappymail.installed:
             v.snappymail_credentials(params.snappymail)
         return params
@@ -70,6 +74,7 @@ def code_params(snapshot: Snapshot) -> CodeParams:
         sieve_enabled=snapshot.sieve_enabled,
         sieve_external=snapshot.sieve_external,
         snappymail=snapshot.snappymail,
+        webmail=snapshot.webmail,
     )
 
 

@@ -97,6 +97,10 @@ class SnappyMail:
     admin_key: str = ""
 
 
+# What https://<host name>/webmail/ may serve; the first is the default.
+WEBMAIL_APPS = ("snappymail", "roundcube")
+
+
 @dataclass(frozen=True)
 class Snapshot:
     server: ServerIdentity = field(default_factory=ServerIdentity)
@@ -108,6 +112,7 @@ class Snapshot:
     sieve_external: bool = False
     snappymail: SnappyMail = field(default_factory=SnappyMail)
     send_limits: SendLimits = field(default_factory=SendLimits)  # server-wide defaults
+    webmail: str = "snappymail"  # which one /webmail/ serves: WEBMAIL_APPS
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,18 @@ class Layout:
     # the include of the locations in the host name's nginx server.
     webmail_sites: bool = False
     webmail_php_socket: str = "/run/mailpanel-webmail/php-fpm.sock"
-    webmail_php_user: str = "www-data"  # owns SnappyMail's data/ (managed.py)
+    # The webmail's PHP-FPM user: owns SnappyMail's data/ and Roundcube's
+    # state (managed.WEBMAIL_USER; install.sh creates it).
+    webmail_php_user: str = "mailpanel-webmail"
+    webmail_roundcube_socket: str = "/run/mailpanel-webmail/roundcube.sock"
+    web_server_user: str = "www-data"  # nginx's: the only one that may use the PHP-FPM sockets
+    # Debian's roundcube-core: its INSTALL_PATH (public_html/ is the web root,
+    # the rest links to /usr/share/roundcube) and its code.
+    roundcube_dir: str = "/var/lib/roundcube"
+    roundcube_code_dir: str = "/usr/share/roundcube"
+    # Roundcube's SQLite database and temp folder, the webmail user's.
+    roundcube_state_dir: str = "/var/lib/mailpanel-webmail/roundcube"
+    submission_port: int = 587  # Exim's STARTTLS + AUTH port, for the webmails
     http_port: int = 80
     http_listen: tuple[str, ...] = ()  # empty = all interfaces
     acme_webroot: str = "/var/www/mailpanel-acme"

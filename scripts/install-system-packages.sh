@@ -19,5 +19,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "Installing Debian packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Answers to the packages' questions (Roundcube's database), before they ask.
+preseed="$(dirname "$0")/../deploy/debconf-preseed.txt"
+grep -v '^#' "$preseed" | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

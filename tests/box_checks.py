@@ -219,6 +219,23 @@ def webmail(args) -> dict:
     return {"webmail": body.decode()[:100]}
 
 
+def roundcube(args) -> dict:
+    """Roundcube (Debian's package, `mail webmail set roundcube`) at
+    https://<host name>/webmail/ through its own pool: the login form, a
+    static file of its skin, and its plugins' config files and other PHP
+    refused."""
+    response, body = https(args, "GET", "/webmail/")
+    text = body.decode(errors="replace")
+    assert response.status == 200 and 'name="_user"' in text and "rcmloginuser" in text, (response.status, text[:300])
+    response, _ = https(args, "GET", "/webmail/skins/elastic/images/favicon.ico")
+    assert response.status == 200, response.status
+    for path in ("/webmail/plugins/managesieve/config.inc.php", "/webmail/plugins/managesieve/managesieve.php",
+                 "/webmail/plugins/managesieve/localization/en_US.inc"):
+        response, _ = https(args, "GET", path)
+        assert response.status == 403, (path, response.status)
+    return {"roundcube": "login form"}
+
+
 CHECKS = {
     "smtp-send": smtp_send,
     "imap-wait": imap_wait,
@@ -228,6 +245,7 @@ CHECKS = {
     "http-port-80": http_port_80,
     "client-autoconfig": client_autoconfig,
     "webmail": webmail,
+    "roundcube": roundcube,
 }
 
 

@@ -112,6 +112,23 @@ def _chown(path: str, owner: str, group: str) -> None:
     os.chown(path, uid, gid)
 
 
+def chown_to(path, owner: str, group: str) -> None:
+    """chown as root (tests that run the daemons' users' own processes)."""
+    _chown(str(path), owner, group)
+
+
+def ensure_webmail_user() -> None:
+    """The webmail's PHP-FPM user (mailconf.managed.WEBMAIL_USER), as
+    scripts/webmail-user.sh (make's system-packages-test) and install.sh make it."""
+    from mailconf.managed import WEBMAIL_USER
+
+    try:
+        pwd.getpwnam(WEBMAIL_USER)
+    except KeyError:
+        script = Path(__file__).resolve().parent.parent / "scripts" / "webmail-user.sh"
+        subprocess.run(["bash", str(script)], check=True)
+
+
 def _make_traversable(path: Path) -> None:
     """pytest's tmp dirs are 0700; Exim (Debian-exim), Dovecot (dovecot,
     mail) drop root and must still reach the tree. Give o+x (not o+r) to the

@@ -83,7 +83,7 @@ def _can_chown():
         return False
     try:
         grp.getgrnam("Debian-exim")
-        grp.getgrnam("www-data")
+        grp.getgrnam("mailpanel-webmail")  # scripts/webmail-user.sh
     except KeyError:
         return False
     return True
@@ -198,14 +198,14 @@ def test_each_managed_file_gets_its_own_owner_and_mode(helper):
         "/etc/exim4/smtp_relay.conf": (RELAY_OLD, "Debian-exim", 0o640),
         "/root/.snappymail": (CREDENTIALS, "root", 0o600),
         "/var/lib/snappymail/data/_data_/_default_/domains/default.json": (
-            DEFAULT_JSON, "www-data", 0o640,
+            DEFAULT_JSON, "mailpanel-webmail", 0o640,
         ),
     }
     rendered = {  # code files: the helper renders them from the parameters
         "/etc/exim4/exim4.conf": ("Debian-exim", 0o640),
         "/etc/dovecot/dovecot.conf": ("root", 0o644),
         "/etc/nftables.d/mailpanel.nft": ("root", 0o644),
-        "/var/lib/snappymail/data/_data_/_default_/configs/application.ini": ("www-data", 0o640),
+        "/var/lib/snappymail/data/_data_/_default_/configs/application.ini": ("mailpanel-webmail", 0o640),
     }
     status, answer = helper.apply(
         [write_item(p, c) for p, (c, _, _) in data.items()], code=code(snappymail=True)

@@ -3,16 +3,13 @@ mailbox owner sets in the panel logs in over IMAP (real Dovecot), and the
 out-of-office reply saved in the panel goes through ManageSieve into real
 Dovecot and is sent once per sender, through real Exim, to an aiosmtpd sink.
 
-Dovecot hands the replies Sieve makes to `sendmail_path` by default (Debian's
-Exim, reading /etc/exim4/exim4.conf: the rendered one in production). The
-tree here is not where that Exim looks, so these tests add one line to the
-rendered dovecot.conf — `submission_host`, the test Exim's port — and the
-reply takes the same way from there: Exim, the global relay, the sink."""
+Dovecot hands the replies Sieve makes to the rendered `submission_host`:
+this host's Exim over SMTP on loopback (here the test Exim's port), then the
+global relay, the sink."""
 
 import datetime
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -62,8 +59,6 @@ def stack(mailstack_tree, smtp_sinks, settings):
             self.sink = smtp_sinks()
             RelaySettings.objects.create(domain=None, host="127.0.0.1", port=self.sink.port, tls="none")
             self.layout = mailstack_tree(build_snapshot())
-            conf = Path(mailstack.dovecot_conf(self.layout))
-            conf.write_text(conf.read_text() + f"submission_host = 127.0.0.1:{self.layout.smtp_ports[0]}\n")
             settings.MAILPANEL_MANAGESIEVE = f"127.0.0.1:{self.layout.sieve_port}"
             self._dovecot = mailstack.dovecot_daemon(self.layout)
             self.dovecot = self._dovecot.__enter__()

@@ -46,10 +46,12 @@ def everything() -> snap.Snapshot:
 
 
 def rule_of(path: str):
-    """The table's row for a production path; {domain} is one path component."""
+    """The table's row for a production path; {domain} is a domain name (a
+    dotted name: SnappyMail's default.json is not the domain "default")."""
+    domain = r"[a-z0-9-]+(?:\.[a-z0-9-]+)+"
     rows = [
         row for row in managed.MANAGED_FILES
-        if re.fullmatch("[^/]+".join(re.escape(part) for part in row[0].split("{domain}")), path)
+        if re.fullmatch(domain.join(re.escape(part) for part in row[0].split("{domain}")), path)
     ]
     assert len(rows) == 1, (path, rows)
     return rows[0]
@@ -74,6 +76,9 @@ def test_every_row_of_the_table_is_a_file_some_renderer_writes():
     layout = dataclasses.replace(layout, tls_certificate="/etc/mailpanel/tls/fullchain.pem")
     sni = (SniName("webmail.example.org", "example.org"),)
     rendered = {rule_of(path)[0] for path in render_all(everything(), layout, sni)}
+    # Roundcube's config only while it is the chosen webmail
+    roundcube = dataclasses.replace(everything(), webmail="roundcube")
+    rendered |= {rule_of(path)[0] for path in render_all(roundcube, layout, sni)}
     written_elsewhere = {"/root/.snappymail"}
     assert {row[0] for row in managed.MANAGED_FILES} - rendered == written_elsewhere
 

@@ -137,3 +137,21 @@ def test_the_local_dovecot_accepts_the_dialect_of_its_own_version(tmp_path):
 
     assert results[mine].returncode == 0, results[mine].stderr
     assert results[other].returncode != 0
+
+
+@pytest.mark.parametrize("version", ["2.3", "2.4"])
+def test_vacation_replies_and_redirects_go_to_exim_over_smtp_on_loopback(version):
+    """Sieve's vacation and redirect hand their mail to this host's Exim on
+    port 25 of 127.0.0.1 (its ACL lets localhost relay), not to Debian's
+    sendmail binary; the implicit-TLS port (465) is never the one."""
+    assert settings(conf(dovecot_version=version, **TLS)).count("submission_host = 127.0.0.1:25") == 1
+    tests_layout = dict(smtp_ports=(2525, 4465), smtps_ports=(4465,), smtp_listen=("127.0.0.1",))
+    assert "submission_host = 127.0.0.1:2525" in settings(conf(dovecot_version=version, **tests_layout))
+    elsewhere = dict(smtp_ports=(25,), smtp_listen=("192.0.2.7",))
+    assert "submission_host = 192.0.2.7:25" in settings(conf(dovecot_version=version, **elsewhere))
+
+
+@pytest.mark.parametrize("version", ["2.3", "2.4"])
+def test_a_hostile_smtp_listen_address_never_reaches_submission_host(version):
+    with pytest.raises(ValueError):
+        conf(dovecot_version=version, smtp_ports=(25,), smtp_listen=("192.0.2.7:25\n!include /etc/shadow",))

@@ -5,6 +5,8 @@ by nginx -t and php-fpm -t as nobody without network, and served by a real
 nginx and a real PHP-FPM on 127.0.0.1 from the rendered files."""
 
 import contextlib
+import dataclasses
+import grp
 import http.client
 import json
 import os
@@ -16,14 +18,19 @@ from pathlib import Path
 
 import pytest
 
-from mailconf import managed
+from mailconf import grammar, managed
+from mailconf.managed import ROUNDCUBE_CONFIG, ROUNDCUBE_DES_KEY
 from mailconf.params import CodeParams
 from mailconf.render import render_code
-from mailconf.render.snappymail import render_snappymail_data
+from mailconf.render.roundcube import php_string, render_config, render_roundcube
+from mailconf.render.snappymail import default_domain_path, domain_config_path, render_snappymail_data
 from mailconf.render.webmail import PID_FILE, WEBMAIL_LOCATIONS, WEBMAIL_PHP_FPM, WEBMAIL_REDIRECT, render_webmail
-from mailconf.snapshot import Layout, Snapshot, SnappyMail
+from mailconf.managed import WEBMAIL_USER
+from mailconf.snapshot import Domain, Layout, ServerIdentity, Snapshot, SnappyMail
 from tests import mailstack
-from tests.test_helper import code, helper, load_helper_module, reload_log, root, write_layout  # noqa: F401
+from tests.test_helper import (  # noqa: F401
+    CAN_CHOWN, code, helper, load_helper_module, reload_log, root, write_item, write_layout,
+)
 
 HOSTNAME = "mail.example.net"
 INSTALLED = SnappyMail(True, "admin_0123abcd", "$2y$04$" + "x" * 53, "k3y-" + "a" * 20)
@@ -147,8 +154,15 @@ def test_the_helper_writes_the_sites_once_the_layout_says_so_and_reloads_nginx_a
 
 INDEX_PHP = """<?php
 header("Content-Type: text/plain");
-$domain = json_decode(file_get_contents(__DIR__ . "/data/_data_/_default_/domains/default.json"), true);
+$domains = __DIR__ . "/data/_data_/_default_/domains/";
+$domain = json_decode(file_get_contents($domains . "default.json"), true);
 echo "imap=" . $domain["IMAP"]["host"] . ":" . $domain["IMAP"]["port"] . "\\n";
+// SnappyMail reads domains/<the login's domain>.json before default.json
+$hosted = json_decode(file_get_contents($domains . "example.org.json"), true, 8, JSON_THROW_ON_ERROR);
+foreach (["IMAP", "SMTP", "Sieve"] as $block) {
+    echo "hosted_" . $block . "=" . $hosted[$block]["host"] . ":" . $hosted[$block]["port"]
+        . " type " . $hosted[$block]["type"] . " name " . var_export($hosted[$block]["ssl"]["verify_peer_name"], true) . "\\n";
+}
 echo "passwd=" . var_export(@file_get_contents("/etc/passwd") !== false, true) . "\\n";
 echo "shell=" . var_export(function_exists("shell_exec"), true) . "\\n";
 echo "upload=" . ini_get("upload_max_filesize") . "\\n";
@@ -196,21 +210,36 @@ def site(tmp_path):
     tree = mailstack.new_tree_root(tmp_path)
     http_port, https_port = mailstack.free_port(), mailstack.free_port()
     layout = Layout(root=str(tree), webmail_sites=True, http_port=http_port, http_listen=("127.0.0.1",))
-    files = {**render_webmail(PARAMS, layout), **render_snappymail_data(Snapshot(snappymail=INSTALLED), layout)}
+    hosted = Snapshot(server=ServerIdentity(hostname=HOSTNAME), domains=(Domain("example.org"),),
+                      sieve_enabled=True, snappymail=INSTALLED)
+    files = {**render_webmail(PARAMS, layout), **render_snappymail_data(hosted, layout)}
     for production, spec in files.items():
         path = Path(layout.path(production))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(spec.content)
+        path.chmod(spec.mode)
     snappymail = Path(layout.path(layout.snappymail_dir))
     (snappymail / "index.php").write_text(INDEX_PHP)
     (snappymail / "other.php").write_text("<?php echo 'other ran';")
     (snappymail / "data" / "secret.txt").write_text("not for the web")
     (snappymail / "static.txt").write_text("a static file")
     Path(layout.path("/run/mailpanel-webmail")).mkdir(parents=True)
-    subprocess.run(["chown", "-R", "www-data:www-data", str(snappymail)], check=True)
+    mailstack.ensure_webmail_user()
+    subprocess.run(["chown", "-R", f"{WEBMAIL_USER}:{WEBMAIL_USER}", str(snappymail / "data")], check=True)
     for folder in (tree, *tree.rglob("*")):
         if folder.is_dir():
             folder.chmod(0o755)
+    socket_path = Path(layout.path(layout.webmail_php_socket))
+    with webmail_servers(layout, https_port, socket_path, redirect=True):
+        yield {"http": http_port, "https": https_port, "socket": socket_path}
+
+
+@contextlib.contextmanager
+def webmail_servers(layout, port, socket, *, redirect=False):
+    """The webmail's PHP-FPM master and nginx from the rendered files: the host
+    name's server on 127.0.0.1:port (plain HTTP: no certificate needed) with
+    the /webmail/ locations; with redirect, the webmail.<domain> server too."""
+    tree = Path(layout.root)
     nginx_conf = tree / "nginx.conf"
     nginx_conf.write_text(f"""user www-data;
 daemon off;
@@ -218,24 +247,25 @@ pid {tree}/nginx.pid;
 error_log {tree}/nginx-error.log;
 events {{}}
 http {{
+    include /etc/nginx/mime.types;
     client_body_temp_path {tree}/body; proxy_temp_path {tree}/proxy; fastcgi_temp_path {tree}/fastcgi;
     uwsgi_temp_path {tree}/uwsgi; scgi_temp_path {tree}/scgi;
     access_log off;
-    include {layout.path(WEBMAIL_REDIRECT)};
+    {f"include {layout.path(WEBMAIL_REDIRECT)};" if redirect else ""}
     server {{
-        listen 127.0.0.1:{https_port};  # the host name's server (plain HTTP here: no certificate needed)
+        listen 127.0.0.1:{port};
         server_name {HOSTNAME};
         include {layout.path(WEBMAIL_LOCATIONS)};
     }}
 }}
 """)
-    socket_path = Path(layout.path(layout.webmail_php_socket))
+    ports = [port, layout.http_port] if redirect else [port]
     fpm = [php_fpm_binary(), "--nodaemonize", "--fpm-config", layout.path(WEBMAIL_PHP_FPM)]
-    with started(fpm, socket_path.exists, "php-fpm"), started(
+    with started(fpm, socket.exists, "php-fpm"), started(
         ["nginx", "-c", str(nginx_conf), "-e", f"{tree}/nginx-error.log"],
-        lambda: _listening(https_port) and _listening(http_port), "nginx",
+        lambda: all(_listening(p) for p in ports), "nginx",
     ):
-        yield {"http": http_port, "https": https_port, "socket": socket_path}
+        yield
 
 
 def _listening(port):
@@ -253,6 +283,10 @@ def test_snappymail_answers_through_its_own_php_fpm_with_the_domain_config_parse
     assert status == 200, body
     lines = dict(line.split("=", 1) for line in body.strip().splitlines())
     assert lines["imap"] == "localhost:143"  # default.json, rendered, read and parsed by PHP
+    # the hosted domain's own config: the host name (its certificate), TLS on each
+    assert lines["hosted_IMAP"] == f"{HOSTNAME}:993 type 1 name true"
+    assert lines["hosted_SMTP"] == f"{HOSTNAME}:587 type 2 name true"
+    assert lines["hosted_Sieve"] == f"{HOSTNAME}:4190 type 2 name true"
     assert lines["passwd"] == "false"  # open_basedir
     assert lines["shell"] == "false"  # disable_functions
     assert lines["upload"] == "25M"
@@ -319,3 +353,197 @@ def test_install_sh_sets_the_sites_up_and_includes_the_locations_in_the_host_nam
     assert '"webmail_sites": True' in script
     assert "include /etc/nginx/snippets/mailpanel-webmail*.conf;" in script
     assert "/usr/local/sbin/mailpanel-php-fpm" in script
+
+
+# --- Roundcube, the admin's second choice (mailconf/render/roundcube.py) ---------------------
+
+ROUNDCUBE = CodeParams(hostname=HOSTNAME, sieve_enabled=True, webmail="roundcube")
+
+
+def test_roundcube_is_rendered_only_while_it_is_the_chosen_webmail():
+    assert ROUNDCUBE_CONFIG not in render_code(PARAMS, Layout(webmail_sites=True))
+    assert render_code(ROUNDCUBE, Layout()).get(ROUNDCUBE_CONFIG) is None  # no sites set up here
+    files = render_code(ROUNDCUBE, Layout(webmail_sites=True))
+    config = files[ROUNDCUBE_CONFIG]
+    assert (config.owner, config.group, config.mode) == ("root", WEBMAIL_USER, 0o640)
+    pool = files[WEBMAIL_PHP_FPM].content.decode()
+    assert "[snappymail]" in pool and "[roundcube]" in pool  # SnappyMail's pool stays, idle
+    assert "env[RCUBE_CONFIG_PATH] = /etc/roundcube:/etc/mailpanel/roundcube" in pool
+    assert pool.count("user = mailpanel-webmail") == 2 and "user = www-data" not in pool
+    assert pool.count("listen.owner = www-data") == 2  # nginx alone talks to the pools
+    locations = files[WEBMAIL_LOCATIONS].content.decode()
+    assert "alias /var/lib/roundcube/public_html/;" in locations and "snappymail" not in locations
+    assert locations.count("fastcgi_pass unix:/run/mailpanel-webmail/roundcube.sock;") == 1
+    # SnappyMail not installed: Roundcube is served all the same
+    assert WEBMAIL_LOCATIONS in render_code(CodeParams(hostname=HOSTNAME, webmail="roundcube"),
+                                            Layout(webmail_sites=True))
+
+
+def test_roundcubes_pool_reads_only_roundcube_its_settings_and_state():
+    pool = render_webmail(ROUNDCUBE, Layout(webmail_sites=True))[WEBMAIL_PHP_FPM].content.decode()
+    roundcube_pool = pool.split("[roundcube]", 1)[1]
+    assert ("php_admin_value[open_basedir] = /var/lib/roundcube/:/usr/share/roundcube/:/etc/roundcube/:"
+            "/etc/mailpanel/roundcube/:/var/lib/mailpanel-webmail/roundcube/:/usr/share/php/:"
+            "/usr/share/javascript/:/tmp/") in roundcube_pool
+    assert "shell_exec" in roundcube_pool and "php_admin_flag[allow_url_fopen] = off" in roundcube_pool
+    assert "php_admin_value[upload_max_filesize] = 25M" in roundcube_pool and "clear_env = yes" in roundcube_pool
+
+
+def roundcube_config_values(content: bytes, tmp_path, des_key: bytes | None = None) -> dict:
+    """The $config PHP builds from the rendered file (Debian's PHP, no ini)."""
+    path = tmp_path / "config.inc.php"
+    path.write_bytes(content)
+    code = "include $argv[1]; echo json_encode($config);"
+    proc = subprocess.run(["php", "-n", "-r", code, str(path)], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="php-cli missing")
+def test_roundcubes_config_is_php_that_gives_back_exactly_our_settings(tmp_path):
+    layout = Layout(webmail_sites=True, root=str(tmp_path), tls_certificate="/etc/mailpanel/tls/fullchain.pem",
+                    imaps_port=993, submission_port=587, sieve_port=4190)
+    des_key = Path(layout.path(ROUNDCUBE_DES_KEY))
+    des_key.parent.mkdir(parents=True)
+    des_key.write_text("0123456789abcdefghijklmn\n")
+    config = roundcube_config_values(render_roundcube(ROUNDCUBE, layout)[ROUNDCUBE_CONFIG].content, tmp_path)
+    assert config["imap_host"] == "ssl://127.0.0.1:993" and config["smtp_host"] == "tls://127.0.0.1:587"
+    assert config["imap_conn_options"]["ssl"] == {"verify_peer": False, "verify_peer_name": True,
+                                                  "peer_name": HOSTNAME, "allow_self_signed": True}
+    assert (config["smtp_user"], config["smtp_pass"]) == ("%u", "%p")
+    assert config["plugins"] == ["managesieve"] and config["managesieve_port"] == 4190
+    assert config["des_key"] == "0123456789abcdefghijklmn"  # read from the helper's file at run time
+    assert config["db_dsnw"] == f"sqlite:///{tmp_path}/var/lib/mailpanel-webmail/roundcube/roundcube.db?mode=0640"
+    assert config["enable_installer"] is False
+    # ManageSieve off: no plugin, no Sieve settings; no certificate: plain IMAP on 143
+    config = roundcube_config_values(render_config(CodeParams(hostname=HOSTNAME, webmail="roundcube"),
+                                                   Layout(webmail_sites=True)), tmp_path)
+    assert config["plugins"] == [] and "managesieve_host" not in config
+    assert config["imap_host"] == "127.0.0.1:143"
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="php-cli missing")
+@pytest.mark.parametrize("value", ["it's", "back\\slash\\", "\\'; system('id'); //", "${HOME} $x {$y}"])
+def test_a_php_string_gives_back_the_value_byte_for_byte(value, tmp_path):
+    path = tmp_path / "value.php"
+    path.write_text(f"<?php $config = ['v' => {php_string(value)}];\n")
+    proc = subprocess.run(["php", "-n", "-r", "include $argv[1]; echo $config['v'];", str(path)],
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout == value
+
+
+@pytest.mark.parametrize("value", ["two\nlines", "nul\x00", "tab\there"])
+def test_a_php_string_refuses_control_characters(value):
+    with pytest.raises(ValueError):
+        php_string(value)
+
+
+@pytest.mark.parametrize("webmail", ["squirrelmail", "roundcube\n", "", None, True])
+def test_the_helper_parser_refuses_any_other_webmail(webmail):
+    data = ROUNDCUBE.to_json() | {"webmail": webmail}
+    with pytest.raises(ValueError):
+        CodeParams.from_json(data)
+    assert CodeParams.from_json(ROUNDCUBE.to_json()) == ROUNDCUBE
+
+
+@pytest.mark.parametrize("field, value", [
+    ("roundcube_dir", "/var/lib/round cube"),
+    ("roundcube_state_dir", "/var/lib/x;y"),
+    ("webmail_roundcube_socket", "/run/x.sock; include /etc/shadow"),
+    ("web_server_user", "www-data\nuser = root"),
+    ("submission_port", 0),
+])
+def test_a_hostile_roundcube_layout_value_is_refused(field, value):
+    with pytest.raises(ValueError):
+        render_code(ROUNDCUBE, Layout(webmail_sites=True, **{field: value}))
+
+
+@needs_nginx
+@needs_php_fpm
+def test_roundcubes_files_pass_their_validators_and_broken_php_does_not():
+    validators = load_helper_module().VALIDATORS
+    rows = {row[0]: row[5] for row in managed.MANAGED_FILES}
+    files = render_code(ROUNDCUBE, Layout(webmail_sites=True))
+    for path in (WEBMAIL_PHP_FPM, WEBMAIL_LOCATIONS, ROUNDCUBE_CONFIG):
+        assert validators[rows[path]](files[path].content) == (True, ""), path
+    ok, output = validators["php-lint"](b"<?php $config['x'] = 'unterminated;\n")
+    assert ok is False and output and "\n" not in output
+
+
+@needs_php_fpm
+def test_the_helper_makes_roundcubes_des_key_once_and_never_answers_it(helper, reload_log):
+    write_layout(helper, webmail_sites=True)
+    status, answer = helper.apply(code=code(hostname=HOSTNAME, sieve=True, webmail="roundcube"))
+    assert status == 0, answer
+    assert ROUNDCUBE_CONFIG in answer["written"] and "webmail-php" in answer["reloads"]
+    key_file = helper.live(ROUNDCUBE_DES_KEY)
+    key = key_file.read_bytes()
+    assert len(key.rstrip(b"\n")) == 24 and key.endswith(b"\n")  # Roundcube's DES-EDE3 key length
+    assert oct(key_file.stat().st_mode & 0o7777) == "0o640"
+    if CAN_CHOWN:
+        assert (key_file.stat().st_uid, grp.getgrgid(key_file.stat().st_gid).gr_name) == (0, WEBMAIL_USER)
+    assert key.strip().decode() not in json.dumps(answer)
+    # a new host name rewrites the config, never the key
+    status, answer = helper.apply(code=code(hostname="mx.example.org", sieve=True, webmail="roundcube"))
+    assert status == 0 and ROUNDCUBE_CONFIG in answer["written"] and key_file.read_bytes() == key
+    # back to SnappyMail: Roundcube's config goes, its key stays for next time
+    status, answer = helper.apply(code=code(hostname="mx.example.org", sieve=True))
+    assert status == 0 and ROUNDCUBE_CONFIG in answer["removed"]
+    assert key_file.read_bytes() == key
+
+
+@needs_php_fpm
+def test_a_request_cannot_write_roundcubes_config_or_key_as_data(helper):
+    for path in (ROUNDCUBE_CONFIG, ROUNDCUBE_DES_KEY):
+        status, answer = helper.apply([write_item(path, b"<?php system('id');\n")])
+        assert status == 2, answer
+    assert not helper.live(ROUNDCUBE_DES_KEY).exists() and not helper.live(ROUNDCUBE_CONFIG).exists()
+
+
+# --- SnappyMail's per-domain configs through the one-domain apply ------------------------------
+
+
+def test_each_hosted_domain_gets_a_snappymail_config_and_send_only_ones_do_not():
+    snapshot = Snapshot(server=ServerIdentity(hostname=HOSTNAME), snappymail=INSTALLED, domains=(
+        Domain("example.org"), Domain("away.example", hosted_elsewhere=True), Domain("off.example", suspended=True)))
+    files = render_snappymail_data(snapshot, Layout())
+    assert sorted(files) == [default_domain_path(Layout()), domain_config_path(Layout(), "example.org")]
+    for spec in files.values():
+        grammar.check("snappymail_domain", spec.content)
+        assert (spec.owner, spec.group, spec.mode) == (WEBMAIL_USER, WEBMAIL_USER, 0o640)
+    assert render_snappymail_data(dataclasses.replace(snapshot, snappymail=SnappyMail()), Layout()) == {}
+
+
+@pytest.mark.parametrize("content", [
+    b'{"IMAP": {"host": "x", "port": 1, "type": 1}}',  # blocks missing
+    b'{"IMAP": {"host": "a b", "port": 993, "type": 1}, "SMTP": {"host": "h.example", "port": 587, "type": 2},'
+    b' "Sieve": {"host": "h.example", "port": 4190, "type": 2}, "whiteList": ""}',  # not a host name
+    b'{"IMAP": {"host": "h.example", "port": 993, "type": 7}, "SMTP": {"host": "h.example", "port": 587, "type": 2},'
+    b' "Sieve": {"host": "h.example", "port": 4190, "type": 2}, "whiteList": ""}',  # no such security type
+    b'{"IMAP": {"host": "h.example", "port": 993, "type": 1, "x": {"y": {"z": 1}}}, "SMTP": {"host": "h.example",'
+    b' "port": 587, "type": 2}, "Sieve": {"host": "h.example", "port": 4190, "type": 2}, "whiteList": ""}',
+])
+def test_a_hostile_domain_config_is_refused_by_the_helper(helper, content):
+    path = domain_config_path(Layout(), "example.org")
+    status, answer = helper.apply([write_item(path, content)])
+    assert status == 2 and answer["rule"] == "grammar", answer
+    assert not helper.live(path).exists()
+
+
+def test_a_one_domain_apply_writes_and_prunes_the_domains_snappymail_config(helper):
+    domain_json = domain_config_path(Layout(), "example.org")
+    other_json = domain_config_path(Layout(), "other.example")
+    content = render_snappymail_data(Snapshot(server=ServerIdentity(hostname=HOSTNAME), snappymail=INSTALLED,
+                                              domains=(Domain("example.org"),)), Layout())[domain_json].content
+    status, answer = helper.run({"op": "apply", "write": [write_item(domain_json, content),
+                                                          write_item(other_json, content)],
+                                 "sync_domains": ["example.org", "other.example"]})
+    assert status == 0 and sorted(answer["written"]) == sorted([domain_json, other_json]), answer
+    state = helper.run({"op": "state"})[1]["files"]
+    assert domain_json in state and other_json in state  # found by the full listing too
+    # a one-domain apply of example.org touches only its own config
+    status, answer = helper.run({"op": "apply", "write": [], "sync_domains": ["example.org"]})
+    assert status == 0 and answer["removed"] == [domain_json] and helper.live(other_json).exists()
+    # and may not write another domain's
+    status, answer = helper.run({"op": "apply", "write": [write_item(other_json, content)],
+                                 "sync_domains": ["example.org"]})
+    assert status == 2 and answer["rule"] == "outside allowlist"

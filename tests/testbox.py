@@ -563,7 +563,14 @@ class Scenario:
         self.wait_for_applies()
         got = self.client("webmail", domain="example.test", expect="webmail imap=localhost passwd=false")
         auto = self.client("client-autoconfig", domain="example.test")
-        return f"{got}; {auto}"
+        # Roundcube, the admin's second choice (Debian's package), then back.
+        self.mailpanel("mail webmail set roundcube")
+        self.wait_for_applies()
+        roundcube = self.client("roundcube")
+        self.mailpanel("mail webmail set snappymail")
+        self.wait_for_applies()
+        self.client("webmail", domain="example.test", expect="webmail imap=localhost passwd=false")
+        return f"{got}; {auto}; {roundcube}"
 
     def quota_tempfail(self) -> str:
         """Over quota on Dovecot 2.4: 452, Exim keeps the message; a higher quota delivers it."""

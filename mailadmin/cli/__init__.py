@@ -24,10 +24,11 @@ from . import (
     sieve,
     snappymail,
     user,
+    webmail,
 )
 
 # In the order `mail --help` lists them.
 NOUN_MODULES = [
     user, server, node, domain, dkim, dmarc, config, account, relay, panel_smtp, dqs, dnsbl,
-    internal_lookup, snappymail, sieve, dns, diagnose, limit, queue, held, log, cert,
+    internal_lookup, snappymail, webmail, sieve, dns, diagnose, limit, queue, held, log, cert,
 ]

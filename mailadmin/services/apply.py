@@ -19,7 +19,7 @@ from django.db.models.functions import Concat
 from mailconf import snapshot as snap
 from mailconf import tls
 from mailconf import validate as v
-from mailconf.managed import CODE_FILES
+from mailconf.managed import CODE_FILES, synced_domain
 from mailconf.params import CodeParams, code_params
 from ..helper_client import HelperError, call_helper
 from ..models import (
@@ -193,6 +193,7 @@ def build_snapshot(only_domains=None, node=None) -> snap.Snapshot:
             admin_key=server.snappymail_admin_key,
         ),
         send_limits=sending.server,
+        webmail=server.webmail,
     )
 
 
@@ -287,14 +288,13 @@ def _apply_domains(names: list[str], layout, log, node=None) -> tuple[dict, bool
     """One round trip: send those domains' rendered folders, the helper writes
     what differs and prunes the rest. Not complete when the server-wide files
     are not live yet (a first apply must be a full one)."""
-    folders = tuple(domain_folder(name) for name in names)
     rendered = render_all(build_snapshot(only_domains=set(names), node=node), layout)
-    plan = Plan(write={p: spec for p, spec in rendered.items() if p.startswith(folders)})
+    plan = Plan(write={p: spec for p, spec in rendered.items() if synced_domain(p) in names})
     request = {**helper_request(plan), "sync_domains": names}
     log(f"only the files of {', '.join(names)}: {len(plan.write)} rendered")
     answer = _call_and_log(request, log)
     _log_written(answer, log)
-    server_wide = {p for p in rendered if not p.startswith("/etc/exim4/domains/")}
+    server_wide = {p for p in rendered if synced_domain(p) is None}
     complete = server_wide <= set(answer.get("server_files", []))
     if complete and not answer.get("written") and not answer.get("removed"):
         log("nothing to do: the live configuration is up to date")

@@ -15,12 +15,14 @@ from ..tls import SniName
 from .dovecot import render_dovecot
 from .exim import render_exim_conf, render_exim_data
 from .firewall import render_firewall
+from .roundcube import render_roundcube
 from .snappymail import render_snappymail_code, render_snappymail_data
 from .tls_sites import render_tls_sites
 from .webmail import render_webmail
 
 CODE_RENDERERS = (
     render_exim_conf, render_dovecot, render_firewall, render_snappymail_code, render_webmail, render_tls_sites,
+    render_roundcube,
 )
 # Code files that also depend on which names have a domain certificate (the
 # SNI index's pairs, read by the helper: mailconf/tls.py).

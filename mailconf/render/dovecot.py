@@ -100,6 +100,7 @@ class _Values:
     auth_listener: str
     lmtp_listener: str
     local_names: tuple[tuple[str, str, str], ...] = ()  # (SNI name, cert, key)
+    submission_host: str = ""  # Exim on this host, for Sieve's vacation replies and redirects
 
 
 def _dovecot_conf(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = ()) -> str:
@@ -156,6 +157,7 @@ def _values(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = ()) -
         rootless=bool(run_as),
         auth_listener=listener(layout.dovecot_auth_socket),
         lmtp_listener=listener(layout.dovecot_lmtp_socket),
+        submission_host=_submission_host(layout),
         local_names=tuple(
             (pair.name, *(p(path, "TLS certificate") for path in tls.domain_cert_paths(pair.domain)))
             for pair in sorted({tls.check_pair(x) for x in sni})
@@ -259,8 +261,20 @@ def _conf_23(c: _Values) -> list[str]:
           "recipient_delimiter = +",
           # An LDA/LMTP setting, not a plugin one: inside plugin {} Dovecot ignores it
           # and answers 552 (Exim bounces) instead of 452 (Exim keeps it queued).
-          "quota_full_tempfail = yes"]
+          "quota_full_tempfail = yes",
+          f"submission_host = {c.submission_host}"]
     return w
+
+
+def _submission_host(layout: Layout) -> str:
+    """Where Sieve's vacation replies and redirects go: this host's Exim over
+    SMTP on loopback (its ACL lets localhost relay), not Debian's sendmail
+    binary, which reads whatever Exim configuration the host has."""
+    port = next((p for p in layout.smtp_ports if p not in layout.smtps_ports), 0)
+    port = v.port(port, "SMTP port for Dovecot's submission_host")
+    listen = [v.ip(x) for x in layout.smtp_listen]
+    host = "127.0.0.1" if not listen or "127.0.0.1" in listen else listen[0]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # The passwd files' quota field (render/exim.py, shared with Exim) is 2.3's
@@ -328,5 +342,6 @@ def _conf_24(c: _Values) -> list[str]:
           # finds the user without it and keeps it for Sieve's :detail.
           "recipient_delimiter = +",
           # Over quota: 452 (Exim keeps the message queued), not 552 (bounce).
-          "quota_full_tempfail = yes"]
+          "quota_full_tempfail = yes",
+          f"submission_host = {c.submission_host}"]
     return w

@@ -1,5 +1,7 @@
 """SnappyMail's configuration: application.ini (admin login, password hash, admin
-panel key) and the default domain's JSON (IMAP/SMTP/Sieve on this server).
+panel key), the default domain's JSON (IMAP/SMTP/Sieve on this server over
+localhost) and one JSON per hosted mail domain (the same server by its host
+name, over TLS, so the certificate's name matches).
 
 Pure: same snapshot, same bytes. Nothing is rendered until SnappyMail is
 installed, so an apply never creates a half SnappyMail tree (and an apply after
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 
 from .. import validate as v
+from ..managed import WEBMAIL_USER
 from ..params import CodeParams, code_params
 from ..snapshot import FileSpec, Layout, Snapshot
 
@@ -18,6 +21,8 @@ DATA_SUBDIR = "data/_data_/_default_"
 
 # SnappyMail's MailSo\Net\Enumerations\ConnectionSecurityType
 SECURITY_NONE = 0
+SECURITY_SSL = 1  # TLS from the first byte (993)
+SECURITY_STARTTLS = 2
 SECURITY_AUTO = 9  # STARTTLS when the server offers it
 
 
@@ -88,8 +93,15 @@ def render_application_ini(params: CodeParams) -> bytes:
     )
 
 
-def _connect(host: str, port: int, security: int = SECURITY_NONE, **extra) -> dict:
-    """SnappyMail's MailSo\\Net\\ConnectSettings as it serialises them."""
+def domain_config_path(layout: Layout, domain: str) -> str:
+    return f"{layout.snappymail_dir}/{DATA_SUBDIR}/domains/{domain}.json"
+
+
+def _connect(host: str, port: int, security: int = SECURITY_NONE, *, check_name: bool = False,
+             **extra) -> dict:
+    """SnappyMail's MailSo\\Net\\ConnectSettings as it serialises them.
+    check_name: the certificate must name the host (it is the host name's);
+    its issuer is not checked (self-signed until the installer's ACME run)."""
     return {
         "host": host,
         "port": port,
@@ -101,7 +113,7 @@ def _connect(host: str, port: int, security: int = SECURITY_NONE, **extra) -> di
         "sasl": ["PLAIN", "LOGIN"],
         "ssl": {
             "verify_peer": False,
-            "verify_peer_name": False,
+            "verify_peer_name": check_name,
             "allow_self_signed": True,
             "SNI_enabled": True,
             "disable_compression": True,
@@ -135,6 +147,29 @@ def render_default_domain(snapshot: Snapshot, layout: Layout) -> bytes:
     return (json.dumps(domain, indent=4, sort_keys=True) + "\n").encode("utf-8")
 
 
+def render_domain_config(snapshot: Snapshot, layout: Layout) -> bytes:
+    """domains/<domain>.json for a hosted mail domain: this server by its host
+    name (the certificate's name), IMAP over TLS (993), SMTP submission with
+    STARTTLS (587), Sieve with STARTTLS (4190; Dovecot refuses a plaintext
+    login from anywhere but localhost). The same for every domain: their
+    mail lives on this host."""
+    host = v.hostname(snapshot.server.hostname, "server host name")
+    domain = {
+        "IMAP": _connect(host, v.port(layout.imaps_port, "IMAPS port"), SECURITY_SSL, check_name=True),
+        "SMTP": _connect(host, v.port(layout.submission_port, "submission port"), SECURITY_STARTTLS,
+                         check_name=True, useAuth=True, setSender=False, usePhpMail=False),
+        "Sieve": _connect(host, v.port(layout.sieve_port, "ManageSieve port"), SECURITY_STARTTLS,
+                          check_name=True, enabled=bool(snapshot.sieve_enabled), authLiteral=True),
+        "whiteList": "",
+    }
+    return (json.dumps(domain, indent=4, sort_keys=True) + "\n").encode("utf-8")
+
+
+def mail_domains(snapshot: Snapshot) -> list[str]:
+    """The domains whose mailboxes live here (not suspended, not send-only)."""
+    return [d.name for d in snapshot.domains if not d.suspended and not d.hosted_elsewhere]
+
+
 def render_snappymail(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
     """Both SnappyMail files: application.ini (code) and default.json (data)."""
     return {
@@ -147,11 +182,17 @@ def render_snappymail_code(params: CodeParams, layout: Layout) -> dict[str, File
     if not params.snappymail.installed:
         return {}
     content = render_application_ini(params)
-    return {application_ini_path(layout): FileSpec(content, "www-data", "www-data", 0o640)}
+    return {application_ini_path(layout): FileSpec(content, WEBMAIL_USER, WEBMAIL_USER, 0o640)}
 
 
 def render_snappymail_data(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
     if not snapshot.snappymail.installed:
         return {}
-    content = render_default_domain(snapshot, layout)
-    return {default_domain_path(layout): FileSpec(content, "www-data", "www-data", 0o640)}
+    files = {default_domain_path(layout): FileSpec(render_default_domain(snapshot, layout),
+                                                   WEBMAIL_USER, WEBMAIL_USER, 0o640)}
+    names = mail_domains(snapshot)
+    if names:
+        content = render_domain_config(snapshot, layout)
+        for name in names:
+            files[domain_config_path(layout, v.domain(name))] = FileSpec(content, WEBMAIL_USER, WEBMAIL_USER, 0o640)
+    return files

@@ -1,4 +1,5 @@
-"""The webmail sites: SnappyMail at https://<host name>/webmail/ through a
+"""The webmail sites: SnappyMail (or Roundcube, the admin's choice:
+mailconf/render/roundcube.py) at https://<host name>/webmail/ through a
 PHP-FPM master of its own, and webmail.<domain> on port 80 sending people
 there.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 from .. import validate as v
 from ..params import CodeParams
 from ..snapshot import FileSpec, Layout
+from . import roundcube
 
 WEBMAIL_PHP_FPM = "/etc/mailpanel/webmail-php-fpm.conf"
 WEBMAIL_LOCATIONS = "/etc/nginx/snippets/mailpanel-webmail.conf"
@@ -51,21 +53,33 @@ def _folder(layout: Layout) -> str:
 def render_php_fpm(layout: Layout) -> bytes:
     folder = _folder(layout)
     socket = v.path(layout.path(layout.webmail_php_socket), "PHP-FPM socket")
-    user = v.name(layout.webmail_php_user, "PHP-FPM user")
     lines = [
-        "; Written by mailpanel: PHP-FPM for SnappyMail only. Changes here are replaced on the next apply.",
+        "; Written by mailpanel: PHP-FPM for the webmail only. Changes here are replaced on the next apply.",
         "[global]",
         f"pid = {v.path(layout.path(PID_FILE), 'PHP-FPM pid file')}",
         "error_log = syslog",
         "syslog.ident = mailpanel-webmail-php",
         "daemonize = no",
         "",
-        "[snappymail]",
+        *pool_lines(layout, "snappymail", socket, [f"{folder}/", "/tmp/"]),
+    ]
+    return "\n".join(lines).encode("ascii")
+
+
+def pool_lines(layout: Layout, name: str, socket: str, basedir: list[str], env=()) -> list[str]:
+    """One pool of the webmail's master: the webmail's own user, a socket only
+    nginx's user may use, open_basedir, no shell, upload limits, its own
+    environment (clear_env, then `env`: (name, value) pairs)."""
+    user = v.name(layout.webmail_php_user, "PHP-FPM user")
+    web_server = v.name(layout.web_server_user, "web server user")
+    return [
+        f"[{name}]",
         f"user = {user}",
         f"group = {user}",
         f"listen = {socket}",
-        f"listen.owner = {user}",
-        f"listen.group = {user}",
+        # nginx's user alone may talk to the pool; PHP runs as the webmail's own.
+        f"listen.owner = {web_server}",
+        f"listen.group = {web_server}",
         "listen.mode = 0660",
         "pm = ondemand",
         "pm.max_children = 16",
@@ -73,7 +87,8 @@ def render_php_fpm(layout: Layout) -> bytes:
         "pm.max_requests = 500",
         "security.limit_extensions = .php",
         "clear_env = yes",
-        f"php_admin_value[open_basedir] = {folder}/:/tmp/",
+        *(f"env[{key}] = {value}" for key, value in env),
+        f"php_admin_value[open_basedir] = {':'.join(basedir)}",
         "php_admin_value[upload_tmp_dir] = /tmp",
         "php_admin_value[sys_temp_dir] = /tmp",
         f"php_admin_value[upload_max_filesize] = {UPLOAD_MB}M",
@@ -88,7 +103,6 @@ def render_php_fpm(layout: Layout) -> bytes:
         "php_admin_flag[log_errors] = on",
         "",
     ]
-    return "\n".join(lines).encode("ascii")
 
 
 def render_locations(layout: Layout) -> bytes:
@@ -144,11 +158,21 @@ def render_redirect(params: CodeParams, layout: Layout) -> bytes:
 def render_webmail(params: CodeParams, layout: Layout) -> dict[str, FileSpec]:
     """The pool wherever the sites are set up, so its unit always has its
     file (an idle ondemand master until SnappyMail is there); the nginx
-    files once SnappyMail is installed."""
+    files once SnappyMail is installed, or Roundcube (Debian's package, a
+    second pool) is the chosen webmail."""
     if not layout.webmail_sites:
         return {}
-    files = {WEBMAIL_PHP_FPM: FileSpec(render_php_fpm(layout), "root", "root", 0o644, "webmail-php")}
-    if params.snappymail.installed:
-        files[WEBMAIL_LOCATIONS] = FileSpec(render_locations(layout), "root", "root", 0o644, "nginx")
+    pool = render_php_fpm(layout)
+    serves_roundcube = params.webmail == roundcube.ROUNDCUBE
+    if serves_roundcube:
+        pool += "\n".join(["", *pool_lines(layout, "roundcube", *roundcube.pool_settings(layout))]).encode("ascii")
+    files = {WEBMAIL_PHP_FPM: FileSpec(pool, "root", "root", 0o644, "webmail-php")}
+    locations = None
+    if serves_roundcube:
+        locations = "\n".join(roundcube.location_lines(layout, WEBMAIL_PATH, UPLOAD_MB)).encode("ascii")
+    elif params.snappymail.installed:
+        locations = render_locations(layout)
+    if locations is not None:
+        files[WEBMAIL_LOCATIONS] = FileSpec(locations, "root", "root", 0o644, "nginx")
         files[WEBMAIL_REDIRECT] = FileSpec(render_redirect(params, layout), "root", "root", 0o644, "nginx")
     return files
