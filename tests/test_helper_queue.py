@@ -388,6 +388,32 @@ def test_a_cache_folder_that_is_not_roots_alone_is_not_used(queue_tree, tmp_path
     assert (folder / CACHE.name).read_bytes() == before  # neither read nor written
 
 
+def test_reading_the_queue_and_the_logs_takes_no_lock(queue_tree):
+    """A log search reads for up to 8 s: it must neither wait behind an apply
+    nor make one wait. The read-only ops run while another helper holds the
+    lock; an op that changes something still waits for it."""
+    import fcntl
+
+    layout, _sink, ids = queue_tree
+    lock = Path(layout.root) / "run" / "mailpanel-helper.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        for request in ({"op": "queue_list", "held": True}, {"op": "queue_show", "id": ids["mapped"][0]},
+                        {"op": "held_senders"}, {"op": "log_search", "terms": ["hosted.example"]}):
+            proc = subprocess.run([sys.executable, str(HELPER), "--root", layout.root, "--lock-timeout", "1"],
+                                  input=json.dumps(request).encode(), capture_output=True, timeout=60)
+            assert proc.returncode == 0, proc.stdout
+        proc = subprocess.run([sys.executable, str(HELPER), "--root", layout.root, "--lock-timeout", "1"],
+                              input=json.dumps({"op": "queue_action", "action": "freeze",
+                                                "ids": [ids["mapped"][0]]}).encode(),
+                              capture_output=True, timeout=60)
+        assert proc.returncode == 1 and b"another helper has held the lock" in proc.stdout
+    finally:
+        os.close(fd)
+
+
 # -- the queue -------------------------------------------------------------------------
 
 
