@@ -17,6 +17,7 @@ from .views import (
     sieve,
     snappymail,
     status,
+    webmail,
 )
 
 app_name = "mailadmin"
@@ -94,6 +95,7 @@ urlpatterns = [
         name="snappymail_credentials_delete",
     ),
     path("settings/server/sieve/", sieve.sieve_save, name="sieve_save"),
+    path("settings/server/webmail/app/", webmail.webmail_save, name="webmail_save"),
     path("settings/server/dkim/", dkim.dkim_policy_save, name="dkim_policy_save"),
     path("domains/<int:domain_id>/dns/check/", dns.domain_dns_check, name="domain_dns_check"),
     path(

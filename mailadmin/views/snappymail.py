@@ -17,6 +17,7 @@ from .common import require_admin, server_of
 from .pages import SETTINGS_PAGE
 from .shell import done, respond
 from .sieve import sieve_context
+from .webmail import webmail_context
 
 
 def snappymail_context(request) -> dict:
@@ -36,7 +37,8 @@ def snappymail_context(request) -> dict:
     }
 
 
-WEBMAIL_TAB = SETTINGS_PAGE.tab("webmail", "mailadmin/snappymail/webmail_tab.html", snappymail_context, sieve_context)
+WEBMAIL_TAB = SETTINGS_PAGE.tab("webmail", "mailadmin/snappymail/webmail_tab.html", webmail_context,
+                                snappymail_context, sieve_context)
 SNAPPYMAIL = SETTINGS_PAGE.section("webmail", "snappymail", "mailadmin/snappymail/section.html#snappymail", snappymail_context)
 
 
