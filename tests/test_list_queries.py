@@ -1,5 +1,7 @@
 """List pages run a constant number of SQL queries, however many rows they show."""
 
+import datetime
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -160,3 +162,33 @@ def test_domain_list_runs_four_queries_on_any_page(admin_client_, alice):
     make_domains(alice, 120)
     for url in (reverse("mailadmin:domain_list"), reverse("mailadmin:domain_list") + "?page=3"):
         assert count_queries(admin_client_, url) == 4, url
+
+
+@pytest.mark.parametrize("as_admin", [False, True])
+@pytest.mark.parametrize("query", ["", "d001", "%", "_", "'", '"; DROP TABLE x; --'])
+def test_domain_list_rows_are_the_orms_values(client, alice, bob, admin_user, as_admin, query):
+    """The list's rows come from a statement written once per process around
+    the ORM's scoped page of ids: the same values, converted alike, and only
+    the visible domains."""
+    from django.core.paginator import Paginator
+
+    from mailadmin.models import UserProfile
+    from mailadmin.views.domains import KEYS, page_rows
+
+    make_domains(alice, 120)
+    make_domains(bob, 5, start=500)
+    MailDomain.objects.filter(name__endswith="7.example").update(suspended=True, pending=True)
+    UserProfile.objects.create(user=bob, suspended=True)
+    viewer = admin_user if as_admin else alice
+    ids = MailDomain.objects.visible_to(viewer).order_by("name")
+    if query:
+        ids = ids.filter(name__icontains=query)
+    for number in (1, 2, 3):
+        page = Paginator(ids.values_list("pk", flat=True), 50).get_page(number)
+        rows = page_rows(page.object_list)
+        expected = list(MailDomain.objects.filter(pk__in=list(page.object_list)).order_by("name").values(*KEYS))
+        assert rows == expected
+        assert all(isinstance(row["created_at"], datetime.datetime) and row["created_at"].tzinfo for row in rows)
+        assert all(isinstance(row["suspended"], bool) for row in rows)
+    if not as_admin:
+        assert not any(row["owner__username"] != "alice" for row in page_rows(ids.values_list("pk", flat=True)))

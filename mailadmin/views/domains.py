@@ -1,13 +1,15 @@
 """The domain list (search, pages) and adding and deleting a domain. The
 domain page itself is views.domain_page and its tabs."""
 
-from operator import itemgetter
+import functools
 from typing import NamedTuple
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.contrib.auth import get_user_model
+from django.core.exceptions import EmptyResultSet, ValidationError
 from django.core.paginator import Paginator
+from django.db import connections
 from django.shortcuts import redirect, render
 from django.template import engines
 from django.urls import reverse
@@ -19,7 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 
 from ..forms import DomainAddForm
-from ..models import MailDomain, ServerSettings, display_domain, is_admin
+from ..models import MailDomain, ServerSettings, UserProfile, display_domain, is_admin
 from ..services import domains as domain_service
 from .common import get_domain_for_user
 from .shell import Section, respond
@@ -28,9 +30,19 @@ LIST_PAGE = "mailadmin/domain_list.html"
 # The rows are a Jinja2 template (TEMPLATES "rows"): the Django engine spent
 # about 30 µs a row on its eleven lookups and tags, a third of the page.
 ROWS = "mailadmin/domain_rows.html"
-LIST_FIELDS = (
-    "pk", "name", "owner__username", "dkim_enabled", "suspended", "hosted_elsewhere",
-    "dns_status", "dns_checked_at", "created_at", "pending", "owner__mail_profile__suspended",
+# A row's columns: (key, model, field); the owner's and its profile's by join.
+LIST_COLUMNS = (
+    ("pk", MailDomain, "id"),
+    ("name", MailDomain, "name"),
+    ("owner__username", get_user_model(), "username"),
+    ("dkim_enabled", MailDomain, "dkim_enabled"),
+    ("suspended", MailDomain, "suspended"),
+    ("hosted_elsewhere", MailDomain, "hosted_elsewhere"),
+    ("dns_status", MailDomain, "dns_status"),
+    ("dns_checked_at", MailDomain, "dns_checked_at"),
+    ("created_at", MailDomain, "created_at"),
+    ("pending", MailDomain, "pending"),
+    ("owner__mail_profile__suspended", UserProfile, "suspended"),
 )
 
 
@@ -50,12 +62,68 @@ def domain_page(user, query: str, number):
     if query:
         ids = ids.filter(name__icontains=query)
     page = Paginator(ids.values_list("pk", flat=True), settings.MAILPANEL_DOMAINS_PER_PAGE).get_page(number)
-    # The page's ids stay a subquery: one round trip for ids and rows.
-    rows = MailDomain.objects.filter(pk__in=page.object_list).values(*LIST_FIELDS)
     labels, prefix = row_labels(), reverse("mailadmin:domain_detail", args=[0]).removesuffix("0/")
     tz = timezone.get_current_timezone()
-    page.object_list = [list_row(row, labels, prefix, tz) for row in sorted(rows, key=itemgetter("name"))]
+    page.object_list = [list_row(row, labels, prefix, tz) for row in page_rows(page.object_list)]
     return page
+
+
+def page_rows(ids) -> list[dict]:
+    """The list's columns of one page, by name, in one round trip: the page's
+    ids (the ORM's statement, with visible_to's scoping and the search) are a
+    subquery of a statement written once per process. The ORM spent about
+    0.35 ms building the joined values() query for each page; the values go
+    through the same converters it applies (LIST_COLUMNS' fields')."""
+    try:
+        ids_sql, params = ids.query.sql_with_params()
+    except EmptyResultSet:  # an empty page
+        return []
+    connection = connections[ids.db]
+    (head, tail), converters = _rows_statement(ids.db)
+    with connection.cursor() as cursor:
+        cursor.execute(head + ids_sql + tail, params)
+        rows = cursor.fetchall()
+    return [
+        {key: converters[i](value) if i in converters else value for i, (key, value) in enumerate(zip(KEYS, row))}
+        for row in rows
+    ]
+
+
+KEYS = [key for key, _model, _field in LIST_COLUMNS]
+
+
+@functools.cache
+def _rows_statement(using: str) -> tuple[tuple[str, str], dict]:
+    """The statement around a page of ids, and for each column whose value
+    the database backend converts (booleans and dates on SQLite), that
+    conversion."""
+    connection = connections[using]
+    qn = connection.ops.quote_name
+    User = get_user_model()
+    domains, users, profiles = (qn(model._meta.db_table) for model in (MailDomain, User, UserProfile))
+    owner, profile_user = MailDomain._meta.get_field("owner"), UserProfile._meta.get_field("user")
+    columns, converters = [], {}
+    for i, (_key, model, name) in enumerate(LIST_COLUMNS):
+        field = model._meta.get_field(name)
+        columns.append(f"{qn(model._meta.db_table)}.{qn(field.column)}")
+        column = field.get_col(model._meta.db_table)
+        functions = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+        if functions:
+            converters[i] = functools.partial(_convert, functions, column, connection)
+    head = (
+        f"SELECT {', '.join(columns)} FROM {domains}"
+        f" INNER JOIN {users} ON {domains}.{qn(owner.column)} = {users}.{qn(User._meta.pk.column)}"
+        f" LEFT OUTER JOIN {profiles} ON {profiles}.{qn(profile_user.column)} = {users}.{qn(User._meta.pk.column)}"
+        f" WHERE {domains}.{qn(MailDomain._meta.pk.column)} IN ("
+    )
+    tail = f") ORDER BY {domains}.{qn(MailDomain._meta.get_field('name').column)}"
+    return (head, tail), converters
+
+
+def _convert(functions, column, connection, value):
+    for function in functions:
+        value = function(value, column, connection)
+    return value
 
 
 DNS_LABELS = {
