@@ -263,6 +263,15 @@ webmail_user() {
     find "$sm" -path "$sm/data" -prune -o ! -type l -exec chmod o+rX {} +
     changed "$sm: data/ to mailpanel-webmail"
   fi
+  # Debian's Roundcube timers clean Debian's own database, which is not made
+  # (deploy/debconf-preseed.txt); ours is cleaned by Roundcube's session GC.
+  local timer
+  for timer in roundcube-cleandb.timer roundcube-gc.timer; do
+    if systemctl is-enabled --quiet "$timer" 2>/dev/null; then
+      systemctl disable --now "$timer" >/dev/null 2>&1 || true
+      changed "disabled $timer (Debian's Roundcube database, not used)"
+    fi
+  done
 }
 
 dovecot_version() {

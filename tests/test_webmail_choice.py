@@ -8,7 +8,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 
-from mailadmin.models import AuditEntry, Job, JobKind, ServerSettings
+from mailadmin.models import AuditEntry, Job, JobKind, MailDomain, ServerSettings
+from mailadmin.services import webmail
 from mailadmin.services.apply import build_snapshot
 from mailconf.params import code_params
 from mailconf.render import render_code
@@ -91,3 +92,12 @@ def test_customer_cannot_choose_the_webmail(alice_client):
     response = alice_client.post(reverse("mailadmin:webmail_save"), {"webmail": "roundcube"})
     assert response.status_code == 404
     assert ServerSettings.load().webmail == "snappymail"
+
+
+def test_the_domains_webmail_link_appears_once_roundcube_serves_it(alice, alice_client, admin_user):
+    domain = MailDomain.objects.create(name="example.org", owner=alice, dkim_enabled=False)
+    url = reverse("mailadmin:domain_clients", args=[domain.pk])
+    assert 'id="webmail"' not in alice_client.get(url).content.decode()  # SnappyMail not installed
+    webmail.set_webmail(admin_user, "roundcube")
+    page = alice_client.get(url).content.decode()
+    assert 'id="webmail"' in page and "/webmail/" in page

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from ..dnsrecords import ownership_record
 from ..forms import DomainSettingsForm, LocalSendersForm
-from ..models import Certificate, MailAccount, MailAlias, MailDomain, MailNode, RelaySettings, ServerSettings, is_admin
+from ..models import Certificate, MailAccount, MailAlias, MailDomain, MailNode, RelaySettings, ServerSettings, WebmailApp, is_admin
 from ..services import client_config
 from ..services import domains as domain_service
 from .common import get_domain_for_user, server_of
@@ -119,7 +119,8 @@ def clients_context(request, domain) -> dict:
         "client_certificate_names": client_config.certificate_names(domain, settings),
         "client_example_address": f"{example}@{domain.unicode_name}",
         "client_accounts": accounts,
-        "webmail_installed": server.snappymail_installed,
+        # SnappyMail once installed; Roundcube (Debian's package) whenever chosen
+        "webmail_installed": server.snappymail_installed or server.webmail == WebmailApp.ROUNDCUBE,
         "webmail_url": webmail_url(domain.node.identity(server).hostname),
     }
 

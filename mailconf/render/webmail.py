@@ -95,6 +95,10 @@ def pool_lines(layout: Layout, name: str, socket: str, basedir: list[str], env=(
         f"php_admin_value[post_max_size] = {UPLOAD_MB + 1}M",
         "php_admin_value[memory_limit] = 256M",
         "php_admin_value[max_execution_time] = 120",
+        # Debian's php.ini leaves session GC to a cron job; Roundcube's own
+        # clean-up (expired sessions, caches, temp files) runs in it.
+        "php_admin_value[session.gc_probability] = 1",
+        "php_admin_value[session.gc_divisor] = 100",
         f"php_admin_value[disable_functions] = {','.join(DISABLED_FUNCTIONS)}",
         "php_admin_flag[allow_url_fopen] = off",
         "php_admin_flag[allow_url_include] = off",
