@@ -21,14 +21,19 @@ from dataclasses import dataclass
 
 from django.contrib import messages
 from django.shortcuts import redirect, render
+from django.template import engines
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext as _
 
 from ..services import jobs
 
 # An htmx request that restores history after a cache miss wants the whole page.
 VARY = ("HX-Request", "HX-History-Restore-Request")
+# A tabbed page's tab bar (Jinja2: seven links drawn on every tab).
+TAB_BAR = "mailadmin/tab_bar.html"
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,14 @@ class Section:
     context: Callable[..., dict]  # (request, *args, **kwargs) → the partial's context
     url: Callable[..., str]  # (*args) → the page that shows this section
     page_context: Callable[..., dict] | None = None  # (request, *args) → the rest of the page
+
+
+def fast_template(name: str, context: dict) -> str:
+    """Markup drawn many times a page (the domain list's rows, the tab bar),
+    by the Jinja2 engine (TEMPLATES "jinja2", templates/jinja2/): it
+    autoescapes every value, so its output is safe HTML for the Django page
+    around it."""
+    return mark_safe(engines["jinja2"].get_template(name).render(context))
 
 
 def wants_partial(request) -> bool:
@@ -183,7 +196,12 @@ class TabbedPage:
 
     def _panel_context(self, name, request, *args, skip=None) -> dict:
         template, contexts = self._panels[name]
-        ctx = {"tabs": self.nav(name, *args), "current_tab": name, "tab_template": template, **self.names(*args)}
+        ctx = {
+            "tab_bar": fast_template(TAB_BAR, {"tabs": self.nav(name, *args), "label": _("Sections of this page")}),
+            "current_tab": name,
+            "tab_template": template,
+            **self.names(*args),
+        }
         for build in contexts:
             if build is not skip:
                 ctx.update(build(request, *args))
