@@ -49,3 +49,5 @@ test-install: venv
 
 bench: venv
 	$(PY) bench/run.py
+	# 10,000 domains over three mail nodes on RQ (PostgreSQL and Redis on 127.0.0.1)
+	$(PY) bench/nodes.py

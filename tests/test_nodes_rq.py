@@ -308,3 +308,18 @@ def test_a_change_saved_in_the_web_panel_survives_the_panel_and_the_node_restart
     assert job.changed_files == ["/etc/exim4/no_subaddressing"]
     assert b"n3-shop.example" in (n3.root / "etc/exim4/no_subaddressing").read_bytes()
     assert not (cluster["n1"].root / "etc/exim4/no_subaddressing").read_bytes()
+
+
+def test_a_running_node_picks_up_a_job_whose_enqueue_was_lost(cluster, alice):
+    """Its heartbeat finds a pending job while nothing is queued and the
+    worker waits, once the job is older than the stale window."""
+    n1 = cluster["n1"]
+    domain = domains.add_domain(None, alice, "lost.example", node=node_of("n1"))
+    n1.start()
+    assert wait_done(all_pending())[0].state == JobState.DONE
+    RelaySettings.objects.create(domain=domain, host="smtp.example.com", username="u", password="p")
+    lost = Job.objects.create(kind="apply", node=node_of("n1"), scope=["lost.example"], requested_by=alice)
+    (lost,) = wait_done([lost.pk], timeout=STALE + 30)
+    assert lost.state == JobState.DONE, lost.log
+    assert (lost.started_at - lost.created_at).total_seconds() >= STALE
+    assert lost.changed_files == ["/etc/exim4/domains/lost.example/smtp_relay.conf"]

@@ -55,11 +55,15 @@ class Command(BaseCommand):
         requeued = nodes.requeue_pending(node)
         if requeued:
             self.stdout.write(f"{node.queue_name}: pending jobs queued again: {requeued}")
-        heart = threading.Thread(target=_heartbeat, args=(node, interval, stop), daemon=True)
-        heart.start()
         worker = NodeWorker(
             [queue], connection=queue.connection, job_class=Job, name=f"{node.queue_name}.{os.getpid()}"
         )
+
+        def idle() -> bool:
+            return queue.is_empty() and worker.get_state() in ("idle", "started", "suspended")
+
+        heart = threading.Thread(target=_heartbeat, args=(node, interval, stop, idle), daemon=True)
+        heart.start()
         self.stdout.write(f"{node.queue_name}: worker {worker.name} started")
         try:
             worker.work(burst=options["burst"], with_scheduler=False, logging_level="WARNING")
@@ -68,13 +72,15 @@ class Command(BaseCommand):
             heart.join(timeout=5)
 
 
-def _heartbeat(node, interval, stop) -> None:
-    # Lost enqueues are looked for only once they are older than the stale
-    # window: a job enqueued a moment ago is on the queue, not lost.
+def _heartbeat(node, interval, stop, idle) -> None:
+    # A pending job is lost only when nothing is queued and the worker waits,
+    # and it is older than the stale window (one enqueued a moment ago is on
+    # its way); a busy node's waiting jobs are on its queue.
     while not stop.wait(interval):
         try:
             nodes.beat(node)
-            nodes.requeue_pending(node, older_than=timedelta(seconds=settings.MAILPANEL_NODE_STALE_SECONDS))
+            if idle():
+                nodes.requeue_pending(node, older_than=timedelta(seconds=settings.MAILPANEL_NODE_STALE_SECONDS))
         except Exception:  # the database away for a moment: the next beat tries again
             nodes.logger.exception("heartbeat of node %s failed", node.name)
         finally:
