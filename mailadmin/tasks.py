@@ -3,12 +3,20 @@ the slow DNS checks live in tasks_dns.py."""
 
 from django.tasks import task
 
-from .services import apply, holds, housekeeping as housekeeping_service, password_reset, snappymail
+from .services import apply, domains, holds, housekeeping as housekeeping_service, password_reset, snappymail
 
 
 @task()
 def apply_config(job_id: int) -> None:
     apply.run_apply_job(job_id)
+
+
+@task()
+def retire_domain_mail(name: str) -> None:
+    """On a deleted domain's node (its queue): its Maildirs moved aside."""
+    outcome = domains.retire_mail(None, name)
+    if outcome.error:
+        raise RuntimeError(outcome.error)
 
 
 @task()

@@ -323,3 +323,42 @@ def test_a_running_node_picks_up_a_job_whose_enqueue_was_lost(cluster, alice):
     assert lost.state == JobState.DONE, lost.log
     assert (lost.started_at - lost.created_at).total_seconds() >= STALE
     assert lost.changed_files == ["/etc/exim4/domains/lost.example/smtp_relay.conf"]
+
+
+def test_a_deleted_domains_mail_is_moved_aside_on_its_own_node(cluster, alice):
+    placed = first_apply(cluster, alice)
+    n2 = cluster["n2"]
+    maildir = n2.root / "var/mail/vhosts/n2-shop.example/info/Maildir/cur"
+    maildir.mkdir(parents=True)
+    (maildir / "1.mail").write_bytes(b"Subject: kept\r\n\r\nbody\r\n")
+    before_n1 = cluster["n1"].files()
+
+    outcome = domains.delete_domain(alice, placed["n2"])
+    assert outcome.moved_to is None and not outcome.error  # it happens on n2, after the apply
+    deadline = time.monotonic() + 60
+    deleted = n2.root / "var/mail/vhosts/.deleted"
+    while time.monotonic() < deadline and not (deleted.exists() and any(deleted.iterdir())):
+        time.sleep(0.1)
+    (moved,) = deleted.iterdir()
+    assert moved.name.startswith("n2-shop.example-")
+    assert (moved / "info/Maildir/cur/1.mail").read_bytes().startswith(b"Subject: kept")
+    assert not (n2.root / "var/mail/vhosts/n2-shop.example").exists()
+    assert not (n2.root / "etc/exim4/domains/n2-shop.example").exists()
+    assert cluster["n1"].files() == before_n1
+
+
+def test_a_worker_killed_mid_apply_converges_when_its_node_starts_again(cluster, alice):
+    domain = domains.add_domain(None, alice, "crash.example", node=node_of("n3"))
+    stuck = Job.objects.get(node__name="n3", state=JobState.PENDING)
+    # Its worker died after claiming the job (SIGKILL mid-apply): "running" for ever.
+    Job.objects.filter(pk=stuck.pk).update(state=JobState.RUNNING)
+    cluster["n3"].start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        stuck.refresh_from_db()
+        if stuck.state != JobState.RUNNING:
+            break
+        time.sleep(0.1)
+    assert stuck.state == JobState.FAILED and "has applied everything since" in stuck.log
+    assert (cluster["n3"].root / f"etc/exim4/domains/{domain.name}/dkim.pem").exists()
+    assert (cluster["n3"].root / "etc/exim4/exim4.conf").exists()

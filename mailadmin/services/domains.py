@@ -122,6 +122,12 @@ def delete_domain(actor, domain: MailDomain) -> DeleteOutcome:
         domain.delete()
         audit.record(actor, "domain.delete", name)
         jobs.request_apply(actor, domain_name=name, node=node_id)
+        if jobs.multi_node():
+            # Its Maildirs are on its node: that node's worker moves them,
+            # after the apply queued before (one queue, in order).
+            jobs.enqueue_on_node(node_id, "mailadmin.tasks.retire_domain_mail", name)
+    if jobs.multi_node():
+        return DeleteOutcome(name)
     return retire_mail(actor, name)
 
 

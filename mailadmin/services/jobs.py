@@ -74,6 +74,15 @@ def enqueue_apply(job: Job, on_commit: bool = True) -> None:
         _enqueue(("mailadmin.tasks.apply_config"), job.pk, queue_name=queue)
 
 
+def enqueue_on_node(node_id, task_path: str, *args) -> None:
+    """A task that must run on one node's machine (its helper, its files),
+    on that node's queue after what is queued there already."""
+    from django.utils.module_loading import import_string
+
+    queue = MailNode.objects.get(pk=node_id).queue_name
+    transaction.on_commit(lambda: import_string(task_path).using(queue_name=queue).enqueue(*args))
+
+
 def apply_queue_name(node_id) -> str:
     if not multi_node():
         return "default"

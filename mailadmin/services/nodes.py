@@ -113,6 +113,10 @@ def beat(node: MailNode) -> None:
     MailNode.objects.filter(pk=node.pk).update(heartbeat_at=timezone.now(), version=mailpanel_version())
 
 
+def orphaned_applies(node: MailNode) -> bool:
+    return Job.objects.filter(kind=JobKind.APPLY, state=JobState.RUNNING, node=node).exists()
+
+
 def requeue_pending(node: MailNode, older_than: timedelta = timedelta(0)) -> list[int]:
     """Put the node's pending applies onto its queue again: a job whose
     enqueue was lost (the panel stopped between the commit and the enqueue,

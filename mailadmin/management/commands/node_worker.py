@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections, connection
 
 from ...models import MailNode
-from ...services import nodes
+from ...services import jobs, nodes
 
 
 class Command(BaseCommand):
@@ -52,6 +52,11 @@ class Command(BaseCommand):
         stop = threading.Event()
         interval = float(settings.MAILPANEL_NODE_HEARTBEAT_SECONDS)
         nodes.beat(node)
+        # One worker per node: an apply of this node still "running" lost its
+        # worker (killed mid-job); a full apply converges and closes it.
+        if nodes.orphaned_applies(node):
+            self.stdout.write(f"{node.queue_name}: an apply did not finish: applying everything")
+            jobs.request_apply(None, node=node)
         requeued = nodes.requeue_pending(node)
         if requeued:
             self.stdout.write(f"{node.queue_name}: pending jobs queued again: {requeued}")
