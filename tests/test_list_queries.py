@@ -192,3 +192,27 @@ def test_domain_list_rows_are_the_orms_values(client, alice, bob, admin_user, as
         assert all(isinstance(row["suspended"], bool) for row in rows)
     if not as_admin:
         assert not any(row["owner__username"] != "alice" for row in page_rows(ids.values_list("pk", flat=True)))
+
+
+def test_page_of_is_djangos_page_and_an_empty_list_builds_no_sql(alice):
+    from django.db.models.sql.compiler import SQLCompiler
+
+    from mailadmin.views.common import page_of
+
+    compiled = []
+    original = SQLCompiler.as_sql
+
+    def counting(self, *args, **kwargs):
+        compiled.append(self.query.model)
+        return original(self, *args, **kwargs)
+
+    SQLCompiler.as_sql = counting
+    try:
+        empty = page_of(AuditEntry.objects.all(), 100, None)
+        assert list(empty) == [] and empty.number == 1 and not empty.has_other_pages()
+        assert len(compiled) == 1  # the COUNT only
+    finally:
+        SQLCompiler.as_sql = original
+    AuditEntry.objects.bulk_create([AuditEntry(actor=alice, actor_name="alice", action=f"a{i}") for i in range(5)])
+    page = page_of(AuditEntry.objects.order_by("id"), 2, "2")
+    assert [e.action for e in page] == ["a2", "a3"] and page.number == 2 and page.paginator.num_pages == 3

@@ -1,10 +1,9 @@
-from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from ..models import Job, AuditEntry, is_admin
-from .common import require_admin
+from .common import page_of, require_admin
 
 
 @require_GET
@@ -23,7 +22,7 @@ def job_status(request, job_id):
 def job_list(request):
     require_admin(request)
     jobs = Job.objects.select_related("requested_by", "domain")
-    page = Paginator(jobs, 50).get_page(request.GET.get("page"))
+    page = page_of(jobs, 50, request.GET.get("page"))
     return render(request, "mailadmin/job_list.html", {"page": page})
 
 
@@ -31,5 +30,5 @@ def job_list(request):
 def audit_list(request):
     require_admin(request)
     entries = AuditEntry.objects.all()
-    page = Paginator(entries, 100).get_page(request.GET.get("page"))
+    page = page_of(entries, 100, request.GET.get("page"))
     return render(request, "mailadmin/audit_list.html", {"page": page})
