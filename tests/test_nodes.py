@@ -358,3 +358,17 @@ def test_cli_domain_add_places_the_domain_on_a_node(alice, rq_mode):
     assert MailDomain.objects.get(name="placed.example").node.name == "b"
     with pytest.raises(CommandError, match="no mail node"):
         call_command("mail", "domain", "add", "alice", "other.example", "--node", "nope")
+
+
+def test_a_domain_with_mailboxes_does_not_move_without_its_mail(alice, node_b, rq_mode):
+    from mailadmin.models import MailAccount
+
+    domain = domains.add_domain(None, alice, "mail.example")
+    MailAccount.objects.create(domain=domain, local_part="info", password_hash="{BLF-CRYPT}x")
+    Job.objects.all().delete()
+    with pytest.raises(ValidationError, match="mailboxes"):
+        nodes.move_domain(None, domain, node_b)
+    assert MailDomain.objects.get(pk=domain.pk).node.name == DEFAULT_NODE_NAME and not Job.objects.exists()
+    MailDomain.objects.filter(pk=domain.pk).update(hosted_elsewhere=True)  # send-only: no mail of its own here
+    domain.refresh_from_db()
+    assert nodes.move_domain(None, domain, node_b).changed == ("node",)

@@ -134,12 +134,18 @@ def requeue_pending(node: MailNode, older_than: timedelta = timedelta(0)) -> lis
 
 def move_domain(actor, domain: MailDomain, node: MailNode) -> Change[MailDomain]:
     """The domain's files move to `node`: the new node writes its folder, the
-    old one prunes it (a one-domain apply on each). Its mail is not copied
-    here; see the closing note of issue 18."""
+    old one prunes it (a one-domain apply on each). Mail is not copied between
+    nodes yet, so a domain with mailboxes (other than send-only) stays where
+    its mail is."""
     if node.pk == domain.node_id:
         return Change(domain)
     if node.status != NodeStatus.ACTIVE:
         raise ValidationError(_("The node %(name)s takes no new domains.") % {"name": node.name})
+    if not domain.hosted_elsewhere and domain.accounts.exists():
+        raise ValidationError(
+            _("%(domain)s has mailboxes: their mail cannot be copied to another node yet, so it stays on %(node)s.")
+            % {"domain": domain.unicode_name, "node": domain.node.name}
+        )
     old_node_id = domain.node_id
     with transaction.atomic():
         domain.node = node
