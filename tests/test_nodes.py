@@ -120,7 +120,7 @@ def test_moving_a_domain_applies_it_on_the_new_node_and_prunes_it_on_the_old(ali
     assert sorted(Job.objects.values_list("node__name", "scope")) == [("b", ["b.example"]), ("main", ["b.example"])]
 
 
-def test_node_list_flags_a_node_that_stopped_answering(admin_client_, settings, node_b):
+def test_node_list_flags_a_node_that_stopped_answering(admin_client_, settings, node_b, rq_mode):
     settings.MAILPANEL_NODE_STALE_SECONDS = 60
     now = timezone.now()
     main = MailNode.objects.get(name=DEFAULT_NODE_NAME)
@@ -372,3 +372,18 @@ def test_a_domain_with_mailboxes_does_not_move_without_its_mail(alice, node_b, r
     MailDomain.objects.filter(pk=domain.pk).update(hosted_elsewhere=True)  # send-only: no mail of its own here
     domain.refresh_from_db()
     assert nodes.move_domain(None, domain, node_b).changed == ("node",)
+
+
+def test_status_page_flags_a_silent_node_only_with_several_nodes(admin_client_, settings, node_b):
+    settings.MAILPANEL_NODE_STALE_SECONDS = 60
+    page = admin_client_.get(reverse("mailadmin:server_status")).content.decode()
+    assert 'id="status-nodes"' not in page  # one server, db_worker: no heartbeats to judge
+    assert 'data-stale="no"' in admin_client_.get(reverse("mailadmin:node_list")).content.decode()
+    settings.MAILPANEL_TASK_BACKEND = "rq"
+    MailNode.objects.update(heartbeat_at=timezone.now())
+    MailNode.objects.filter(pk=node_b.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    page = admin_client_.get(reverse("mailadmin:server_status")).content.decode()
+    assert 'id="status-nodes" data-state="bad"' in page and "Not answering: b." in page
+    MailNode.objects.update(heartbeat_at=timezone.now())
+    page = admin_client_.get(reverse("mailadmin:server_status")).content.decode()
+    assert 'id="status-nodes" data-state="ok"' in page

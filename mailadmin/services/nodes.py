@@ -60,7 +60,9 @@ def node_rows(now: datetime | None = None) -> list[NodeRow]:
         .values_list("node_id", "n")
     )
     nodes = MailNode.objects.annotate(domain_count=Count("domains")).order_by("name")
-    return [NodeRow(n, n.domain_count, pending.get(n.pk, 0), is_stale(n, now)) for n in nodes]
+    # One server on the database backend: db_worker applies and keeps no heartbeat.
+    beats = jobs.multi_node()
+    return [NodeRow(n, n.domain_count, pending.get(n.pk, 0), beats and is_stale(n, now)) for n in nodes]
 
 
 def get_node(name: str) -> MailNode:

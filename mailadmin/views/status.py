@@ -18,7 +18,7 @@ from ..checks import certificate
 from ..helper_client import HelperError
 from ..models import Job, JobKind, JobState, MailDomain, SendHold
 from ..services import certificates as acme_certificates
-from ..services import mail_queue
+from ..services import jobs, mail_queue, nodes
 from ..services.apply import layout_from_settings
 from .common import require_admin, server_of
 from .shell import Section, respond
@@ -193,10 +193,32 @@ def jobs_line() -> dict:
                 fix_url=reverse("mailadmin:job_list"), fix_label=_("Job log"))
 
 
+def nodes_lines() -> list[dict]:
+    """Several mail nodes (RQ): which of them stopped answering."""
+    if not jobs.multi_node():
+        return []
+    rows = nodes.node_rows()
+    url = reverse("mailadmin:node_list")
+    silent = [row for row in rows if row.stale]
+    if not silent:
+        return [line("nodes", _("Mail nodes"), OK, ngettext("%(count)d node answers.", "%(count)d nodes answer.",
+                                                           len(rows)) % {"count": len(rows)}, fix_url=url,
+                     fix_label=_("Nodes"))]
+    details = [
+        ngettext("%(node)s: %(count)d apply waiting", "%(node)s: %(count)d applies waiting", row.pending_jobs)
+        % {"node": row.node.name, "count": row.pending_jobs}
+        for row in silent
+    ]
+    return [line("nodes", _("Mail nodes"), BAD,
+                 _("Not answering: %(nodes)s. Their changes wait in their queues until their workers are back.")
+                 % {"nodes": ", ".join(row.node.name for row in silent)},
+                 fix_url=url, fix_label=_("Nodes"), details=details)]
+
+
 def status_context(request) -> dict:
     server = server_of(request)
     lines = [identity_line(server), *diagnostics_lines(server), certificate_line(server), acme_line(), *domains_lines(),
-             held_line(), jobs_line()]
+             held_line(), jobs_line(), *nodes_lines()]
     return {"lines": lines, "worst": next((s for s in (BAD, WARN, UNKNOWN) if any(l["state"] == s for l in lines)), OK)}
 
 
