@@ -234,19 +234,24 @@ def test_task_backend_setting_is_strict(value, ok):
         assert proc.stdout.strip() == "django_tasks_db.DatabaseBackend"
 
 
-def test_node_worker_unit_template_passes_systemd_verify(tmp_path):
+@pytest.mark.parametrize(
+    "unit, command, instance_name",
+    [("mailpanel-node-worker@.service", "manage.py node_worker %i", "b"),
+     ("mailpanel-rq-worker@.service", "manage.py rqworker --job-class django_tasks_rq.Job %i", "checks")],
+)
+def test_rq_unit_templates_pass_systemd_verify(tmp_path, unit, command, instance_name):
     import shutil
     import subprocess
 
     from tests.test_deploy import DEPLOY, _verifiable_copy
 
-    template = DEPLOY / "systemd" / "mailpanel-node-worker@.service"
+    template = DEPLOY / "systemd" / unit
     text = template.read_text()
-    assert "ExecStart=/opt/mailpanel/.venv/bin/python manage.py node_worker %i" in text
+    assert f"ExecStart=/opt/mailpanel/.venv/bin/python {command}" in text
     assert "\nUser=mailpanel\n" in text and "\nEnvironmentFile=/etc/mailpanel/env\n" in text
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze missing (systemd is listed in deploy/apt-packages.txt)")
-    instance = tmp_path / "unit" / "mailpanel-node-worker@b.service"
+    instance = tmp_path / "unit" / unit.replace("@.", f"@{instance_name}.")
     instance.parent.mkdir()
     copy = _verifiable_copy(template, tmp_path)
     instance.write_text(copy.read_text())
