@@ -677,3 +677,38 @@ class Certificate(models.Model):
 
     def __str__(self):
         return "server certificate" if self.server else f"certificate of domain {self.domain_id}"
+
+
+class MovePhase(models.TextChoices):
+    """A domain moving between nodes (services/domain_move.py), in order."""
+
+    PREPARING = "preparing", _("the new node takes the domain's files")
+    COPYING = "copying", _("copying mail to the new node")
+    FORWARDING = "forwarding", _("the old node forwards; waiting for confirmation")
+    FINISHING = "finishing", _("final copy; the old node lets go")
+    DONE = "done", _("done")
+
+
+class DomainMove(models.Model):
+    """A domain's move from one node to another. Until it is done the old
+    node still accepts the domain's mail (from the forwarding phase on it
+    sends all of it to the new node) and keeps its mailboxes for the copy."""
+
+    domain = models.ForeignKey(MailDomain, on_delete=models.CASCADE, related_name="moves")
+    from_node = models.ForeignKey(MailNode, on_delete=models.PROTECT, related_name="+")
+    to_node = models.ForeignKey(MailNode, on_delete=models.PROTECT, related_name="+")
+    phase = models.CharField(max_length=16, choices=MovePhase.choices, default=MovePhase.PREPARING)
+    error = models.TextField(blank=True)  # the last phase's failure; "" once it went on
+    log = models.TextField(blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["domain"], condition=~models.Q(phase="done"), name="one_live_move_per_domain"
+            ),
+        ]
+
+    def __str__(self):
+        return f"move of domain {self.domain_id}: {self.phase}"
