@@ -91,12 +91,11 @@ def edit_context(request, domain, account, **forms) -> dict:
     }
 
 
-ACCOUNT_EDIT = Section(
-    name="account-edit",
-    partial=EDIT_PAGE + "#account-edit",
-    page=EDIT_PAGE,
-    context=edit_context,
-    url=lambda domain, account: reverse("mailadmin:account_edit", args=[domain.pk, account.pk]),
+ACCOUNT_EDIT = Section.of(
+    EDIT_PAGE,
+    "account-edit",
+    edit_context,
+    lambda domain, account: reverse("mailadmin:account_edit", args=[domain.pk, account.pk]),
     page_context=job_area,
 )
 
@@ -296,12 +295,8 @@ def usage_context(request, domain) -> dict:
     return {"domain": domain, "usage_rows": rows, "usage_known": usage is not None}
 
 
-USAGE = Section(
-    name="mailbox-usage",
-    partial=USAGE_PAGE + "#mailbox-usage",
-    page=USAGE_PAGE,
-    context=usage_context,
-    url=lambda domain: reverse("mailadmin:account_usage", args=[domain.pk]),
+USAGE = Section.of(
+    USAGE_PAGE, "mailbox-usage", usage_context, lambda domain: reverse("mailadmin:account_usage", args=[domain.pk])
 )
 
 

@@ -149,13 +149,8 @@ def user_context(request, user, limits_form=None) -> dict:
 
 
 def _user_section(name):
-    return Section(
-        name=name,
-        partial=f"{USER_PAGE}#{name}",
-        page=USER_PAGE,
-        context=user_context,
-        url=lambda user: reverse("mailadmin:user_detail", args=[user.pk]),
-        page_context=job_area,
+    return Section.of(
+        USER_PAGE, name, user_context, lambda user: reverse("mailadmin:user_detail", args=[user.pk]), job_area
     )
 
 

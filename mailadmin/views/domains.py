@@ -204,20 +204,8 @@ def list_context(request, query="", number=None, form=None) -> dict:
 
 
 # htmx swaps the table when searching or paging; the whole page otherwise.
-DOMAIN_LIST = Section(
-    name="domain-table",
-    partial=LIST_PAGE + "#domain-table",
-    page=LIST_PAGE,
-    context=list_context,
-    url=lambda: reverse("mailadmin:domain_list"),
-)
-DOMAIN_ADD = Section(
-    name="domain-add",
-    partial=LIST_PAGE + "#domain-add",
-    page=LIST_PAGE,
-    context=list_context,
-    url=lambda: reverse("mailadmin:domain_list"),
-)
+DOMAIN_LIST = Section.of(LIST_PAGE, "domain-table", list_context, lambda: reverse("mailadmin:domain_list"))
+DOMAIN_ADD = Section.of(LIST_PAGE, "domain-add", list_context, DOMAIN_LIST.url)
 
 
 @require_GET

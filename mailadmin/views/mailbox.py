@@ -59,7 +59,7 @@ def page_context(request, account) -> dict:
 
 
 def _section(name, context) -> Section:
-    return Section(name, f"{PAGE}#{name}", PAGE, lambda request, account, **kw: {
+    return Section.of(PAGE, name, lambda request, account, **kw: {
         "account": account, **context(request, account, **kw)
     }, _url, page_context)
 

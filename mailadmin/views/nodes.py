@@ -26,7 +26,7 @@ def nodes_context(request, form=None) -> dict:
     }
 
 
-NODES = Section("nodes", f"{PAGE}#nodes", PAGE, nodes_context, lambda: reverse("mailadmin:node_list"))
+NODES = Section.of(PAGE, "nodes", nodes_context, lambda: reverse("mailadmin:node_list"))
 
 
 @require_http_methods(["GET", "POST"])

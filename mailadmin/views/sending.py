@@ -38,8 +38,8 @@ def _given(request, given: dict) -> dict:
 
 
 # htmx swaps the table when a filter changes, the results of a search.
-QUEUE = Section("queue-table", QUEUE_PAGE + "#queue-table", QUEUE_PAGE, _given, lambda: reverse("mailadmin:queue_list"))
-LOG = Section("log-results", LOG_PAGE + "#log-results", LOG_PAGE, _given, lambda: reverse("mailadmin:mail_log"))
+QUEUE = Section.of(QUEUE_PAGE, "queue-table", _given, lambda: reverse("mailadmin:queue_list"))
+LOG = Section.of(LOG_PAGE, "log-results", _given, lambda: reverse("mailadmin:mail_log"))
 
 
 def _helper_failed(request, exc: HelperError) -> str:

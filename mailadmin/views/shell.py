@@ -45,6 +45,11 @@ class Section:
     url: Callable[..., str]  # (*args) → the page that shows this section
     page_context: Callable[..., dict] | None = None  # (request, *args) → the rest of the page
 
+    @classmethod
+    def of(cls, page: str, name: str, context, url, page_context=None) -> "Section":
+        """The usual shape: the partial `name` of `page`, the element of that id."""
+        return cls(name, f"{page}#{name}", page, context, url, page_context)
+
 
 def fast_template(name: str, context: dict) -> str:
     """Markup drawn many times a page (the domain list's rows, the tab bar),

@@ -230,9 +230,9 @@ def queue_context(request) -> dict:
     return {"queue": page, "queue_error": ""}
 
 
-STATUS = Section("status", f"{PAGE}#status", PAGE, status_context, lambda: reverse("mailadmin:server_status"))
-QUEUE = Section(
-    "queue-line", f"{PAGE}#queue-line", PAGE, queue_context, lambda: reverse("mailadmin:server_status_queue"),
+STATUS = Section.of(PAGE, "status", status_context, lambda: reverse("mailadmin:server_status"))
+QUEUE = Section.of(
+    PAGE, "queue-line", queue_context, lambda: reverse("mailadmin:server_status_queue"),
     page_context=lambda request: status_context(request),
 )
 
