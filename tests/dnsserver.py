@@ -349,6 +349,12 @@ def world(dkim_value: str, other_dkim_value: str) -> list[str]:
         f"mta-sts.good.test. 300 IN AAAA {SERVER_V6}",
         f"_mta-sts.good.test. 300 IN TXT {txt(good_sts)}",
         f"_smtp._tls.good.test. 300 IN TXT {txt('v=TLSRPTv1; rua=mailto:postmaster@good.test')}",
+        # plain.test: the SRV records of a server that offers no TLS (RFC 6186
+        # target "." for IMAPS and submissions, IMAP and submission in plain text)
+        "_imaps._tcp.plain.test. 300 IN SRV 0 0 0 .",
+        f"_imap._tcp.plain.test. 300 IN SRV 10 1 143 {SERVER_HOSTNAME}.",
+        "_submissions._tcp.plain.test. 300 IN SRV 0 0 0 .",
+        f"_submission._tcp.plain.test. 300 IN SRV 10 1 587 {SERVER_HOSTNAME}.",
         # missing.test: the name exists (NS) but none of the mail records do
         "missing.test. 300 IN NS ns.missing.test.",
         # different.test: every record present with another value

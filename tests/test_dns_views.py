@@ -6,12 +6,19 @@ import pytest
 from django.urls import reverse
 
 from mailadmin.models import Job, DnsCheckResult, JobKind, MailDomain, ServerSettings
+from mailadmin.services import dns_checks
 from tests import taskqueue
 from tests.dnsserver import SERVER_HOSTNAME, SERVER_V4, SERVER_V6, dns_world  # noqa: F401
 
 
+# A server that offers TLS (a certificate in its Layout): good.test's SRV
+# records name 993 and 465.
+TLS = {"tls_certificate": "/etc/mailpanel/tls/fullchain.pem", "tls_privatekey": "/etc/mailpanel/tls/privkey.pem"}
+
+
 @pytest.fixture
 def live_dns(settings, dns_world, db):
+    settings.MAILPANEL_LAYOUT = TLS
     settings.MAILPANEL_RESOLVERS = [dns_world.address]
     settings.MAILPANEL_CHECK_TIMEOUT = 2.0
     server = ServerSettings.load()
@@ -125,6 +132,56 @@ def test_bind_download_loads_in_a_zone_parser(alice_client, good, live_dns):
     strings = zone.find_rdataset("mail._domainkey", dns.rdatatype.TXT)[0].strings
     assert b"".join(strings).decode() == f"v=DKIM1; k=rsa; p={live_dns.good_key}"
     assert max(len(s) for s in strings) <= 255
+
+
+def srv_verdicts(domain):
+    # as the checks worker reads it (the check runs in an event loop: no lazy queries)
+    domain = MailDomain.objects.select_related("dmarc_mailbox__account", "owner").get(pk=domain.pk)
+    result = dns_checks.check_domain(domain)
+    return {v["purpose"]: v for v in result.results if v["purpose"].startswith("srv_")}
+
+
+def test_without_tls_the_srv_records_say_imaps_and_submissions_are_not_offered(
+    alice_client, alice, good, live_dns, settings
+):
+    """No certificate in the Layout: Exim and Dovecot offer no 993 and no 465
+    (client_config.offered_services), so RFC 6186 says "." for them, on the
+    page, in the BIND export and in the live check, like the client-settings
+    box; 143 and 587 are still published."""
+    settings.MAILPANEL_LAYOUT = {}
+    page = alice_client.get(reverse("mailadmin:domain_dns", args=[good.pk])).content.decode()
+    assert "_imaps._tcp.good.test" in page and "0 0 0 ." in page
+    response = alice_client.get(reverse("mailadmin:domain_dns_zone", args=[good.pk]))
+    zone = dns.zone.from_text(response.content.decode(), origin="good.test.", check_origin=False)
+    for name in ("_imaps._tcp", "_submissions._tcp"):
+        (srv,) = zone.find_rdataset(name, dns.rdatatype.SRV)
+        assert (srv.port, srv.target.to_text()) == (0, "."), name
+    imap = zone.find_rdataset("_imap._tcp", dns.rdatatype.SRV)[0]
+    assert (imap.port, imap.target.to_text()) == (143, SERVER_HOSTNAME + ".")
+    submission = zone.find_rdataset("_submission._tcp", dns.rdatatype.SRV)[0]
+    assert (submission.port, submission.target.to_text()) == (587, SERVER_HOSTNAME + ".")
+    # good.test still publishes 993 and 465: the live check says so
+    verdicts = srv_verdicts(good)
+    assert {p: v["status"] for p, v in verdicts.items()} == {
+        "srv_imaps": "different", "srv_imap": "ok", "srv_submissions": "different", "srv_submission": "ok",
+        "srv_autodiscover": "ok"}
+    assert verdicts["srv_imaps"]["found"] == [f"0 1 993 {SERVER_HOSTNAME}."]
+    assert verdicts["srv_imaps"]["fix"].endswith("0 0 0 .")
+    # a domain whose DNS says "not offered" for both is right
+    plain = MailDomain.objects.create(name="plain.test", owner=alice)
+    verdicts = srv_verdicts(plain)
+    assert {p: verdicts[p]["status"] for p in ("srv_imaps", "srv_imap", "srv_submissions", "srv_submission")} == {
+        "srv_imaps": "ok", "srv_imap": "ok", "srv_submissions": "ok", "srv_submission": "ok"}
+
+
+def test_with_tls_a_dns_that_says_not_offered_is_different(alice, live_dns):
+    """The same plain.test on a server with a certificate: its "." records
+    hide 993 and 465 that are really offered."""
+    plain = MailDomain.objects.create(name="plain.test", owner=alice)
+    verdicts = srv_verdicts(plain)
+    assert verdicts["srv_imaps"]["status"] == "different" and verdicts["srv_imaps"]["found"] == ["0 0 0 ."]
+    assert verdicts["srv_submissions"]["status"] == "different"
+    assert verdicts["srv_imaps"]["fix"].endswith(f"0 1 993 {SERVER_HOSTNAME}.")
 
 
 @pytest.mark.parametrize(

@@ -21,13 +21,14 @@ from django.utils.translation import gettext as _
 
 from mailconf import validate as v
 
-from .. import dkim, dnsbl, mta_sts
+from .. import client_config, dkim, dnsbl, mta_sts
 from ..checks import diagnostics as diag
 from ..checks import dns as dnscheck
 from ..checks import targets, tls_served
 from ..checks.smtp import check_port25
 from ..dnsrecords import build_records, mx_host
 from ..models import DnsCheckResult, MailDomain, MailNode, ServerSettings
+from .apply import layout_from_settings
 from mailconf.snapshot import ServerIdentity
 
 logger = logging.getLogger(__name__)
@@ -100,11 +101,19 @@ def nodes_sending(server: ServerSettings) -> list[tuple[str, tuple[str, ...]]]:
     return sorted(pairs) or [(server.hostname, sending_ips(server))]
 
 
-def domain_records(domain: MailDomain, identity: ServerIdentity):
+def offered_services():
+    """What Exim and Dovecot really offer with this install's Layout (no
+    certificate: no 993 or 465): the truth the client-settings box, the
+    autoconfig answers and the RFC 6186 SRV records all tell."""
+    return client_config.offered_services(layout_from_settings())
+
+
+def domain_records(domain: MailDomain, identity: ServerIdentity, services=None):
     """The domain's records; during a DKIM rotation also the next and the old
     key. Reads domain.dmarc_mailbox and domain.owner:
     select_related("dmarc_mailbox__account", "owner") when there are many
-    domains."""
+    domains. `services`: offered_services(), computed once by a caller with
+    many domains."""
     key, next_key, old_key = "", None, None
     if domain.dkim_enabled and domain.dkim_private_key:
         key = dkim.public_key_b64(domain.dkim_private_key)
@@ -124,6 +133,7 @@ def domain_records(domain: MailDomain, identity: ServerIdentity):
         dmarc_rua=dmarc_address(domain),
         mta_sts_mode=mta_sts.mode_of(domain.mta_sts_enforce),
         tlsrpt_rua=tlsrpt_address(domain),
+        services=offered_services() if services is None else services,
     )
 
 
@@ -207,6 +217,7 @@ def check_domains(domains, on_progress=None) -> dict[int, DnsCheckResult]:
         by_node[d.node_id].append(d)
     names = {d.pk: d.name for d in domains}
     cf = cloudflare_networks()
+    services = offered_services()
 
     async def run(report):
         def progress(pk, verdicts):
@@ -217,7 +228,7 @@ def check_domains(domains, on_progress=None) -> dict[int, DnsCheckResult]:
             # Each node's domains against that node's addresses.
             for node_id, node_domains in sorted(by_node.items()):
                 identity = identities.get(node_id) or server.identity()
-                jobs = [(d.pk, domain_records(d, identity)) for d in node_domains]
+                jobs = [(d.pk, domain_records(d, identity, services)) for d in node_domains]
                 verdicts.update(await dnscheck.check_many(
                     lookups, jobs, server_ips(identity), sending_ips(identity), cf, progress=progress
                 ))
