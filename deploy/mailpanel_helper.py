@@ -33,6 +33,10 @@ Exit status: 0 done, 1 operation failed (the last good files stay live),
         -> {"ok": true, "exists": bool, "content_b64": B}
     {"op": "move_mail_away", "domain": "example.org"}
         -> {"ok": true, "moved_to": "<mail root>/.deleted/example.org-<UTC>" or null}
+    {"op": "sync_mail", "domain": "example.org", "local_parts": ["alice", ...], "peer": NODE}
+        -> {"ok": true, "synced": ["alice", ...], "missing": [...]}
+        one-way doveadm sync (dsync) of each mailbox from this node's mail
+        root to the peer named in root's /etc/mailpanel/mail-peers.json
     {"op": "purge_deleted_mail", "older_than_days": N}
         -> {"ok": true, "purged": ["example.org-20261128083000", ...]}
     {"op": "queue_list", "offset": N, "limit": N, "sender": S, "recipient": S,
@@ -1775,6 +1779,103 @@ def op_move_mail_away(request, tree, options):
         os.close(root_fd)
 
 
+# Moving a domain to another node (mailadmin/services/domain_move.py): its
+# mailboxes are copied with Dovecot's dsync, one-way ("doveadm sync -1"): new
+# messages of the source are added to the destination, what arrived at the
+# destination directly (forwarded, or by DNS already) stays, a message already
+# there (the same GUID) is not copied again; run again, it copies only what
+# is new. Where a peer's mail lives is root's choice in MAIL_PEERS_FILE, never
+# the request's: the request names a peer, a domain and local parts.
+#   {"<node name>": {"mail_root": "/var/mail/vhosts-b"}}
+# mail_root: a real path on this machine (not under --root) -- a second node
+# on the same host, and the tests. Between machines dsync needs a transport
+# (doveadm's TCP listener with doveadm_password, or ssh to the peer's
+# "doveadm dsync-server"); a peer with anything but mail_root is refused.
+MAIL_PEERS_FILE = "/etc/mailpanel/mail-peers.json"
+NODE_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
+PEER_PATH_RE = re.compile(r"/(?:[A-Za-z0-9_.-]+/?)*")
+MAX_SYNC_MAILBOXES = 10000
+SYNC_TIMEOUT = 1800  # one mailbox
+
+
+def _root_program(name):
+    """A program root may run: found on SAFE_PATH, and (as root) owned by
+    root and writable by nobody else, like every folder above it."""
+    path = _program(name)
+    if os.geteuid() == 0:
+        real = os.path.realpath(path)
+        while True:
+            st = os.stat(real)
+            if st.st_uid != 0 or _writable_by_others(st):
+                raise Failed("%s: not owned and writable by root only" % real)
+            if real == "/":
+                break
+            real = os.path.dirname(real)
+    return path
+
+
+def mail_peer(tree, name):
+    """The peer's mail root from root's MAIL_PEERS_FILE (Refused when absent)."""
+    found = tree.read(MAIL_PEERS_FILE, 64 * 1024)
+    if found is None:
+        raise Refused("unknown peer", "no %s: this node syncs mail to no peer" % MAIL_PEERS_FILE)
+    content, st = found
+    if os.geteuid() == 0 and (st.st_uid != 0 or st.st_mode & 0o022):
+        raise Failed("%s: must belong to root and be writable only by root" % MAIL_PEERS_FILE)
+    try:
+        peers = json.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise Failed("%s: %s" % (MAIL_PEERS_FILE, e)) from e
+    peer = peers.get(name) if isinstance(peers, dict) else None
+    if peer is None:
+        raise Refused("unknown peer", "%r: not a peer in %s" % (name, MAIL_PEERS_FILE))
+    if not isinstance(peer, dict) or set(peer) != {"mail_root"}:
+        raise Failed("%s: peer %s: only {\"mail_root\": PATH} is supported" % (MAIL_PEERS_FILE, name))
+    mail_root = peer["mail_root"]
+    if (not isinstance(mail_root, str) or not PEER_PATH_RE.fullmatch(mail_root)
+            or posixpath.normpath(mail_root) != mail_root or mail_root == "/"):
+        raise Failed("%s: peer %s: mail_root must be a plain absolute path" % (MAIL_PEERS_FILE, name))
+    return mail_root
+
+
+def op_sync_mail(request, tree, options):
+    _expect_keys(request, ("op", "domain", "local_parts", "peer"), "sync_mail")
+    domain, peer = request.get("domain"), request.get("peer")
+    if not isinstance(domain, str) or not DOMAIN_RE.fullmatch(domain):
+        raise Refused("bad domain folder name", "sync_mail: %r is not a domain" % (domain,))
+    if not isinstance(peer, str) or not NODE_NAME_RE.fullmatch(peer):
+        raise Refused("bad peer", "sync_mail: %r is not a node name" % (peer,))
+    local_parts = request.get("local_parts")
+    if (not isinstance(local_parts, list) or len(local_parts) > MAX_SYNC_MAILBOXES
+            or not all(isinstance(x, str) and len(x) <= 64 and LOCAL_PART_RE.fullmatch(x)
+                       for x in local_parts)):
+        raise Refused("bad local part", "sync_mail: local_parts must be a list of mailbox names")
+    peer_root = mail_peer(tree, peer)
+    if peer_root.rstrip("/") == tree.real(options.mail_root.rstrip("/")):
+        raise Refused("unknown peer", "sync_mail: %s is this node's own mail root" % peer_root)
+    present = set(tree.listdir("%s/%s" % (options.mail_root.rstrip("/"), domain)))
+    argv = [_root_program("doveadm")]
+    if tree.root:
+        argv += ["-c", tree.real(DOVECOT_CONF)]
+    synced, missing = [], []
+    for local in sorted(set(local_parts)):
+        if local not in present:
+            missing.append(local)  # never received mail here: nothing to copy
+            continue
+        if STOP_REQUESTED:
+            raise Failed("stopped after syncing %s" % (", ".join(synced) or "nothing"),
+                         synced=synced)
+        destination = "maildir:%s/%s/%s/Maildir" % (peer_root, domain, local)
+        code, stdout, stderr = _run(argv + ["sync", "-1", "-u", "%s@%s" % (local, domain), destination],
+                                    SYNC_TIMEOUT)
+        if code != 0:
+            raise Failed("doveadm sync of %s@%s failed: %s"
+                         % (local, domain, _truncate(stdout + stderr) or "status %s" % code),
+                         synced=synced)
+        synced.append(local)
+    return OK, {"ok": True, "synced": synced, "missing": missing}
+
+
 def op_purge_deleted_mail(request, tree, options):
     """Remove the Maildirs of deleted domains moved away more than
     older_than_days ago."""
@@ -2936,7 +3037,9 @@ def op_cert_remove(request, tree, options):
 
 # Read-only ops: no lock (see main). The envelope cache queue_list writes is
 # replaced whole by a rename, so two pages at once cannot tear it.
-UNLOCKED_OPS = frozenset({"queue_list", "queue_show", "held_senders", "log_search"})
+# sync_mail only reads this node's mail (Dovecot locks its own folders) and may
+# run for minutes: an apply on this node must not wait behind it.
+UNLOCKED_OPS = frozenset({"queue_list", "queue_show", "held_senders", "log_search", "sync_mail"})
 
 OPERATIONS = {
     "cert_key": op_cert_key,
@@ -2944,6 +3047,7 @@ OPERATIONS = {
     "cert_remove": op_cert_remove,
     "move_mail_away": op_move_mail_away,
     "purge_deleted_mail": op_purge_deleted_mail,
+    "sync_mail": op_sync_mail,
     "quota_usage": op_quota_usage,
     "state": op_state,
     "apply": op_apply,

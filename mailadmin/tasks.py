@@ -3,7 +3,7 @@ the slow DNS checks live in tasks_dns.py."""
 
 from django.tasks import task
 
-from .services import apply, domains, holds, housekeeping as housekeeping_service, password_reset, snappymail
+from .services import apply, domain_move, domains, holds, housekeeping as housekeeping_service, password_reset, snappymail
 
 
 @task()
@@ -17,6 +17,24 @@ def retire_domain_mail(name: str) -> None:
     outcome = domains.retire_mail(None, name)
     if outcome.error:
         raise RuntimeError(outcome.error)
+
+
+@task()
+def domain_move_arrived(move_id: int) -> None:
+    """On the new node: it has the moving domain's files; the copy follows."""
+    domain_move.arrived(move_id)
+
+
+@task()
+def domain_move_copy(move_id: int) -> None:
+    """On the old node: dsync to the new node, then it forwards."""
+    domain_move.copy(move_id)
+
+
+@task()
+def domain_move_finish(move_id: int) -> None:
+    """On the old node, once confirmed: the final copy, then it lets go."""
+    domain_move.finish(move_id)
 
 
 @task()

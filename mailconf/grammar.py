@@ -144,6 +144,23 @@ def relay(content: bytes) -> None:
             raise ValueError(problem)
 
 
+def moved_to(content: bytes) -> None:
+    """``host: H`` and ``port: N``: where a moving domain's mail goes."""
+    lines = _lines(content)
+    keys = tuple(line.partition(": ")[0] for line in lines)
+    if keys != ("host", "port") or not all(": " in line for line in lines):
+        raise ValueError("moved_to keys must be exactly: host, port")
+    host, port = (line.partition(": ")[2] for line in lines)
+    try:
+        plain = v.host_or_ip(host, "new node's host") == host
+    except ValueError:
+        plain = False  # its message would quote the line
+    if not plain:
+        raise ValueError("host: not a plain host name or IP address")
+    if not _PORT_RE.fullmatch(port) or int(port) > 65535:
+        raise ValueError("port: not a port number")
+
+
 def _b64_text(value: str, what: str) -> str:
     if not value or not _BASE64_RE.fullmatch(value):
         raise ValueError(f"{what}: not base64")
@@ -375,6 +392,7 @@ GRAMMARS = {
     "local_senders": local_senders,
     "send_limits": send_limits,
     "held_senders": held_senders,
+    "moved_to": moved_to,
     "dkim_key": dkim_key,
     "dkim_selector": dkim_selector,
     "snappymail_domain": snappymail_domain,

@@ -37,6 +37,7 @@ Two kinds, because root must never write a program it did not write itself:
 | /etc/exim4/domains/<d>/forwards        | data | forwards               |          |
 | /etc/exim4/domains/<d>/send_limits     | data | send_limits            |          |
 | /etc/exim4/domains/<d>/held_senders    | data | held_senders           |          |
+| /etc/exim4/domains/<d>/moved_to        | data | moved_to               |          |
 | SnappyMail domains/default.json        | data | snappymail_domain      |          |
 | SnappyMail domains/<d>.json            | data | snappymail_domain      |          |
 | /root/.snappymail                      | data | snappymail_credentials |          |
@@ -87,6 +88,7 @@ MANAGED_FILES = (
     (DOMAINS_DIR + "/{domain}/local_senders", "root", "Debian-exim", 0o640, DATA, "local_senders", None),
     (DOMAINS_DIR + "/{domain}/send_limits", "root", "Debian-exim", 0o640, DATA, "send_limits", None),
     (DOMAINS_DIR + "/{domain}/held_senders", "root", "Debian-exim", 0o640, DATA, "held_senders", None),
+    (DOMAINS_DIR + "/{domain}/moved_to", "root", "Debian-exim", 0o640, DATA, "moved_to", None),
     (SNAPPYMAIL_DATA + "/domains/default.json", WEBMAIL_USER, WEBMAIL_USER, 0o640, DATA, "snappymail_domain", None),
     (SNAPPYMAIL_DATA + "/domains/{domain}.json", WEBMAIL_USER, WEBMAIL_USER, 0o640, DATA, "snappymail_domain", None),
     ("/root/.snappymail", "root", "root", 0o600, DATA, "snappymail_credentials", None),

@@ -79,6 +79,11 @@ class Domain:
     # Senders whose mail Exim holds (accepts and freezes) until someone acts:
     # local parts of mailboxes, "*" for the local submissions of local_senders.
     held_senders: tuple[str, ...] = ()
+    # Moving to another node: this (old) node forwards the domain's incoming
+    # mail there (host name or IP address, SMTP port) until the move is
+    # confirmed; "" = deliver here.
+    moved_to: str = ""
+    moved_to_port: int = 25
 
 
 @dataclass(frozen=True)

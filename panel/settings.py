@@ -216,6 +216,9 @@ MAILPANEL_NODE = os.environ.get("MAILPANEL_NODE", "")
 # whose last heartbeat is older than MAILPANEL_NODE_STALE_SECONDS.
 MAILPANEL_NODE_HEARTBEAT_SECONDS = env_float("MAILPANEL_NODE_HEARTBEAT_SECONDS", 15)
 MAILPANEL_NODE_STALE_SECONDS = env_int("MAILPANEL_NODE_STALE_SECONDS", 120)
+# The SMTP port an old node forwards a moving domain's mail to on the new node
+# (every node's Exim listens on it: 25 in production).
+MAILPANEL_NODE_SMTP_PORT = env_int("MAILPANEL_NODE_SMTP_PORT", 25)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

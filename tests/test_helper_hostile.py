@@ -248,6 +248,9 @@ HOSTILE_DATA = {
     ),
     "credentials extra line": ("/root/.snappymail", CREDENTIALS.decode() + "Shell: /bin/sh\n"),
     "relay global pipe": ("/etc/exim4/smtp_relay.conf", f"host: |{TOUCH}\n"),
+    "moved_to expansion": (DOMAIN + "moved_to", "host: ${run{" + TOUCH + "}}\nport: 25\n"),
+    "moved_to host list": (DOMAIN + "moved_to", "host: 192.0.2.7 : 127.0.0.1\nport: 25\n"),
+    "moved_to extra option": (DOMAIN + "moved_to", "host: 192.0.2.7\nport: 25\nhosts_override: *\n"),
 }
 
 

@@ -32,6 +32,7 @@ def everything() -> snap.Snapshot:
         local_senders=("www-data",),
         send_limits=LIMITS,
         held_senders=("info",),
+        moved_to="192.0.2.7",  # moving to another node: its forward
     )
     send_only = snap.Domain(name="send-only.example", dkim_private_pem=KEY, hosted_elsewhere=True, subaddressing=False)
     return snap.Snapshot(

@@ -365,18 +365,23 @@ def test_cli_domain_add_places_the_domain_on_a_node(alice, rq_mode):
         call_command("mail", "domain", "add", "alice", "other.example", "--node", "nope")
 
 
-def test_a_domain_with_mailboxes_does_not_move_without_its_mail(alice, node_b, rq_mode):
-    from mailadmin.models import MailAccount
+def test_a_domain_with_mailboxes_moves_with_its_mail_in_phases(alice, node_b, rq_mode):
+    """Its mail is copied (services/domain_move.py, tests/test_domain_move*.py):
+    the move starts in phases; the old node keeps the domain until confirmed."""
+    from mailadmin.models import DomainMove, MailAccount
 
     domain = domains.add_domain(None, alice, "mail.example")
     MailAccount.objects.create(domain=domain, local_part="info", password_hash="{BLF-CRYPT}x")
     Job.objects.all().delete()
-    with pytest.raises(ValidationError, match="mailboxes"):
-        nodes.move_domain(None, domain, node_b)
-    assert MailDomain.objects.get(pk=domain.pk).node.name == DEFAULT_NODE_NAME and not Job.objects.exists()
-    MailDomain.objects.filter(pk=domain.pk).update(hosted_elsewhere=True)  # send-only: no mail of its own here
+    change = nodes.move_domain(None, domain, node_b)
+    assert change.changed == ("node",) and MailDomain.objects.get(pk=domain.pk).node == node_b
+    assert DomainMove.objects.get().phase == "preparing"
+    assert [d.name for d in apply.build_snapshot(node=MailNode.objects.get(name=DEFAULT_NODE_NAME)).domains] == ["mail.example"]
+    MailDomain.objects.filter(pk=domain.pk).update(hosted_elsewhere=True, node=MailNode.objects.get(name=DEFAULT_NODE_NAME))
+    DomainMove.objects.all().delete()
     domain.refresh_from_db()
-    assert nodes.move_domain(None, domain, node_b).changed == ("node",)
+    assert nodes.move_domain(None, domain, node_b).changed == ("node",)  # send-only: no mail of its own here
+    assert not DomainMove.objects.exists()
 
 
 def test_status_page_flags_a_silent_node_only_with_several_nodes(admin_client_, settings, node_b):

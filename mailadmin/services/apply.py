@@ -23,6 +23,7 @@ from mailconf.managed import CODE_FILES, synced_domain
 from mailconf.params import CodeParams, code_params
 from ..helper_client import HelperError, call_helper
 from ..models import (
+    DomainMove,
     Job,
     JobKind,
     JobState,
@@ -31,6 +32,7 @@ from ..models import (
     MailDomain,
     MailForward,
     MailNode,
+    MovePhase,
     RelaySettings,
     ServerSettings,
 )
@@ -91,6 +93,24 @@ def _role_address(email: str) -> str:
 RELAY_VALUES = ("domain_id", "host", "port", "username", "password", "auth", "tls")
 
 
+def moving_from(node, server) -> dict[int, str]:
+    """{domain id: where its mail goes ("" = still delivered here)} of the
+    domains moving away from node whose move is not done."""
+    moves = (
+        DomainMove.objects.filter(from_node=node)
+        .exclude(phase=MovePhase.DONE)
+        .select_related("to_node")
+    )
+    forwarding = (MovePhase.FORWARDING, MovePhase.FINISHING)
+    return {m.domain_id: node_address(m.to_node, server) if m.phase in forwarding else "" for m in moves}
+
+
+def node_address(node, server) -> str:
+    """Where another node reaches this node's Exim: its IPv4, else IPv6, else host name."""
+    identity = node.identity(server)
+    return identity.ipv4 or identity.ipv6 or identity.hostname
+
+
 def build_snapshot(only_domains=None, node=None) -> snap.Snapshot:
     """The whole database as plain data, in a constant number of queries.
     only_domains: load just these domains (a one-domain apply).
@@ -112,12 +132,18 @@ def build_snapshot(only_domains=None, node=None) -> snap.Snapshot:
     )
     forwards = MailForward.objects.values("account_id", "target")
     aliases = MailAlias.objects.values("domain_id", "local_part", "target")
+    moving_away = {}
     if node is not None:
-        domains = domains.filter(node=node)
-        relays = relays.filter(domain__node=node)
-        accounts = accounts.filter(domain__node=node)
-        forwards = forwards.filter(account__domain__node=node)
-        aliases = aliases.filter(domain__node=node)
+        # A domain moving away stays here until its move is done: still
+        # accepted, its mailboxes still served for the copy, and from the
+        # forwarding phase on its mail sent on to the new node.
+        moving_away = moving_from(node, server)
+        ids = list(moving_away)
+        domains = domains.filter(Q(node=node) | Q(id__in=ids))
+        relays = relays.filter(Q(domain__node=node) | Q(domain_id__in=ids))
+        accounts = accounts.filter(Q(domain__node=node) | Q(domain_id__in=ids))
+        forwards = forwards.filter(Q(account__domain__node=node) | Q(account__domain_id__in=ids))
+        aliases = aliases.filter(Q(domain__node=node) | Q(domain_id__in=ids))
     if only_domains is not None:
         names = sorted(only_domains)
         domains = domains.filter(name__in=names)
@@ -175,6 +201,8 @@ def build_snapshot(only_domains=None, node=None) -> snap.Snapshot:
                 local_senders=tuple(domain["local_senders"].split()),
                 send_limits=sending.domain(domain["id"]),
                 held_senders=sending.held.get(domain["id"], ()),
+                moved_to=moving_away.get(domain["id"], ""),
+                moved_to_port=settings.MAILPANEL_NODE_SMTP_PORT,
             )
         )
     global_relay = RelaySettings.objects.filter(domain__isnull=True).values(*RELAY_VALUES).first()

@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 
 from ..forms import MailNodeForm
 from ..models import Job, JobKind, JobState, MailDomain, MailNode, NodeStatus
-from . import audit, jobs
+from . import audit, domain_move, jobs
 from .outcome import Change
 
 logger = logging.getLogger(__name__)
@@ -136,18 +136,16 @@ def requeue_pending(node: MailNode, older_than: timedelta = timedelta(0)) -> lis
 
 def move_domain(actor, domain: MailDomain, node: MailNode) -> Change[MailDomain]:
     """The domain's files move to `node`: the new node writes its folder, the
-    old one prunes it (a one-domain apply on each). Mail is not copied between
-    nodes yet, so a domain with mailboxes (other than send-only) stays where
-    its mail is."""
+    old one prunes it (a one-domain apply on each). A domain with mailboxes
+    (other than send-only) moves with its mail, in phases
+    (services/domain_move.py): the old node keeps it until the move is confirmed."""
     if node.pk == domain.node_id:
         return Change(domain)
     if node.status != NodeStatus.ACTIVE:
         raise ValidationError(_("The node %(name)s takes no new domains.") % {"name": node.name})
     if not domain.hosted_elsewhere and domain.accounts.exists():
-        raise ValidationError(
-            _("%(domain)s has mailboxes: their mail cannot be copied to another node yet, so it stays on %(node)s.")
-            % {"domain": domain.unicode_name, "node": domain.node.name}
-        )
+        change = domain_move.start_move(actor, domain, node)
+        return Change(domain, change.job, ("node",))
     old_node_id = domain.node_id
     with transaction.atomic():
         domain.node = node

@@ -49,6 +49,10 @@ the rest are read at run time by lookups — SPEC §5.5):
 ``held_senders``    lsearch, ``key:`` per line: mailboxes (local part) or the
                     domain's local submissions (``*``) whose sending is
                     suspended: Exim accepts their mail and freezes it.
+``moved_to``        lsearch, ``host: H`` and ``port: N``: the domain is moving to
+                    another node, which already accepts it; this node still
+                    accepts its mail and forwards all of it there (router
+                    ``moved_domain``) until the move is confirmed.
 ``/etc/exim4/send_limits``  the server-wide defaults, one ``*:`` line in
     the same format; always rendered (empty = no limits).
 ``/etc/exim4/smtp_relay.conf``  the global relay, same format; always
@@ -155,6 +159,8 @@ def render_exim_data(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
         )
         if limits:
             files[f"{folder}/send_limits"] = limits
+        if domain.moved_to and not domain.hosted_elsewhere:
+            files[f"{folder}/moved_to"] = _moved_to_file(domain)
         if domain.held_senders:
             held = sorted({_sender_key(k) if k != "*" else k for k in domain.held_senders})
             files[f"{folder}/held_senders"] = "".join(f"{k}:\n" for k in held).encode()
@@ -277,6 +283,11 @@ def _relay_file(relay: Relay | None) -> bytes:
         lines.append(f"user: {_b64(v.secret(relay.username, 'relay user name'))}")
         lines.append(f"pass: {_b64(v.secret(relay.password, 'relay password'))}")
     return ("\n".join(sorted(lines)) + "\n").encode()
+
+
+def _moved_to_file(domain: Domain) -> bytes:
+    host = v.host_or_ip(domain.moved_to, "new node's host")
+    return f"host: {host}\nport: {v.port(domain.moved_to_port, 'new node SMTP port')}\n".encode()
 
 
 def _dnsbl_file(zones: tuple[str, ...]) -> bytes:
@@ -598,6 +609,19 @@ dnslookup:
   no_more
 
 # Local domains (SPEC 1.8). $domain_data is the dsearch result: untainted.
+# A domain moving to another node: everything for it goes there (the new
+# node accepts it already) until the move is confirmed. $address_data is the
+# untainted moved_to file; "<;" keeps an IPv6 address in one piece.
+moved_domain:
+  driver = manualroute
+  domains = +local_domains
+  condition = ${{if exists{{MP_DOMAINS_DIR/$domain_data/moved_to}}}}
+  address_data = MP_DOMAINS_DIR/$domain_data/moved_to
+  route_data = <;${{lookup{{host}}lsearch{{$address_data}}}}
+  transport = moved_smtp
+  self = send
+  no_more
+
 local_aliases:
   driver = redirect
   domains = +local_domains
@@ -715,6 +739,12 @@ remote_smtps_relay:
   protocol = smtps
 {relay_common}  hosts_require_tls = *
 {_dkim()}
+# To the node a moving domain goes to: its port from the moved_to file; no
+# DKIM (the mail is incoming, signed or not by its sender already).
+moved_smtp:
+  driver = smtp
+  port = ${{lookup{{port}}lsearch{{$address_data}}}}
+
 dovecot_lmtp:
   driver = lmtp
   socket = MP_LMTP_SOCKET
