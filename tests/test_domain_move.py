@@ -4,16 +4,18 @@ phases and what each node renders in each, the forward route on the old node
 changes the move lists, refusals and retries. The whole move with real
 Dovecot and Exim on two nodes: tests/test_domain_move_mailstack.py."""
 
-import shutil
+import json
 import sys
+from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
+from django.test import Client
 from django.urls import reverse
 
-from mailadmin.models import DEFAULT_NODE_NAME, DomainMove, Job, MailAccount, MailNode, MovePhase, NodeStatus, ServerSettings
+from mailadmin.models import DEFAULT_NODE_NAME, DomainMove, Job, MailDomain, MailNode, MovePhase, NodeStatus, ServerSettings
 from mailadmin.services import accounts, apply, domain_move, domains, jobs, nodes
 from mailconf import grammar
 from mailconf.render.exim import render_exim_data
@@ -191,3 +193,61 @@ def test_the_move_lists_the_dns_records_to_change(moving):
     assert "192.0.2.1" in old_spf and "198.51.100.2" in new_spf
     assert all(old != new for old, new in changes.values())
     assert not any(name.startswith("mail._domainkey") for name, _t, _p in changes)  # the same key on both nodes
+
+
+# -- the pages and the CLI -------------------------------------------------------------
+
+
+def test_the_settings_tab_shows_the_move_and_confirms_it(moving, admin_client_, alice):
+    domain, main, node_b, queued = moving
+    url = reverse("mailadmin:domain_move", args=[domain.pk])
+    response = admin_client_.post(url, {"node": node_b.pk})
+    assert response.status_code in (200, 302), response
+    move = DomainMove.objects.get()
+    page = admin_client_.get(reverse("mailadmin:domain_settings", args=[domain.pk])).content.decode()
+    assert "Moving from main to b" in page and 'value="confirm"' not in page  # not forwarding yet
+    assert "198.51.100.2" in page and "192.0.2.1" in page  # the A record to change, old and new
+    response = admin_client_.post(url, {"action": "confirm"}, follow=True)
+    assert "confirmed once" in response.content.decode() and DomainMove.objects.get().phase == MovePhase.PREPARING
+    DomainMove.objects.filter(pk=move.pk).update(phase=MovePhase.FORWARDING)
+    assert 'value="confirm"' in admin_client_.get(reverse("mailadmin:domain_settings", args=[domain.pk])).content.decode()
+    owner = Client()
+    owner.force_login(alice)
+    assert owner.post(url, {"action": "confirm"}).status_code == 404  # the owner does not run nodes
+    assert DomainMove.objects.get().phase == MovePhase.FORWARDING
+    admin_client_.post(url, {"action": "confirm"})
+    assert DomainMove.objects.get().phase == MovePhase.FINISHING
+    assert queued[-1] == ("node-main", "domain_move_finish", (move.pk,))
+
+
+def test_the_dns_tab_says_what_to_change_while_the_domain_moves(moving, alice_client):
+    domain, main, node_b, queued = moving
+    url = reverse("mailadmin:domain_dns", args=[domain.pk])
+    assert "domain-move-dns" not in alice_client.get(url).content.decode()
+    nodes.move_domain(None, domain, node_b)
+    page = alice_client.get(url).content.decode()
+    assert 'id="domain-move-dns"' in page
+    notice = page[page.index('id="domain-move-dns"'):page.index("</section>", page.index('id="domain-move-dns"'))]
+    assert "mail.example.org" in notice and "<code>192.0.2.1</code>" in notice and "<code>198.51.100.2</code>" in notice
+
+
+def test_the_cli_shows_confirms_and_retries_a_move(moving):
+    domain, main, node_b, queued = moving
+    out = StringIO()
+    call_command("mail", "node", "move", "example.org", "b", stdout=out)
+    assert "with its mail" in out.getvalue()
+    out = StringIO()
+    call_command("mail", "node", "moves", "--json", stdout=out)
+    (row,) = json.loads(out.getvalue())
+    assert (row["domain"], row["from"], row["to"], row["phase"]) == ("example.org", "main", "b", "preparing")
+    assert {"name": "mail.example.org", "type": "A", "old": "192.0.2.1", "new": "198.51.100.2"} in row["dns_changes"]
+    with pytest.raises(CommandError, match="confirmed once"):
+        call_command("mail", "node", "confirm", "example.org")
+    call_command("mail", "node", "retry", "example.org", stdout=StringIO())
+    assert queued[-1] == ("node-b", "domain_move_arrived", (DomainMove.objects.get().pk,))
+    DomainMove.objects.update(phase=MovePhase.FORWARDING)
+    call_command("mail", "node", "confirm", "example.org", stdout=StringIO())
+    assert DomainMove.objects.get().phase == MovePhase.FINISHING
+    domains.add_domain(None, domain.owner, "other.example")
+    with pytest.raises(CommandError, match="not moving"):
+        call_command("mail", "node", "confirm", "other.example")

@@ -2,8 +2,10 @@
 
 from django.utils import timezone
 
-from ..models import MailDomain
-from ..services import nodes
+from django.core.management.base import CommandError
+
+from ..models import DomainMove, MailDomain, MovePhase, ServerSettings
+from ..services import domain_move, nodes
 from .common import add_json_flag, get_domain, system_actor
 
 
@@ -30,10 +32,19 @@ def register(nouns):
     show.add_argument("name")
     add_json_flag(show)
     show.set_defaults(handler=node_show)
-    move = verbs.add_parser("move", help="move a domain's configuration to another node")
+    move = verbs.add_parser("move", help="move a domain to another node (with its mail: in phases)")
     move.add_argument("domain")
     move.add_argument("name", help="the node it moves to")
     move.set_defaults(handler=node_move)
+    moves = verbs.add_parser("moves", help="domains moving between nodes: phase, DNS changes, errors")
+    add_json_flag(moves)
+    moves.set_defaults(handler=node_moves)
+    confirm = verbs.add_parser("confirm", help="a moving domain's DNS names the new node: final copy, old node lets go")
+    confirm.add_argument("domain")
+    confirm.set_defaults(handler=node_move_step, step=domain_move.confirm)
+    retry = verbs.add_parser("retry", help="queue a moving domain's failed phase again")
+    retry.add_argument("domain")
+    retry.set_defaults(handler=node_move_step, step=domain_move.retry)
 
 
 def _row(row: nodes.NodeRow) -> dict:
@@ -99,7 +110,45 @@ def node_move(command, options):
     domain = get_domain(options["domain"])
     node = nodes.get_node(options["name"])
     change = nodes.move_domain(system_actor(), domain, node)
-    if change.changed:
+    if domain_move.live_move(domain) is not None:
+        command.stdout.write(
+            f"{domain.name} moves to node {node.name} with its mail; `mail node moves` shows the phase, "
+            f"`mail node confirm {domain.name}` finishes it once DNS names the new node"
+        )
+    elif change.changed:
         command.stdout.write(f"{domain.name} moves to node {node.name}")
     else:
         command.stdout.write(f"{domain.name} is on node {node.name} already")
+
+
+def node_moves(command, options):
+    server = ServerSettings.load()
+    rows = []
+    for move in DomainMove.objects.exclude(phase=MovePhase.DONE).select_related("domain", "from_node", "to_node"):
+        rows.append({
+            "domain": move.domain.name,
+            "from": move.from_node.name,
+            "to": move.to_node.name,
+            "phase": move.phase,
+            "error": move.error,
+            "dns_changes": [
+                {"name": c.name, "type": c.type, "old": c.old, "new": c.new}
+                for c in domain_move.dns_changes(move, server)
+            ],
+        })
+    if options.get("json"):
+        return rows
+    for row in rows:
+        error = f"  ERROR {row['error']}" if row["error"] else ""
+        command.stdout.write(f"{row['domain']:<30} {row['from']} → {row['to']}  {row['phase']}{error}")
+        for change in row["dns_changes"]:
+            command.stdout.write(f"  {change['name']} {change['type']}: {change['old'] or '(none)'} → {change['new'] or '(remove)'}")
+
+
+def node_move_step(command, options):
+    domain = get_domain(options["domain"])
+    move = domain_move.live_move(domain)
+    if move is None:
+        raise CommandError(f"{domain.name} is not moving")
+    options["step"](system_actor(), move)
+    command.stdout.write(f"{domain.name}: {'confirmed' if options['step'] is domain_move.confirm else 'queued again'}")

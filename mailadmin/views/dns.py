@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_POST
 
 from ..models import Job, JobKind, ServerSettings
-from ..services import dns_checks, user_checks
+from ..services import dns_checks, domain_move, user_checks
 from ..zonefile import render_zone
 from .common import get_domain_for_user, server_of
 from .dkim import dkim_section
@@ -26,7 +26,10 @@ def dns_context(request, domain, result=None, check_job=None) -> dict:
     if result is not None:
         verdicts = {(v.get("purpose"), v.get("name")): v for v in result.results}
     rows = [{"record": r, "verdict": verdicts.get((r.purpose, r.name))} for r in records]
+    move = domain_move.live_move(domain)
     return {
+        "dns_move": move,
+        "dns_move_changes": domain_move.dns_changes(move, server_of(request)) if move else (),
         "dns_domain": domain,
         "dns_rows": rows,
         "dns_result": result,

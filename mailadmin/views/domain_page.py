@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from ..dnsrecords import ownership_record
 from ..forms import DomainSettingsForm, LocalSendersForm
 from ..models import Certificate, MailAccount, MailAlias, MailDomain, MailNode, RelaySettings, ServerSettings, WebmailApp, is_admin
-from ..services import client_config
+from ..services import client_config, domain_move
 from ..services import domains as domain_service
 from .common import get_domain_for_user, server_of
 from .pages import DOMAIN_PAGE
@@ -148,9 +148,12 @@ def node_context(request, domain) -> dict:
     """Admins: the node the domain lives on, and where it may move."""
     if not is_admin(request.user):
         return {}
+    move = domain_move.live_move(domain)
     return {
         "node_identity": domain.node.identity(server_of(request)),
         "node_choices": list(MailNode.objects.only("pk", "name").order_by("name")),
+        "node_move": move,
+        "node_move_changes": domain_move.dns_changes(move, server_of(request)) if move else (),
     }
 
 

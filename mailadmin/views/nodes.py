@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from ..forms import MailNodeForm
 from ..models import MailNode
-from ..services import jobs, nodes
+from ..services import domain_move as moves, jobs, nodes
 from .common import get_domain_for_user, require_admin
 from .shell import Section, done, respond
 
@@ -52,6 +52,17 @@ def domain_move(request, domain_id):
     node = MailNode.objects.filter(pk=request.POST.get("node") or 0).first()
     from .domain_page import SETTINGS_SECTION_FOR_NODE as section
 
+    action = request.POST.get("action")
+    if action in ("confirm", "retry"):
+        move = moves.live_move(domain)
+        if move is None:
+            return done(request, section, domain, error=_("This domain is not moving."))
+        try:
+            (moves.confirm if action == "confirm" else moves.retry)(request.user, move)
+        except ValidationError as exc:
+            return done(request, section, domain, error=" ".join(exc.messages))
+        notice = _("Confirmed: the last copy runs, then the old node lets go.") if action == "confirm" else _("Queued again.")
+        return done(request, section, domain, notice=notice)
     if node is None:
         return done(request, section, domain, error=_("Choose a node."))
     try:
