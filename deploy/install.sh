@@ -285,10 +285,13 @@ dovecot_version() {
 }
 
 # A self-signed certificate until a real one exists, at the paths Exim,
-# Dovecot and nginx read (Exim reads the key as Debian-exim).
+# Dovecot and nginx read (Exim reads the key as Debian-exim). The folder is
+# 0755: every key in it protects itself (0640 root:Debian-exim, pending ones
+# 0600), and the panel reads the helper's SNI index (sni_names) and the
+# domains' public fullchain.pem from it to render what the helper renders.
 certificate() {
   step "TLS certificate"
-  ensure_dir "$TLS" root:Debian-exim 0750
+  ensure_dir "$TLS" root:root 0755
   if [ ! -s "$TLS/fullchain.pem" ] || [ ! -s "$TLS/privkey.pem" ]; then
     local tmp
     tmp=$(mktemp -d)

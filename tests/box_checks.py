@@ -236,7 +236,114 @@ def roundcube(args) -> dict:
     return {"roundcube": "login form"}
 
 
+def pebble_root(args) -> str:
+    """Pebble's root of this run (made at its start), from its management
+    listener (whose own certificate is the box's self-signed one)."""
+    context = ssl.create_default_context(cafile=args["pebble_listener_ca"])
+    conn = http.client.HTTPSConnection(LOOPBACK, 15000, context=context, timeout=30)
+    conn.request("GET", "/roots/0")
+    response = conn.getresponse()
+    body = response.read().decode()
+    assert response.status == 200 and "BEGIN CERTIFICATE" in body, (response.status, body[:200])
+    return body
+
+
+def served_names(port: int, sni: str, context: ssl.SSLContext, starttls: str = "") -> list[str]:
+    """Handshake on the box's loopback with this SNI, the chain verified
+    against Pebble's root with hostname checking on; the leaf's DNS names."""
+    sock = socket.create_connection((LOOPBACK, port), timeout=30)
+    try:
+        reader = sock.makefile("rb")
+        if starttls == "smtp":
+            assert reader.readline().startswith(b"220"), "no SMTP greeting"
+            sock.sendall(b"EHLO client.example.test\r\n")
+            while (line := reader.readline())[3:4] == b"-":
+                pass
+            sock.sendall(b"STARTTLS\r\n")
+            assert reader.readline().startswith(b"220"), "STARTTLS refused"
+        elif starttls == "sieve":
+            while not (line := reader.readline()).startswith((b"OK", b"NO", b"BYE")):
+                pass
+            sock.sendall(b"STARTTLS\r\n")
+            assert reader.readline().startswith(b"OK"), "ManageSieve STARTTLS refused"
+        with context.wrap_socket(sock, server_hostname=sni) as tls:
+            cert = tls.getpeercert()
+            sock = None
+            return sorted(value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS")
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+def https_name(args, context: ssl.SSLContext, name: str, path: str, headers=None):
+    """GET https://<name><path> at the box's loopback: SNI, Host and the
+    certificate check all for <name>."""
+    conn = http.client.HTTPSConnection(LOOPBACK, 443, context=context, timeout=30)
+    conn.sock = context.wrap_socket(socket.create_connection((LOOPBACK, 443), timeout=30), server_hostname=name)
+    conn.request("GET", path, headers={"Host": name, **(headers or {})})
+    response = conn.getresponse()
+    return response, response.read()
+
+
+def domain_certificate(args) -> dict:
+    """A mail domain's own ACME certificate (Pebble in the box), chosen by
+    SNI: Dovecot 2.4's local_name on 993 and 4190, Exim 4.98's $tls_in_sni
+    on 25, 465 and 587, nginx for webmail./autoconfig./mta-sts.; the host
+    name still gets the server's. Every chain verified against Pebble's
+    root with hostname checking on."""
+    import xml.etree.ElementTree as ET
+
+    context = ssl.create_default_context(cadata=pebble_root(args))
+    domain, host = args["domain"], args["hostname"]
+    mail = "mail." + domain
+    served = {}
+    ports = ((993, ""), (4190, "sieve"), (25, "smtp"), (465, ""), (587, "smtp"))
+    for port, starttls in ports:
+        names = served_names(port, mail, context, starttls)
+        assert mail in names and host not in names, (port, names)
+        served[port] = names
+        if port != 4190:  # the host name's own certificate on the same port
+            names = served_names(port, host, context, starttls)
+            assert host in names and mail not in names, (port, "host name", names)
+    names = served_names(443, host, context)
+    assert host in names, ("443 host name", names)
+    response, body = https_name(args, context, "webmail." + domain, "/")
+    assert response.status in (301, 302) and response.headers["Location"].endswith("/webmail/"), (
+        response.status, response.headers.get("Location"))
+    response, body = https_name(args, context, "webmail." + domain, "/webmail/")
+    assert response.status == 200 and args["webmail_expect"] in body.decode(errors="replace"), (
+        response.status, body[:300])
+    address = "info@" + domain
+    response, body = https_name(args, context, "autoconfig." + domain,
+                                "/mail/config-v1.1.xml?emailaddress=" + urllib.parse.quote(address))
+    assert response.status == 200, (response.status, body[:300])
+    provider = ET.fromstring(body).find("emailProvider")
+    servers = [(e.findtext("hostname"), e.findtext("port"), e.findtext("socketType"))
+               for e in provider if e.tag in ("incomingServer", "outgoingServer")]
+    assert provider.get("id") == domain, provider.get("id")
+    assert (mail, "993", "SSL") in servers and all(s[0] == mail for s in servers), servers
+    response, body = https_name(args, context, "mta-sts." + domain, "/.well-known/mta-sts.txt")
+    policy = body.decode(errors="replace")
+    assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain"), (
+        response.status, policy[:300])
+    lines = policy.splitlines()
+    assert lines[0] == "version: STSv1" and "mode: testing" in lines, lines
+    assert any(line.startswith("mx: ") for line in lines) and any(line.startswith("max_age: ") for line in lines), lines
+    return {"served": {str(port): names for port, names in served.items()}, "autoconfig": servers,
+            "mta_sts": lines}
+
+
+def sni_993(args) -> dict:
+    """After a Dovecot restart: 993 still serves the domain's chain."""
+    context = ssl.create_default_context(cadata=pebble_root(args))
+    names = served_names(993, args["name"], context)
+    assert args["name"] in names, names
+    return {"993": names}
+
+
 CHECKS = {
+    "domain-certificate": domain_certificate,
+    "sni-993": sni_993,
     "smtp-send": smtp_send,
     "imap-wait": imap_wait,
     "imap-login-fails": imap_login_fails,

@@ -435,7 +435,8 @@ class Scenario:
         listing = self.box.sh(
             "stat -c '%n %U:%G %a' /etc/mailpanel/env /etc/mailpanel/layout.json /etc/sudoers.d/mailpanel"
             " /usr/local/sbin/mailpanel-helper /usr/local/lib/mailpanel-helper/mailconf"
-            " /usr/local/lib/mailpanel-helper/mailconf/render/dovecot.py /etc/mailpanel/tls/privkey.pem"
+            " /usr/local/lib/mailpanel-helper/mailconf/render/dovecot.py /etc/mailpanel/tls"
+            " /etc/mailpanel/tls/privkey.pem"
             " /usr/local/lib/mailpanel-helper/mailpanel_helper.py /usr/local/lib/mailpanel-helper/__pycache__"
             " /usr/local/lib/mailpanel-helper/__pycache__/mailpanel_helper.cpython-313.pyc"
         ).stdout.split("\n")
@@ -444,6 +445,8 @@ class Scenario:
             "/etc/sudoers.d/mailpanel root:root 440", "/usr/local/sbin/mailpanel-helper root:root 755",
             "/usr/local/lib/mailpanel-helper/mailconf root:root 755",
             "/usr/local/lib/mailpanel-helper/mailconf/render/dovecot.py root:root 644",
+            # the panel reads the SNI index and public chains there; keys protect themselves
+            "/etc/mailpanel/tls root:root 755",
             "/etc/mailpanel/tls/privkey.pem root:Debian-exim 640",
             # the helper's bytecode compiled by install.sh, root's like its source
             "/usr/local/lib/mailpanel-helper/mailpanel_helper.py root:root 644",
@@ -660,6 +663,66 @@ class Scenario:
         assert "nothing changed" in again, again[-2000:]
         return f"served by nginx, Dovecot and Exim: {issuers[443]}; the next install changes nothing"
 
+    def domain_certificate(self) -> str:
+        """A mail domain's own certificate from Pebble (issue #14, #15 on
+        Debian 13): its four names resolve to the box's address for the
+        panel's resolver (a second pebble-challtestsrv answering 192.0.2.25,
+        the --ipv4 of the install; Pebble's own resolves every name to
+        127.0.0.1 as for the host name); `mail cert issue DOMAIN`; then the
+        chains served by SNI (Dovecot 2.4 local_name, Exim 4.98
+        $tls_in_sni, nginx's per-name sites) checked from the client side,
+        and Dovecot restarted on that configuration."""
+        import json
+
+        self.box.sh(PANEL_DNS_SETUP, timeout=120)
+        self.mailpanel(f"mail domain add admin {DOMAIN_WITH_CERT}")
+        self.mailpanel(f"mail domain verify {DOMAIN_WITH_CERT} --skip-dns", check=False)
+        self.wait_for_applies()
+        out = self.box.sh(f"MAILPANEL_RESOLVERS=127.0.0.1:8054 mailpanel mail cert issue {DOMAIN_WITH_CERT} --json",
+                          check=False, timeout=300)
+        assert out.returncode == 0, (out.stdout + out.stderr)[-2000:]
+        issued = json.loads(out.stdout)
+        assert issued.get("issued") is True, issued
+        wanted = [f"{prefix}.{DOMAIN_WITH_CERT}" for prefix in ("autoconfig", "mail", "mta-sts", "webmail")]
+        assert sorted(issued.get("names", [])) == wanted, issued
+        self.wait_for_applies()
+        conf = self.box.sh("grep -c '^local_name ' /etc/dovecot/dovecot.conf; doveconf -n >/dev/null;"
+                           " cat /etc/mailpanel/tls/sni_names; ls /etc/nginx/conf.d/").stdout
+        assert conf.split("\n", 1)[0] == "4", conf
+        assert "mailpanel-tls-sites.conf" in conf, conf
+        args = {"domain": DOMAIN_WITH_CERT, "webmail_expect": "webmail imap=",
+                "pebble_listener_ca": str(self.box.root / "root/pebble/cert.pem")}
+        served = self.client("domain-certificate", **args)
+        self.box.sh("systemctl restart dovecot")
+        self.active(["dovecot"])
+        after = self.client("sni-993", name=f"mail.{DOMAIN_WITH_CERT}", **args)
+        return f"issued {issued.get('names')}; {served}; after restart: {after}"
+
+    def certificate_removal(self) -> str:
+        """cert_remove (what deleting the domain does) takes the names out of
+        the index but leaves the files while dovecot.conf and nginx's sites
+        name them: Dovecot 2.4 and nginx restart in between (with the files
+        gone they did not: status 89 and "cannot load certificate"); the next
+        apply renders both without them and the helper deletes them."""
+        import json
+
+        answer = json.loads(self.box.sh(
+            f"""echo '{{"op": "cert_remove", "domain": "{DOMAIN_WITH_CERT}"}}' | /usr/local/sbin/mailpanel-helper"""
+        ).stdout)
+        assert answer.get("kept_until_apply") is True, answer
+        folder = f"/etc/mailpanel/tls/domains/{DOMAIN_WITH_CERT}"
+        self.box.sh(f"test -s {folder}/fullchain.pem && grep -q '^local_name mail.{DOMAIN_WITH_CERT} ' "
+                    "/etc/dovecot/dovecot.conf")
+        self.box.sh("systemctl restart dovecot nginx", check=False)
+        self.active(["dovecot", "nginx"])
+        out = self.mailpanel("mail config apply").stdout
+        left = self.box.sh(f"ls /etc/mailpanel/tls/domains; grep -c '^local_name' /etc/dovecot/dovecot.conf;"
+                           " ls /etc/nginx/conf.d", check=False).stdout
+        assert DOMAIN_WITH_CERT not in left and "mailpanel-tls-sites.conf" not in left, left
+        self.box.sh("systemctl restart dovecot nginx", check=False)
+        self.active(["dovecot", "nginx"])
+        return f"kept until the apply ({out.strip().splitlines()[-1]}), then deleted; Dovecot and nginx restart both times"
+
 
 PEBBLE_SETUP = f"""set -e
 export DEBIAN_FRONTEND=noninteractive
@@ -678,6 +741,18 @@ systemd-run -q --unit pebble --setenv=PEBBLE_VA_NOSLEEP=1 --setenv=PEBBLE_WFE_NO
   pebble -config /root/pebble/pebble.json -dnsserver 127.0.0.1:8053
 for i in $(seq 100); do ss -ltn | grep -q 127.0.0.1:14000 && exit 0; sleep 0.2; done
 journalctl -u pebble -u pebble-dns --no-pager | tail -20
+exit 1
+"""
+
+
+# A mail domain with its own certificate, and the panel's resolver for it: every
+# name is the box's --ipv4 (Pebble's resolver keeps sending HTTP-01 to loopback).
+DOMAIN_WITH_CERT = "shop.test"
+PANEL_DNS_SETUP = f"""set -e
+systemd-run -q --unit panel-dns pebble-challtestsrv -defaultIPv4 {IPV4} -defaultIPv6 "" \
+  -dns01 127.0.0.1:8054 -http01 "" -tlsalpn01 "" -https01 "" -management 127.0.0.1:8056
+for i in $(seq 100); do ss -lun | grep -q 127.0.0.1:8054 && exit 0; sleep 0.2; done
+journalctl -u panel-dns --no-pager | tail -20
 exit 1
 """
 
@@ -721,7 +796,14 @@ def install_test(keep: bool = False) -> int:
         with timer("install.sh --upgrade from a newer checkout"):
             checks("--upgrade: new code, restart, data kept", scenario.upgrade)
         with timer("ACME certificate from Pebble in the box"):
-            checks("--acme-directory: certificate issued and served on 443, 993, 465, 587", scenario.acme)
+            acme = checks("--acme-directory: certificate issued and served on 443, 993, 465, 587", scenario.acme)
+        if acme:
+            with timer("a mail domain's certificate by SNI"):
+                checks("mail cert issue DOMAIN: its chain by SNI on 993/4190 (Dovecot 2.4 local_name),"
+                       " 25/465/587 (Exim); webmail./autoconfig./mta-sts. over HTTPS; Dovecot restarts",
+                       scenario.domain_certificate)
+                checks("cert_remove: the files stay until an apply renders Dovecot and nginx without them;"
+                       " both restart in between and after", scenario.certificate_removal)
     finally:
         if keep:
             log(f"box left running: nspawn PID {box.process.pid if box.process else '?'}, root {box.root}")
