@@ -59,7 +59,7 @@ Exit status: 0 done, 1 operation failed (the last good files stay live),
     {"op": "cert_install", "domain": D | "server": true, "chain_pem": PEM}
         -> {"ok": true, "names": [...], "not_after": T, "issuer": S, "reloads": {...}}
     {"op": "cert_remove", "domain": D}
-        -> {"ok": true, "removed": bool}
+        -> {"ok": true, "removed": bool, "deleted": bool, "kept_until_apply": bool}
 
 Owner, group and mode of every file come from mailconf.managed, never from the
 request. Paths in requests and answers are production paths; ``--root DIR``
@@ -983,6 +983,8 @@ def load_layout(tree, options):
 # SNI: which names get a mail domain's certificate (mailconf/tls.py)
 
 MAX_PEM_BYTES = 64 * 1024
+# dovecot.conf and nginx's sites at 50,000 domains stay well below.
+MAX_LIVE_CODE_BYTES = 512 * 1024 * 1024
 
 
 def read_bounded(tree, path, limit):
@@ -1069,6 +1071,43 @@ def render_code_files(tree, options, params):
         if check_path(path).kind != CODE:
             raise Failed("%s: rendered, but not a code file in the table" % path)
     return code_files, skipped
+
+
+def prune_domain_certificates(tree, options):
+    """Delete the certificate and key of every mail domain that left the SNI
+    index (cert_remove) once no live code file names them any more: Dovecot
+    and nginx read the files named in their configuration at every (re)start,
+    so the files go only after an apply rendered those files without them.
+    Pending keys (an order under way) stay. Returns (domains whose files were
+    deleted, {what: why nothing was deleted})."""
+    folder = "%s/%s" % (tls.TLS_DIR, tls.DOMAINS)
+    candidates = []
+    for domain in tree.listdir(folder):
+        if DOMAIN_RE.fullmatch(domain) and set(tree.listdir(folder + "/" + domain)) & {tls.FULLCHAIN, tls.PRIVKEY}:
+            candidates.append(domain)
+    if not candidates:
+        return [], {}
+    try:
+        indexed = {p.domain for p in tls.parse_sni_index(
+            read_bounded(tree, tls.SNI_INDEX, tls.MAX_SNI_INDEX_BYTES) or b"")}
+        candidates = [d for d in candidates if d not in indexed]
+        if not candidates:
+            return [], {}
+        layout = load_layout(tree, options)
+        live = [read_bounded(tree, rule.pattern, MAX_LIVE_CODE_BYTES) or b""
+                for rule in FILE_RULES if rule.kind == CODE and "{domain}" not in rule.pattern]
+    except (Failed, ValueError) as e:
+        return [], {"index": "certificates kept: %s" % getattr(e, "message", e)}
+    deleted = []
+    for domain in candidates:
+        named = (layout.path(tls.domain_folder(domain)) + "/").encode()
+        if any(named in content for content in live):
+            continue
+        for name in (tls.FULLCHAIN, tls.PRIVKEY):
+            tree.unlink(tls.domain_folder(domain) + "/" + name)
+        tree.rmdir_if_empty(tls.domain_folder(domain))
+        deleted.append(domain)
+    return deleted, {}
 
 
 # --------------------------------------------------------------------------
@@ -1290,6 +1329,14 @@ def op_apply(request, tree, options):
     if validation:
         answer["validation"] = validation
     if ok:
+        if code_files is not None:
+            # the code files are now rendered from the index: a removed
+            # domain's certificate is named nowhere any more
+            deleted, kept = prune_domain_certificates(tree, options)
+            if deleted:
+                answer["certificates_deleted"] = deleted
+            if kept:
+                answer["certificates_kept"] = kept
         return OK, answer
 
     failed_service = next(s for s, r in reloads.items() if not r["ok"])
@@ -2787,8 +2834,10 @@ def op_log_search(request, tree, options):
 #       -> {"ok": true, "csr_pem": "..."}
 #   {"op": "cert_install", "domain": D | "server": true, "chain_pem": "..."}
 #       -> {"ok": true, "names": [...], "not_after": ISO, "issuer": S, "reloads": {...}}
-#   {"op": "cert_remove", "domain": D}  -> {"ok": true, "removed": bool}
-#       (then an apply renders Dovecot's and nginx's files without it)
+#   {"op": "cert_remove", "domain": D}
+#       -> {"ok": true, "removed": bool, "deleted": bool, "kept_until_apply": bool}
+#       (out of the index at once; the files stay while a live code file names
+#       them, and the next apply that renders the code files deletes them)
 
 CERT_FILE_OWNER = ("root", "root", 0o644)
 CERT_KEY_OWNER = ("root", "Debian-exim", 0o640)  # Exim reads it as Debian-exim
@@ -3022,17 +3071,26 @@ def op_cert_remove(request, tree, options):
     if "server" in request:
         raise Refused("bad request", "cert_remove: the server's certificate stays")
     tls_folder, folder, domain = _cert_target(request, tree, options, "cert_remove")
-    removed = False
-    # The index first: from then on no render names the files.
-    _update_sni_index(tree, tls_folder, domain, [], [])
     for name in (tls.FULLCHAIN, tls.PRIVKEY, PENDING_KEY, PENDING_NAMES):
         tree.refuse_symlinks(folder + "/" + name)
-        removed = tree.unlink(folder + "/" + name) or removed
-    tree.rmdir_if_empty(folder)
-    # No reload: Exim looks the index up per connection, and Dovecot and
-    # nginx keep the certificate they loaded until the panel's next apply
-    # renders their files without it (a reload now would fail on the gone files).
-    return OK, {"ok": True, "removed": removed}
+    present = set(tree.listdir(folder))
+    # The index only: from then on no render names the files, and Exim (a
+    # lookup per connection) serves the server's certificate for its names.
+    _update_sni_index(tree, tls_folder, domain, [], [])
+    for name in (PENDING_KEY, PENDING_NAMES):
+        tree.unlink(folder + "/" + name)
+    # The certificate and key stay while dovecot.conf or nginx's sites name
+    # them (a restart would fail on a missing file); the apply the panel runs
+    # next renders them without it and deletes them then (op_apply). Never
+    # rendered yet: they go now. No reload either way.
+    deleted, kept = prune_domain_certificates(tree, options)
+    tree.rmdir_if_empty(folder)  # an order that never finished left only its pending key
+    files = {tls.FULLCHAIN, tls.PRIVKEY} & present
+    answer = {"ok": True, "removed": bool(present), "deleted": domain in deleted,
+              "kept_until_apply": bool(files) and domain not in deleted}
+    if kept:
+        answer["certificates_kept"] = kept
+    return OK, answer
 
 
 # Read-only ops: no lock (see main). The envelope cache queue_list writes is

@@ -9,6 +9,7 @@ Python's ssl against Pebble's root, hostname checking on."""
 
 import io
 import json
+import re
 import shutil
 import sys
 from datetime import timedelta
@@ -202,3 +203,29 @@ def test_deleting_a_domain_takes_its_certificate_out_of_the_index_and_off_the_di
     assert (acme.tls / "sni_names").read_text() == "mail.two.test two.test\nmta-sts.two.test two.test\n"
     assert (acme.tls / "domains/two.test/fullchain.pem").exists()
     assert not Certificate.objects.filter(domain__name="one.test").exists()
+
+
+def test_a_removed_certificate_stays_on_disk_until_the_apply_renders_dovecot_without_it(acme):
+    """The order Dovecot needs (it reads every file its configuration names
+    at each restart): remove() takes the names out of the index at once; the
+    files stay while the live dovecot.conf names them, so a restart in
+    between still finds them; the apply remove() queued renders dovecot.conf
+    without them and the helper deletes them then."""
+    from tests import taskqueue
+
+    assert certificates.issue(None, acme.one).issued and certificates.issue(None, acme.two).issued
+    taskqueue.run_queue("default")  # the whole-server apply: local_name blocks for both
+    conf = acme.root / "etc/dovecot/dovecot.conf"
+    folder = acme.tls / "domains/one.test"
+    assert f"{folder}/fullchain.pem" in conf.read_text()
+
+    assert certificates.remove(None, "one.test") is True
+    assert "one.test" not in (acme.tls / "sni_names").read_text()
+    named = re.findall(r"^\s*ssl_(?:cert|key) = <(\S+)$", conf.read_text(), re.M)
+    assert f"{folder}/privkey.pem" in named
+    assert [path for path in named if "/domains/" in path and not Path(path).is_file()] == []
+
+    assert taskqueue.run_queue("default")  # the apply remove() asked for
+    assert "domains/one.test/" not in conf.read_text() and "domains/two.test/" in conf.read_text()
+    assert not folder.exists()
+    assert (acme.tls / "domains/two.test/fullchain.pem").exists()

@@ -7,6 +7,8 @@ wants — which is exactly what a panel in an attacker's hands could do."""
 import base64
 import json
 import os
+import re
+import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.test_helper import Helper, service_script
+from tests.test_helper import Helper, code, needs_validators, service_script
 
 TLS = "etc/mailpanel/tls"
 NAMES = ["mail.example.org", "webmail.example.org"]
@@ -132,15 +134,88 @@ def test_the_server_certificate_goes_to_the_tls_folder_and_not_into_the_index(ce
 
 
 def test_remove_takes_the_names_out_of_the_index_first_and_reloads_nothing(certs):
+    """No code file names the certificate yet (never rendered): its files go at once."""
     installed_pair(certs)
     other = key_for(certs, ["mail.example.net"], domain="example.net")
     assert install(certs, certs.ca.issue(csr_public_key(other), ["mail.example.net"]), "example.net")[0] == 0
     before = certs.reloads.read_text()
     status, answer = certs.run({"op": "cert_remove", "domain": "example.org"})
     assert status == 0 and answer["removed"] is True
+    assert answer["deleted"] is True and answer["kept_until_apply"] is False
     assert not (certs.root / TLS / "domains/example.org").exists()
     assert (certs.root / TLS / "sni_names").read_text() == "mail.example.net example.net\n"
     assert certs.reloads.read_text() == before
+
+
+def certificate_files_named(conf: str) -> list[str]:
+    return re.findall(r"^\s*ssl_(?:cert|key) = <(\S+)$", conf, re.M)
+
+
+@needs_validators
+def test_remove_keeps_the_files_a_live_dovecot_conf_names_until_the_next_apply_renders_without_them(certs):
+    """Dovecot reads every file its configuration names at each (re)start:
+    between cert_remove and the panel's next apply, dovecot.conf still names
+    the domain's certificate, so the files stay (a restart then works: real
+    doveconf reads them); the apply renders dovecot.conf from the index
+    without them and only then deletes them."""
+    csr = key_for(certs, ["mail.example.net"], domain=None)  # the server's, named by dovecot.conf too
+    assert install(certs, certs.ca.issue(csr_public_key(csr), ["mail.example.net"]), domain=None)[0] == 0
+    installed_pair(certs)
+    status, answer = certs.apply(code=code())
+    assert status == 0, answer
+    conf_path = certs.live("/etc/dovecot/dovecot.conf")
+    folder = certs.root / TLS / "domains/example.org"
+    named = certificate_files_named(conf_path.read_text())
+    assert f"{folder}/fullchain.pem" in named and f"{folder}/privkey.pem" in named, named
+
+    status, answer = certs.run({"op": "cert_remove", "domain": "example.org"})
+    assert status == 0 and answer["removed"] is True, answer
+    assert not (certs.root / TLS / "sni_names").read_text()  # out of the index at once
+    assert all(Path(path).is_file() for path in certificate_files_named(conf_path.read_text()))
+    check = subprocess.run(["doveconf", "-n", "-c", str(conf_path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert answer["deleted"] is False and answer["kept_until_apply"] is True
+
+    status, answer = certs.apply(code=code())
+    assert status == 0, answer
+    assert answer["certificates_deleted"] == ["example.org"]
+    assert str(folder) not in conf_path.read_text()
+    assert not folder.exists()
+    check = subprocess.run(["doveconf", "-n", "-c", str(conf_path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+@needs_validators
+def test_an_apply_keeps_a_pending_key_and_the_certificates_still_in_the_index(certs):
+    """An order under way (cert_key done, the CA not yet answered) has only a
+    pending key, in no index: an apply meanwhile must not take it away."""
+    installed_pair(certs)
+    key_for(certs, ["mail.example.net"], domain="example.net")
+    status, answer = certs.apply(code=code())
+    assert status == 0 and "certificates_deleted" not in answer, answer
+    assert (certs.root / TLS / "domains/example.net/privkey.pending.pem").is_file()
+    assert (certs.root / TLS / "domains/example.org/fullchain.pem").is_file()
+
+
+@needs_validators
+def test_the_apply_never_deletes_through_a_symlinked_certificate_folder(certs, tmp_path):
+    """A link planted among the domain folders (not in the index, so a
+    candidate for deletion) is not followed: what it points to stays."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("fullchain.pem", "privkey.pem"):
+        (outside / name).write_text("untouched\n")
+    (certs.root / TLS / "domains").mkdir(parents=True)
+    (certs.root / TLS / "domains/evil.test").symlink_to(outside)
+    (certs.root / TLS / "domains/not a domain").mkdir()
+    (certs.root / TLS / "domains/not a domain/fullchain.pem").write_text("untouched\n")
+    status, answer = certs.apply(code=code())
+    assert status == 0 and "certificates_deleted" not in answer, answer
+    assert sorted(p.name for p in outside.iterdir()) == ["fullchain.pem", "privkey.pem"]
+    assert (certs.root / TLS / "domains/not a domain/fullchain.pem").exists()
+    status, answer = certs.run({"op": "cert_remove", "domain": "evil.test"})
+    assert status == 2 and answer["rule"] == "symlink", answer
+    assert sorted(p.name for p in outside.iterdir()) == ["fullchain.pem", "privkey.pem"]
 
 
 # -- hostile: what a compromised panel could send

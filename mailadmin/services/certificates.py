@@ -241,8 +241,11 @@ def renew(actor=None, *, force: bool = False, report=None) -> dict:
 
 
 def remove(actor, domain_name: str) -> bool:
-    """A deleted domain's certificate leaves the SNI index and the disk; the
-    next apply renders Dovecot and nginx without it."""
+    """A deleted domain's certificate leaves the SNI index at once (Exim
+    serves the server's for its names); its files stay while dovecot.conf or
+    nginx's sites name them (a restart would fail without them) and the
+    helper deletes them when the apply requested here renders those without
+    it (helper op_apply: prune_domain_certificates)."""
     answer = call_helper({"op": "cert_remove", "domain": domain_name}, timeout=HELPER_TIMEOUT)
     if answer.get("removed"):
         request_apply(actor, whole_server=True)

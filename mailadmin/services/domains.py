@@ -132,18 +132,19 @@ def delete_domain(actor, domain: MailDomain) -> DeleteOutcome:
 
 
 def retire_mail(actor, name: str) -> DeleteOutcome:
-    """After the row is gone. First the name stops being local (a one-domain
-    apply, so Exim delivers nothing more into its Maildirs), then its mail is
+    """After the row is gone. First its certificate leaves the SNI index and
+    the name stops being local (a one-domain apply, so Exim delivers nothing
+    more into its Maildirs), then its mail is
     moved to <mail root>/.deleted/: a new domain of this name starts empty.
     A failure is logged, audited and returned for the caller to show."""
-    try:
-        apply.apply_now(domains={name})
-    except HelperError as exc:  # the queued apply job tries again
-        logger.warning("apply after deleting %s failed: %s", name, exc)
-    try:  # its certificate leaves the SNI index and the disk
+    try:  # its certificate leaves the SNI index (the files stay while a config names them)
         certificates.remove(actor, name)
     except HelperError as exc:
         logger.warning("the certificate of deleted domain %s was not removed: %s", name, exc)
+    try:  # renders Dovecot and nginx without it; the helper then deletes its files
+        apply.apply_now(domains={name})
+    except HelperError as exc:  # the queued apply job tries again
+        logger.warning("apply after deleting %s failed: %s", name, exc)
     try:
         answer = call_helper({"op": "move_mail_away", "domain": name})
     except HelperError as exc:
