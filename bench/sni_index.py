@@ -30,4 +30,19 @@ layout = Layout(root=str(root), tls_certificate="/etc/mailpanel/tls/fullchain.pe
 t = time.perf_counter(); usable, skipped = h.sni_pairs(h.Tree(str(root), chown=False), layout); t1 = time.perf_counter() - t
 t = time.perf_counter(); files = render_code(CodeParams(), layout, usable); t2 = time.perf_counter() - t
 print(f"{N} domains ({len(usable)} names): sni_pairs {t1:.2f} s ({t1/N*1000:.2f} ms/domain), render_code {t2:.2f} s; dovecot.conf {len(files['/etc/dovecot/dovecot.conf'].content)//1024} KiB, sites {len(files['/etc/nginx/conf.d/mailpanel-tls-sites.conf'].content)//1024} KiB")
+# prune_domain_certificates after every code apply: the index parsed, the live code files
+# read only when a domain left the index (then the one removed domain's files deleted)
+import json
+(root / "etc/mailpanel/layout.json").write_text(json.dumps({"tls_certificate": "/etc/mailpanel/tls/fullchain.pem", "webmail_sites": True}))
+for path, spec in files.items():
+    target = root / path.lstrip("/"); target.parent.mkdir(parents=True, exist_ok=True); target.write_bytes(spec.content)
+tree = h.Tree(str(root), chown=False)
+t = time.perf_counter(); nothing = h.prune_domain_certificates(tree, None); t3 = time.perf_counter() - t
+(root / tls.SNI_INDEX.lstrip("/")).write_bytes(tls.render_sni_index([p for p in pairs if p.domain != "d00000.test"]))
+rendered = render_code(CodeParams(), layout, tuple(p for p in usable if p.domain != "d00000.test"))
+for path, spec in rendered.items():
+    (root / path.lstrip("/")).write_bytes(spec.content)
+t = time.perf_counter(); one = h.prune_domain_certificates(tree, None); t4 = time.perf_counter() - t
+assert nothing == ([], {}) and one == (["d00000.test"], {}), (nothing, one)
+print(f"prune after a code apply: all in the index {t3*1000:.1f} ms; one domain removed {t4*1000:.1f} ms")
 import shutil; shutil.rmtree(root)

@@ -1081,16 +1081,15 @@ def prune_domain_certificates(tree, options):
     Pending keys (an order under way) stay. Returns (domains whose files were
     deleted, {what: why nothing was deleted})."""
     folder = "%s/%s" % (tls.TLS_DIR, tls.DOMAINS)
-    candidates = []
-    for domain in tree.listdir(folder):
-        if DOMAIN_RE.fullmatch(domain) and set(tree.listdir(folder + "/" + domain)) & {tls.FULLCHAIN, tls.PRIVKEY}:
-            candidates.append(domain)
-    if not candidates:
+    entries = [d for d in tree.listdir(folder) if DOMAIN_RE.fullmatch(d)]
+    if not entries:
         return [], {}
     try:
         indexed = {p.domain for p in tls.parse_sni_index(
             read_bounded(tree, tls.SNI_INDEX, tls.MAX_SNI_INDEX_BYTES) or b"")}
-        candidates = [d for d in candidates if d not in indexed]
+        # only folders of domains out of the index are opened (a link is not)
+        candidates = [d for d in entries if d not in indexed
+                      and set(tree.listdir(folder + "/" + d)) & {tls.FULLCHAIN, tls.PRIVKEY}]
         if not candidates:
             return [], {}
         layout = load_layout(tree, options)
