@@ -62,6 +62,11 @@ def sni_pairs(layout: snap.Layout) -> tuple[tls.SniName, ...]:
     try:
         with open(layout.path(tls.SNI_INDEX), "rb") as index:
             pairs = tls.parse_sni_index(index.read(tls.MAX_SNI_INDEX_BYTES + 1))
+    except PermissionError as e:
+        # the TLS folder must be 0755 (install.sh): else no apply ever renders
+        # the domains' certificates (Dovecot local_name, nginx's sites)
+        logger.warning("cannot read the SNI index, domain certificates are not rendered: %s", e)
+        return ()
     except (OSError, ValueError):
         return ()
     present = {d for d in {p.domain for p in pairs} if os.path.isfile(layout.path(tls.domain_cert_paths(d)[0]))}
