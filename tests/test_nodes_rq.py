@@ -10,6 +10,10 @@ The workers read the same database as this process: PostgreSQL
 (`make test-postgres`). On SQLite every process would have its own view of a
 file database mid-test, so the module is left out of the SQLite run."""
 
+import contextlib
+import dataclasses
+import imaplib
+import json
 import os
 import signal
 import subprocess
@@ -29,7 +33,7 @@ import redis  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from mailadmin.models import Job, JobState, MailDomain, MailNode, RelaySettings, ServerSettings  # noqa: E402
-from mailadmin.services import domains, nodes  # noqa: E402
+from mailadmin.services import apply, domains, nodes  # noqa: E402
 from mailadmin.services.jobs import request_apply  # noqa: E402
 from panel.rq import NodeQueues  # noqa: E402
 
@@ -360,3 +364,144 @@ def test_a_worker_killed_mid_apply_converges_when_its_node_starts_again(cluster,
     assert stuck.state == JobState.FAILED and "has applied everything since" in stuck.log
     assert (cluster["n3"].root / f"etc/exim4/domains/{domain.name}/dkim.pem").exists()
     assert (cluster["n3"].root / "etc/exim4/exim4.conf").exists()
+
+
+# -- a domain moved between nodes keeps its mail (step 4) --------------------------
+
+
+class MailNodeProcess(NodeProcess):
+    """A node whose helper root is a mailstack tree with real Exim and Dovecot
+    on loopback: its worker renders with the tree's layout (the helper's own
+    layout.json, and MAILPANEL_LAYOUT_FILE for the panel side) and its helper
+    runs as root with owners set, so Exim and Dovecot read what it writes."""
+
+    def __init__(self, name: str, base: Path, layout, extra_env: dict):
+        super().__init__(name, base)
+        self.root = Path(layout.root)
+        self.layout = layout
+        self.extra_env = extra_env
+        self.layout_file = base / name / "layout.json"
+        fields = {k: v for k, v in dataclasses.asdict(layout).items() if k != "root"}
+        self.layout_file.write_text(json.dumps(fields))
+        os.makedirs(self.root / "etc/mailpanel", exist_ok=True)
+        (self.root / "etc/mailpanel/layout.json").write_text(json.dumps(fields))
+
+    def env(self) -> dict:
+        return {
+            **super().env(),
+            "MAILPANEL_HELPER": f"{sys.executable} {HELPER} --root {self.root} --service-command true",
+            "MAILPANEL_LAYOUT_FILE": str(self.layout_file),
+            **self.extra_env,
+        }
+
+
+def wait_for_phase(move, phase, timeout=90.0, during=None):
+    """Poll the move until it reaches phase; `during()` runs between polls."""
+    from mailadmin.models import DomainMove
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        move = DomainMove.objects.get(pk=move.pk)
+        if move.phase == phase:
+            return move
+        if during is not None:
+            during()
+        time.sleep(0.2)
+    raise AssertionError(f"the move stayed in {move.phase} ({move.error}):\n{move.log}")
+
+
+def test_a_domain_moved_between_nodes_keeps_its_mail(transactional_db, rq_panel, tmp_path, mailstack_tree, alice):
+    """n1 and n2 with real Exim and Dovecot, their own helpers and workers on
+    RQ. Mail for example.org arrives at n1 before the move, all the time the
+    move runs (delivered at n1 and copied with dsync, or forwarded once n1
+    forwards), at n2 directly once DNS changed, and after the confirmation;
+    every message is read over IMAP on n2 exactly once."""
+    from mailadmin.models import DomainMove, MovePhase
+    from mailadmin.services import accounts, domain_move
+    from tests import mailstack
+
+    password = "Str0ng-enough-pass"
+    server = ServerSettings.load()
+    server.hostname = "n1.example.net"
+    server.save()
+    MailNode.objects.all().delete()
+    n1 = MailNode.objects.create(name="n1", hostname="n1.example.net", ipv4="127.0.0.2")
+    n2 = MailNode.objects.create(name="n2", hostname="n2.example.net", ipv4="127.0.0.1")
+    domain = domains.add_domain(None, alice, "example.org", dkim_enabled=False, node=n1)
+    for box in ("alice", "bob"):
+        accounts.add_account(None, domain, box, password)
+    Job.objects.all().delete()
+
+    old_layout = mailstack_tree(apply.build_snapshot(node=n1))
+    new_layout = mailstack_tree(apply.build_snapshot(node=n2))
+    new_mail_root = new_layout.path(new_layout.mail_root)
+    peers = Path(old_layout.path("/etc/mailpanel/mail-peers.json"))
+    peers.parent.mkdir(parents=True, exist_ok=True)
+    peers.write_text(json.dumps({"n2": {"mail_root": new_mail_root}}))
+    sent = {"alice": [], "bob": []}
+    with contextlib.ExitStack() as stack:
+        old_dovecot = stack.enter_context(mailstack.dovecot_daemon(old_layout))
+        old_exim = stack.enter_context(mailstack.exim_daemon(old_layout))
+        new_dovecot = stack.enter_context(mailstack.dovecot_daemon(new_layout))
+        new_exim = stack.enter_context(mailstack.exim_daemon(new_layout))
+        workers = {
+            "n1": MailNodeProcess("n1", tmp_path, old_layout, {"MAILPANEL_NODE_SMTP_PORT": str(new_exim.port)}),
+            "n2": MailNodeProcess("n2", tmp_path, new_layout, {}),
+        }
+        for worker in workers.values():
+            stack.callback(worker.stop)
+            worker.start()
+
+        def send(exim, label):
+            for box in sent:
+                to = f"{box}@example.org"
+                message = mailstack.make_message("sender@elsewhere.test", to, subject=f"{label} {len(sent[box])}")
+                exim.send("sender@elsewhere.test", [to], message)
+                sent[box].append(message.split(b"Message-ID: ")[1].split(b"\n")[0].decode())
+
+        for _ in range(3):
+            send(old_exim, "before")
+        old_dovecot.wait_for_messages("alice@example.org", 3)
+
+        started = time.monotonic()
+        nodes.move_domain(None, domain, n2)
+        move = DomainMove.objects.get()
+        # n1 keeps receiving while n2 takes the files and the mail is copied.
+        move = wait_for_phase(move, MovePhase.FORWARDING, during=lambda: send(old_exim, "during"))
+        # The forward is on once n1 applied its moved_to file (queued after the copy).
+        moved_to = Path(old_layout.path("/etc/exim4/domains/example.org/moved_to"))
+        deadline = time.monotonic() + 60
+        while not moved_to.exists():
+            assert time.monotonic() < deadline, "n1 never rendered its forward"
+            send(old_exim, "during")
+            time.sleep(0.2)
+        forwarding_after = time.monotonic() - started
+        for _ in range(2):
+            send(old_exim, "forwarded")
+            send(new_exim, "direct")
+        locally_at_n1 = len(old_dovecot.messages("alice@example.org"))
+        assert locally_at_n1 >= 3
+
+        confirmed = time.monotonic()
+        domain_move.confirm(None, move)
+        wait_for_phase(move, MovePhase.DONE)
+        deadline = time.monotonic() + 60
+        deleted = Path(old_layout.path(old_layout.mail_root)) / ".deleted"
+        while not (deleted.exists() and any(deleted.iterdir())):
+            assert time.monotonic() < deadline, DomainMove.objects.get().log
+            time.sleep(0.1)
+        assert not Path(old_layout.path("/etc/exim4/domains/example.org")).exists()
+        finished_after = time.monotonic() - confirmed
+        send(new_exim, "after")
+
+        for box, ids in sent.items():
+            address = f"{box}@example.org"
+            new_dovecot.wait_for_messages(address, len(ids), timeout=60)
+            with imaplib.IMAP4(mailstack.LOOPBACK, new_layout.imap_port) as imap:
+                imap.login(address, password)
+                imap.select("INBOX", readonly=True)
+                _, data = imap.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+            found = [part[1].decode().split(":", 1)[1].strip() for part in data if isinstance(part, tuple)]
+            assert sorted(found) == sorted(ids) and len(set(ids)) == len(ids), (box, len(found), len(ids))
+        print(f"moved with {len(sent['alice'])} messages per mailbox, {locally_at_n1} delivered at n1; "
+              f"forwarding {forwarding_after:.2f} s after the start, done {finished_after:.2f} s after the confirmation")
