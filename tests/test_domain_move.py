@@ -251,3 +251,30 @@ def test_the_cli_shows_confirms_and_retries_a_move(moving):
     domains.add_domain(None, domain.owner, "other.example")
     with pytest.raises(CommandError, match="not moving"):
         call_command("mail", "node", "confirm", "other.example")
+
+
+def test_a_moving_domains_changes_reach_both_nodes_until_the_move_is_done(moving):
+    domain, main, node_b, queued = moving
+    nodes.move_domain(None, domain, node_b)
+    assert list(Job.objects.values_list("node__name", flat=True)) == ["b"]  # the old node has it all already
+    Job.objects.all().delete()
+    domain.refresh_from_db()
+    accounts.add_account(None, domain, "new", "Str0ng-enough-pass")
+    assert sorted(Job.objects.values_list("node__name", "scope")) == [("b", ["example.org"]), ("main", ["example.org"])]
+    Job.objects.all().delete()
+    DomainMove.objects.update(phase=MovePhase.DONE)
+    accounts.add_account(None, domain, "later", "Str0ng-enough-pass")
+    assert list(Job.objects.values_list("node__name", flat=True)) == ["b"]
+
+
+def test_a_domain_deleted_while_it_moves_leaves_both_nodes(moving):
+    domain, main, node_b, queued = moving
+    nodes.move_domain(None, domain, node_b)
+    Job.objects.all().delete()
+    del queued[:]
+    domain.refresh_from_db()
+    domains.delete_domain(None, domain)
+    assert sorted(Job.objects.values_list("node__name", "scope")) == [("b", ["example.org"]), ("main", ["example.org"])]
+    assert sorted(queued) == [("node-b", "retire_domain_mail", ("example.org",)),
+                              ("node-main", "retire_domain_mail", ("example.org",))]
+    assert not DomainMove.objects.exists()

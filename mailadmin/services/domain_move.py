@@ -71,11 +71,12 @@ def start_move(actor, domain: MailDomain, node: MailNode) -> Change[DomainMove]:
     if not jobs.multi_node():
         raise ValidationError(_("Moving mail between nodes needs the RQ task backend (MAILPANEL_TASK_BACKEND=rq)."))
     with transaction.atomic():
-        move = DomainMove.objects.create(domain=domain, from_node_id=domain.node_id, to_node=node)
+        old_node_id = domain.node_id
         domain.node = node
         domain.save(update_fields=["node", "updated_at"])
         audit.record(actor, "domain.move", domain.name, ["node"])
-        job = jobs.request_apply(actor, domain=domain)
+        job = jobs.request_apply(actor, domain=domain)  # the new node only: the old one has it all
+        move = DomainMove.objects.create(domain=domain, from_node_id=old_node_id, to_node=node)
         _queue_phase(move)
     return Change(move, job, ("node",))
 

@@ -117,15 +117,18 @@ def delete_domain(actor, domain: MailDomain) -> DeleteOutcome:
         raise ValidationError(
             _("%(name)s is suspended by an administrator and cannot be deleted.") % {"name": domain.unicode_name}
         )
-    name, node_id = domain.name, domain.node_id
+    name = domain.name
+    # A domain in the middle of a move is on both nodes (services/domain_move.py).
+    node_ids = [domain.node_id, *jobs.old_nodes_of(domain)]
     with transaction.atomic():
         domain.delete()
         audit.record(actor, "domain.delete", name)
-        jobs.request_apply(actor, domain_name=name, node=node_id)
-        if jobs.multi_node():
-            # Its Maildirs are on its node: that node's worker moves them,
-            # after the apply queued before (one queue, in order).
-            jobs.enqueue_on_node(node_id, "mailadmin.tasks.retire_domain_mail", name)
+        for node_id in node_ids:
+            jobs.request_apply(actor, domain_name=name, node=node_id)
+            if jobs.multi_node():
+                # Its Maildirs are on its node: that node's worker moves them,
+                # after the apply queued before (one queue, in order).
+                jobs.enqueue_on_node(node_id, "mailadmin.tasks.retire_domain_mail", name)
     if jobs.multi_node():
         return DeleteOutcome(name)
     return retire_mail(actor, name)

@@ -16,7 +16,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 from django.utils.translation import ngettext
 
-from ..models import Job, JobKind, JobState, MailDomain, MailNode, default_node_pk, is_admin
+from ..models import DomainMove, Job, JobKind, JobState, MailDomain, MailNode, MovePhase, default_node_pk, is_admin
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +32,26 @@ def request_apply(actor=None, domain=None, *, domain_name=None, whole_server=Fal
     scope = None if whole_server or name is None else [name]
     requester = actor if getattr(actor, "pk", None) else None  # None: the CLI, a task
     if domain is not None:
-        node_ids = [domain.node_id]
+        # A domain moving away is still on its old node until the move is
+        # done (services/domain_move.py): its files there follow its changes.
+        node_ids = [domain.node_id, *old_nodes_of(domain)]
     elif node is not None:
         node_ids = [getattr(node, "pk", node)]
     else:
         node_ids = list(MailNode.objects.order_by("name").values_list("pk", flat=True)) or [default_node_pk()]
     queued = [_request_node_apply(requester, node_id, domain, scope) for node_id in node_ids]
     return queued[0]
+
+
+def old_nodes_of(domain) -> list[int]:
+    """The node a domain is moving away from, if it is (RQ only: one server
+    moves nothing, and asks nothing)."""
+    if not multi_node() or domain.pk is None:
+        return []
+    return list(
+        DomainMove.objects.filter(domain=domain).exclude(phase=MovePhase.DONE)
+        .exclude(from_node_id=domain.node_id).values_list("from_node_id", flat=True)
+    )
 
 
 def _request_node_apply(requester, node_id, domain, scope) -> Job:
