@@ -52,3 +52,5 @@ bench: venv
 	# 10,000 domains over three mail nodes on RQ (PostgreSQL and Redis on 127.0.0.1);
 	# not with BENCH_ONLY=pages or BENCH_ONLY=apply (run.py's part alone)
 	if [ -z "$$BENCH_ONLY" ]; then $(PY) bench/nodes.py; fi
+	# a moving domain's mail copied with dsync (helper sync_mail, real Dovecot; root)
+	if [ -z "$$BENCH_ONLY" ]; then $(PY) bench/domain_move.py; fi
