@@ -26,15 +26,15 @@ def domain_move_arrived(move_id: int) -> None:
 
 
 @task()
-def domain_move_copy(move_id: int) -> None:
+def domain_move_copy(move_id: int, after: str = "") -> None:
     """On the old node: dsync to the new node, then it forwards."""
-    domain_move.copy(move_id)
+    domain_move.copy(move_id, after)
 
 
 @task()
-def domain_move_finish(move_id: int) -> None:
+def domain_move_finish(move_id: int, after: str = "") -> None:
     """On the old node, once confirmed: the final copy, then it lets go."""
-    domain_move.finish(move_id)
+    domain_move.finish(move_id, after)
 
 
 @task()

@@ -278,3 +278,24 @@ def test_a_domain_deleted_while_it_moves_leaves_both_nodes(moving):
     assert sorted(queued) == [("node-b", "retire_domain_mail", ("example.org",)),
                               ("node-main", "retire_domain_mail", ("example.org",))]
     assert not DomainMove.objects.exists()
+
+
+def test_a_long_copy_goes_on_in_another_task_where_it_stopped(moving, settings, tmp_path, monkeypatch):
+    """RQ ends a job after its queue's timeout: past the budget a copy task
+    queues the rest of the mailboxes on the same node."""
+    domain, main, node_b, queued = moving
+    accounts.add_account(None, domain, "another", "Str0ng-enough-pass")
+    nodes.move_domain(None, domain, node_b)
+    move = DomainMove.objects.get()
+    DomainMove.objects.filter(pk=move.pk).update(phase=MovePhase.COPYING)
+    peers = tmp_path / "etc/mailpanel/mail-peers.json"
+    peers.parent.mkdir(parents=True)
+    peers.write_text('{"b": {"mail_root": "/nonexistent/peer"}}')
+    settings.MAILPANEL_HELPER = f"{sys.executable} {HELPER} --root {tmp_path} --no-chown"
+    monkeypatch.setattr(domain_move, "COPY_BUDGET_SECONDS", 0)
+    domain_move.copy(move.pk)  # "another" copied, then out of time
+    assert queued[-1] == ("node-main", "domain_move_copy", (move.pk, "another"))
+    assert DomainMove.objects.get().phase == MovePhase.COPYING
+    domain_move.copy(move.pk, "another")  # "info", the last one
+    move.refresh_from_db()
+    assert move.phase == MovePhase.FORWARDING and "copied 1 mailbox(es) with dsync" in move.log, move.log

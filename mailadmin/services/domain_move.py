@@ -28,6 +28,7 @@ queues it again. dsync is idempotent: a copy run twice copies nothing twice.
 """
 
 import logging
+import time
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
@@ -145,25 +146,31 @@ def arrived(move_id: int) -> None:
         _queue_phase(move)
 
 
-def copy(move_id: int) -> None:
-    """The first copy, while the old node still delivers; then it forwards."""
+def copy(move_id: int, after: str = "") -> None:
+    """The first copy, while the old node still delivers; then it forwards.
+    after: the mailboxes up to this one are copied (a task that ran out of
+    its time budget queued the rest)."""
     move = _move(move_id, MovePhase.COPYING)
     if move is None:
         return
-    answer = _sync(move)
+    synced = _sync(move, after, TASKS + "domain_move_copy")
+    if synced is None:
+        return  # continues in the task it queued
     with transaction.atomic():
-        _advance(move, MovePhase.FORWARDING, _synced_line(answer))
+        _advance(move, MovePhase.FORWARDING, _synced_line(synced))
         # rendered after the phase changed: the old node's moved_to file
         jobs.request_apply(None, domain_name=move.domain.name, node=move.from_node_id)
 
 
-def finish(move_id: int) -> None:
+def finish(move_id: int, after: str = "") -> None:
     move = _move(move_id, MovePhase.FINISHING)
     if move is None:
         return
-    answer = _sync(move)  # what the old node delivered before it forwarded
+    synced = _sync(move, after, TASKS + "domain_move_finish")  # what the old node delivered before it forwarded
+    if synced is None:
+        return
     name = move.domain.name
-    _advance(move, MovePhase.DONE, "final " + _synced_line(answer))
+    _advance(move, MovePhase.DONE, "final " + _synced_line(synced))
     # No longer rendered on the old node: its files go, it stops accepting.
     apply.apply_now(domains={name}, node=move.from_node)
     try:
@@ -209,21 +216,36 @@ def _fail(move: DomainMove, message: str):
     raise RuntimeError(message)
 
 
-def _helper(move: DomainMove, request: dict) -> dict:
+def _helper(move: DomainMove, request: dict, timeout: float | None = None) -> dict:
     try:
-        return call_helper(request)
+        return call_helper(request, timeout=timeout)
     except HelperError as exc:
         _fail(move, exc.message)
 
 
-def _sync(move: DomainMove) -> dict:
-    local_parts = sorted(move.domain.accounts.values_list("local_part", flat=True))
-    return _helper(
-        move,
-        {"op": "sync_mail", "domain": move.domain.name, "local_parts": local_parts, "peer": move.to_node.name},
-    )
+# RQ ends a job after its queue's timeout (900 s): a task copies mailboxes one
+# helper call each for about this long, then queues the rest as a new task on
+# the same node (dsync is incremental, so a mailbox copied twice costs little).
+COPY_BUDGET_SECONDS = 300
+MAILBOX_TIMEOUT_SECONDS = 840
 
 
-def _synced_line(answer: dict) -> str:
-    synced = answer.get("synced", [])
+def _sync(move: DomainMove, after: str, task: str) -> list[str] | None:
+    """Copy the mailboxes after `after` (sorted). The local parts it copied,
+    or None when the budget ran out and the rest went onto the node's queue."""
+    started = time.monotonic()
+    local_parts = sorted(move.domain.accounts.filter(local_part__gt=after).values_list("local_part", flat=True))
+    synced = []
+    for local in local_parts:
+        if synced and time.monotonic() - started > COPY_BUDGET_SECONDS:
+            _log(move, f"copied {len(synced)} mailbox(es) up to {synced[-1]}; the rest in another task")
+            jobs.enqueue_on_node(move.from_node_id, task, move.pk, synced[-1])
+            return None
+        request = {"op": "sync_mail", "domain": move.domain.name, "local_parts": [local], "peer": move.to_node.name}
+        _helper(move, request, timeout=MAILBOX_TIMEOUT_SECONDS)
+        synced.append(local)
+    return synced
+
+
+def _synced_line(synced: list[str]) -> str:
     return f"copied {len(synced)} mailbox(es) with dsync"
