@@ -1841,7 +1841,7 @@ MAIL_PEERS_FILE = "/etc/mailpanel/mail-peers.json"
 NODE_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 PEER_PATH_RE = re.compile(r"/(?:[A-Za-z0-9_.-]+/?)*")
 MAX_SYNC_MAILBOXES = 10000
-SYNC_TIMEOUT = 1800  # one mailbox
+SYNC_TIMEOUT = 800  # one mailbox; below the panel's wait (domain_move.MAILBOX_TIMEOUT_SECONDS)
 
 
 def _root_program(name):
