@@ -37,6 +37,8 @@ Exit status: 0 done, 1 operation failed (the last good files stay live),
         -> {"ok": true, "synced": ["alice", ...], "missing": [...]}
         one-way doveadm sync (dsync) of each mailbox from this node's mail
         root to the peer named in root's /etc/mailpanel/mail-peers.json
+        (its mail root on this machine, or tcps:HOST:PORT to its doveadm
+        listener with the shared /etc/mailpanel/doveadm.password)
     {"op": "purge_deleted_mail", "older_than_days": N}
         -> {"ok": true, "purged": ["example.org-20261128083000", ...]}
     {"op": "queue_list", "offset": N, "limit": N, "sender": S, "recipient": S,
@@ -1063,8 +1065,11 @@ def render_code_files(tree, options, params):
 
     layout = load_layout(tree, options)
     pairs, skipped = sni_pairs(tree, layout)
+    peers = load_mail_peers(tree)
+    if peers.listener is not None:
+        doveadm_password(tree)  # the listener's secret is there and sound, or no render
     try:
-        code_files = render_code(params, layout, pairs)
+        code_files = render_code(params, layout, pairs, peers)
     except ValueError as e:
         raise Failed("rendering the code files failed: %s" % e) from e
     for path in code_files:
@@ -1834,12 +1839,13 @@ def op_move_mail_away(request, tree, options):
 # the request's: the request names a peer, a domain and local parts.
 #   {"<node name>": {"mail_root": "/var/mail/vhosts-b"}}
 # mail_root: a real path on this machine (not under --root) -- a second node
-# on the same host, and the tests. Between machines dsync needs a transport
-# (doveadm's TCP listener with doveadm_password, or ssh to the peer's
-# "doveadm dsync-server"); a peer with anything but mail_root is refused.
+# on the same host. A peer on another machine ({"host", "address", "port"},
+# grammar in mailconf/peers.py): "doveadm sync -1 -u USER tcps:HOST:PORT" to
+# its doveadm listener, with the nodes' shared password from root's
+# DOVEADM_PASSWORD_FILE, which this node's dovecot.conf names.
 MAIL_PEERS_FILE = "/etc/mailpanel/mail-peers.json"
+DOVEADM_PASSWORD_FILE = "/etc/mailpanel/doveadm.password"
 NODE_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
-PEER_PATH_RE = re.compile(r"/(?:[A-Za-z0-9_.-]+/?)*")
 MAX_SYNC_MAILBOXES = 10000
 SYNC_TIMEOUT = 800  # one mailbox; below the panel's wait (domain_move.MAILBOX_TIMEOUT_SECONDS)
 
@@ -1860,28 +1866,51 @@ def _root_program(name):
     return path
 
 
-def mail_peer(tree, name):
-    """The peer's mail root from root's MAIL_PEERS_FILE (Refused when absent)."""
-    found = tree.read(MAIL_PEERS_FILE, 64 * 1024)
+def load_mail_peers(tree):
+    """Root's MAIL_PEERS_FILE parsed under its grammar (mailconf/peers.py);
+    no file = no peers. As root it must belong to root and be writable by
+    nobody else (Failed otherwise, like a broken file)."""
+    from mailconf.peers import MAX_PEERS_BYTES, NO_PEERS, parse_mail_peers
+
+    found = tree.read(MAIL_PEERS_FILE, MAX_PEERS_BYTES)
     if found is None:
-        raise Refused("unknown peer", "no %s: this node syncs mail to no peer" % MAIL_PEERS_FILE)
+        return NO_PEERS
     content, st = found
     if os.geteuid() == 0 and (st.st_uid != 0 or st.st_mode & 0o022):
         raise Failed("%s: must belong to root and be writable only by root" % MAIL_PEERS_FILE)
     try:
-        peers = json.loads(content.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+        return parse_mail_peers(content)
+    except ValueError as e:
         raise Failed("%s: %s" % (MAIL_PEERS_FILE, e)) from e
-    peer = peers.get(name) if isinstance(peers, dict) else None
+
+
+def doveadm_password(tree):
+    """Check root's shared doveadm password file (never read into a reply or
+    a log): present, as root root's and readable by root only, one line
+    under its grammar. Dovecot reads it itself (doveadm_password = <FILE)."""
+    from mailconf.peers import check_password
+
+    found = tree.read(DOVEADM_PASSWORD_FILE, 4096)
+    if found is None:
+        raise Failed("no %s: the doveadm listener for the mail peers needs the nodes' shared "
+                     "password there (root:root 0600)" % DOVEADM_PASSWORD_FILE)
+    content, st = found
+    if os.geteuid() == 0 and (st.st_uid != 0 or st.st_mode & 0o077):
+        raise Failed("%s: must belong to root and be readable only by root (0600)" % DOVEADM_PASSWORD_FILE)
+    try:
+        check_password(content)
+    except ValueError as e:
+        raise Failed(str(e)) from e
+
+
+def mail_peer(tree, name):
+    """The peer (mailconf.peers.LocalPeer or RemotePeer) named in root's
+    MAIL_PEERS_FILE; Refused when there is none of that name."""
+    found = load_mail_peers(tree)
+    peer = found.get(name)
     if peer is None:
         raise Refused("unknown peer", "%r: not a peer in %s" % (name, MAIL_PEERS_FILE))
-    if not isinstance(peer, dict) or set(peer) != {"mail_root"}:
-        raise Failed("%s: peer %s: only {\"mail_root\": PATH} is supported" % (MAIL_PEERS_FILE, name))
-    mail_root = peer["mail_root"]
-    if (not isinstance(mail_root, str) or not PEER_PATH_RE.fullmatch(mail_root)
-            or posixpath.normpath(mail_root) != mail_root or mail_root == "/"):
-        raise Failed("%s: peer %s: mail_root must be a plain absolute path" % (MAIL_PEERS_FILE, name))
-    return mail_root
+    return peer
 
 
 def op_sync_mail(request, tree, options):
@@ -1896,8 +1925,13 @@ def op_sync_mail(request, tree, options):
             or not all(isinstance(x, str) and len(x) <= 64 and LOCAL_PART_RE.fullmatch(x)
                        for x in local_parts)):
         raise Refused("bad local part", "sync_mail: local_parts must be a list of mailbox names")
-    peer_root = mail_peer(tree, peer)
-    if peer_root.rstrip("/") == tree.real(options.mail_root.rstrip("/")):
+    found = mail_peer(tree, peer)
+    peer_root = getattr(found, "mail_root", None)
+    if peer_root is None:
+        # Another machine: TLS to its doveadm listener, with the shared
+        # password that this node's dovecot.conf names (root's file).
+        doveadm_password(tree)
+    elif peer_root.rstrip("/") == tree.real(options.mail_root.rstrip("/")):
         raise Refused("unknown peer", "sync_mail: %s is this node's own mail root" % peer_root)
     present = set(tree.listdir("%s/%s" % (options.mail_root.rstrip("/"), domain)))
     argv = [_root_program("doveadm")]
@@ -1911,7 +1945,8 @@ def op_sync_mail(request, tree, options):
         if STOP_REQUESTED:
             raise Failed("stopped after syncing %s" % (", ".join(synced) or "nothing"),
                          synced=synced)
-        destination = "maildir:%s/%s/%s/Maildir" % (peer_root, domain, local)
+        destination = (found.destination if peer_root is None
+                       else "maildir:%s/%s/%s/Maildir" % (peer_root, domain, local))
         code, stdout, stderr = _run(argv + ["sync", "-1", "-u", "%s@%s" % (local, domain), destination],
                                     SYNC_TIMEOUT)
         if code != 0:

@@ -70,10 +70,10 @@ def write_root_file(layout, production: str, content: str) -> None:
     os.chmod(path, 0o644)
 
 
-@pytest.fixture
-def two_nodes(mailstack_tree, settings, alice, tmp_path):
-    """Node "main" (old) holds example.org with two mailboxes; node "b"
-    (new, 127.0.0.1) holds nothing yet. Both run Exim and Dovecot."""
+def node_models(settings, alice):
+    """The database side of two nodes on RQ: node "main" (127.0.0.2, mx-a.test)
+    holds example.org with BOXES, node "b" (127.0.0.1, mx-b.test) nothing.
+    Returns (domain, main, b)."""
     settings.MAILPANEL_TASK_BACKEND = "rq"
     server = ServerSettings.load()
     server.hostname = "mx-a.test"
@@ -86,6 +86,14 @@ def two_nodes(mailstack_tree, settings, alice, tmp_path):
     for box in BOXES:
         accounts.add_account(None, domain, box, PW)
     Job.objects.all().delete()
+    return domain, main, node_b
+
+
+@pytest.fixture
+def two_nodes(mailstack_tree, settings, alice, tmp_path):
+    """Node "main" (old) holds example.org with two mailboxes; node "b"
+    (new, 127.0.0.1) holds nothing yet. Both run Exim and Dovecot."""
+    domain, main, node_b = node_models(settings, alice)
 
     started = []
     with __import__("contextlib").ExitStack() as stack:

@@ -10,6 +10,7 @@ bug and raises.
 from __future__ import annotations
 
 from ..params import CodeParams, code_params
+from ..peers import NO_PEERS, MailPeers
 from ..snapshot import FileSpec, Layout, Snapshot
 from ..tls import SniName
 from .dovecot import render_dovecot
@@ -27,14 +28,20 @@ CODE_RENDERERS = (
 # Code files that also depend on which names have a domain certificate (the
 # SNI index's pairs, read by the helper: mailconf/tls.py).
 SNI_RENDERERS = (render_dovecot, render_tls_sites)
+# Code files that also depend on root's mail peers (mailconf/peers.py, read by
+# the helper): Dovecot's doveadm listener and the firewall's opening for it.
+PEER_RENDERERS = (render_dovecot, render_firewall)
 DATA_RENDERERS = (render_exim_data, render_snappymail_data)
 
 
-def render_code(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = ()) -> dict[str, FileSpec]:
-    return _merge(
-        renderer(params, layout, sni) if renderer in SNI_RENDERERS else renderer(params, layout)
-        for renderer in CODE_RENDERERS
-    )
+def render_code(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = (),
+                peers: MailPeers = NO_PEERS) -> dict[str, FileSpec]:
+    def one(renderer):
+        args = (sni,) if renderer in SNI_RENDERERS else ()
+        kwargs = {"peers": peers} if renderer in PEER_RENDERERS else {}
+        return renderer(params, layout, *args, **kwargs)
+
+    return _merge(one(renderer) for renderer in CODE_RENDERERS)
 
 
 def render_data(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from .. import tls
 from .. import validate as v
 from ..params import CodeParams
+from ..peers import DOVEADM_PASSWORD_FILE, NO_PEERS, MailPeers
 from ..snapshot import FileSpec, Layout
 from ..tls import SniName
 
@@ -56,14 +57,18 @@ USERNAME_CHARS = (
 )
 
 
-def render_dovecot(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = ()) -> dict[str, FileSpec]:
+def render_dovecot(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = (),
+                   peers: MailPeers = NO_PEERS) -> dict[str, FileSpec]:
     """dovecot.conf, a code file: the helper renders it itself from params.
     ``sni``: the names with a certificate of their mail domain (the helper
     passes those of the SNI index whose files it loaded, mailconf/tls.py);
-    each gets a ``local_name`` block on 993 and 4190 alike."""
+    each gets a ``local_name`` block on 993 and 4190 alike. ``peers``: root's
+    mail peers (mailconf/peers.py, read by the helper); with peers on other
+    machines, the doveadm listener they copy mail to (TLS only, on this
+    node's own address, the shared password read from root's file)."""
     return {
         DOVECOT_CONF: FileSpec(
-            content=_dovecot_conf(params, layout, sni).encode(),
+            content=_dovecot_conf(params, layout, sni, peers).encode(),
             owner="root",
             group="root",
             mode=0o644,
@@ -101,19 +106,25 @@ class _Values:
     lmtp_listener: str
     local_names: tuple[tuple[str, str, str], ...] = ()  # (SNI name, cert, key)
     submission_host: str = ""  # Exim on this host, for Sieve's vacation replies and redirects
+    doveadm_address: str = ""  # "" = no doveadm listener (no peers on other machines)
+    doveadm_port: int = 0
+    doveadm_password_file: str = ""
+    client_ca_file: str = ""  # verifies the peers' certificates (doveadm's tcps:)
 
 
-def _dovecot_conf(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = ()) -> str:
+def _dovecot_conf(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = (),
+                  peers: MailPeers = NO_PEERS) -> str:
     if layout.dovecot_version not in DOVECOT_VERSIONS:
         raise ValueError(
             f"Dovecot version {layout.dovecot_version!r} is not one of {', '.join(DOVECOT_VERSIONS)}"
         )
-    values = _values(params, layout, sni)
+    values = _values(params, layout, sni, peers)
     lines = _conf_24(values) if layout.dovecot_version == "2.4" else _conf_23(values)
     return "\n".join(line.rstrip("\n") for line in lines) + "\n"
 
 
-def _values(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = ()) -> _Values:
+def _values(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = (),
+            peers: MailPeers = NO_PEERS) -> _Values:
     def p(production_path: str, what: str = "path") -> str:
         return v.path(layout.path(v.path(production_path, what)), what)
 
@@ -133,6 +144,10 @@ def _values(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = ()) -
     mail_user = run_as or v.name(layout.mail_user, "mail user")
     tls_on = bool(layout.tls_certificate)
     sieve = params.sieve_enabled
+    doveadm = peers.listener
+    if doveadm is not None and not tls_on:
+        # The mail copy crosses the network: never without TLS.
+        raise ValueError("the doveadm listener for the mail peers needs this node's TLS certificate")
     return _Values(
         hostname=v.hostname(params.hostname, "server host name"),
         protocols="imap lmtp sieve" if sieve else "imap lmtp",
@@ -162,6 +177,10 @@ def _values(params: CodeParams, layout: Layout, sni: tuple[SniName, ...] = ()) -
             (pair.name, *(p(path, "TLS certificate") for path in tls.domain_cert_paths(pair.domain)))
             for pair in sorted({tls.check_pair(x) for x in sni})
         ) if tls_on else (),
+        doveadm_address=v.ip(doveadm.address, "doveadm listen address") if doveadm else "",
+        doveadm_port=v.port(doveadm.port, "doveadm port") if doveadm else 0,
+        doveadm_password_file=p(DOVEADM_PASSWORD_FILE) if doveadm else "",
+        client_ca_file=p(layout.relay_ca_bundle, "CA bundle") if doveadm else "",
     )
 
 
@@ -263,7 +282,22 @@ def _conf_23(c: _Values) -> list[str]:
           # and answers 552 (Exim bounces) instead of 452 (Exim keeps it queued).
           "quota_full_tempfail = yes",
           f"submission_host = {c.submission_host}"]
-    return w
+    return w + _doveadm(c, "address", "ssl_client_ca_file")
+
+
+def _doveadm(c: _Values, listen_setting: str, ca_setting: str, listener_name: str = "") -> list[str]:
+    """Mail copies between nodes (doveadm sync over TCP): this node's
+    listener for its peers (TLS, its own address; the firewall lets only the
+    peers in) and, as their client, the CA that verifies their certificates.
+    The shared password stays in root's file; this file only names it."""
+    if not c.doveadm_address:
+        return []
+    name = f" {listener_name}" if listener_name else ""
+    return ["", "# Mail copies from and to the other mail nodes (doveadm sync, tcps:).",
+            "service doveadm {", f"  inet_listener{name} {{", f"    {listen_setting} = {c.doveadm_address}",
+            f"    port = {c.doveadm_port}", "    ssl = yes", "  }", "}",
+            f"doveadm_port = {c.doveadm_port}", f"doveadm_password = <{c.doveadm_password_file}",
+            f"{ca_setting} = {c.client_ca_file}"]
 
 
 def _submission_host(layout: Layout) -> str:
@@ -344,4 +378,4 @@ def _conf_24(c: _Values) -> list[str]:
           # Over quota: 452 (Exim keeps the message queued), not 552 (bounce).
           "quota_full_tempfail = yes",
           f"submission_host = {c.submission_host}"]
-    return w
+    return w + _doveadm(c, "listen", "ssl_client_ca_file", "doveadm")
