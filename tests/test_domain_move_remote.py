@@ -305,7 +305,7 @@ def start_copy(domain, old, new, settings):
 
 
 @pytest.mark.django_db
-def test_each_nodes_helper_renders_its_doveadm_listener_on_its_own_address(remote_nodes):
+def test_each_nodes_helper_renders_its_doveadm_listener_on_its_own_address(remote_nodes, settings):
     _domain, old, new, ports = remote_nodes
     for node, address, port in ((old, "127.0.0.2", ports["main"]), (new, "127.0.0.1", ports["b"])):
         conf = doveconf(node.layout)  # real doveconf -n of the helper's 2.3 file
@@ -318,6 +318,13 @@ def test_each_nodes_helper_renders_its_doveadm_listener_on_its_own_address(remot
         assert listening(address, port)
     # bound to the node's own address only
     assert not listening("127.0.0.1", ports["main"]) and not listening("127.0.0.2", ports["b"])
+    # The panel reads root's peers file too (0644, no secret): it renders what
+    # the helper did, so the next full apply has nothing to do.
+    settings.MAILPANEL_ROOT = old.layout.root
+    settings.MAILPANEL_LAYOUT = {k: v for k, v in dataclasses.asdict(old.layout).items() if k != "root"}
+    log = []
+    on(old, settings, apply.apply_now, log.append, None, old.model)
+    assert log[-1] == "nothing to do: the live configuration is up to date", log
 
 
 @pytest.mark.django_db

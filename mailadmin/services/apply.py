@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db.models import Q, Value
 from django.db.models.functions import Concat
 
+from mailconf import peers
 from mailconf import snapshot as snap
 from mailconf import tls
 from mailconf import validate as v
@@ -71,6 +72,18 @@ def sni_pairs(layout: snap.Layout) -> tuple[tls.SniName, ...]:
         return ()
     present = {d for d in {p.domain for p in pairs} if os.path.isfile(layout.path(tls.domain_cert_paths(d)[0]))}
     return tuple(p for p in pairs if p.domain in present)
+
+
+def mail_peers(layout: snap.Layout) -> peers.MailPeers:
+    """Root's mail peers (0644, no secret in it), so the panel renders the
+    doveadm listener and firewall opening the helper will; none when the file
+    is absent, unreadable or broken (the helper then refuses the apply and
+    says why)."""
+    try:
+        with open(layout.path(peers.MAIL_PEERS_FILE), "rb") as found:
+            return peers.parse_mail_peers(found.read(peers.MAX_PEERS_BYTES + 1))
+    except (OSError, ValueError):
+        return peers.NO_PEERS
 
 
 def _relay_from_values(row: dict | None) -> snap.Relay | None:
@@ -303,7 +316,7 @@ def apply_now(log=None, domains=None, node=None) -> dict:
             return first
         log("server-wide files are missing: applying everything")
     snapshot = build_snapshot(node=node)
-    rendered = render_all(snapshot, layout, sni_pairs(layout))
+    rendered = render_all(snapshot, layout, sni_pairs(layout), mail_peers(layout))
     live = call_helper({"op": "state"}).get("files", {})
     plan = plan_changes(rendered, live)
     log(f"rendered {len(rendered)} files, {len(plan.write)} changed, {len(plan.remove)} to remove")

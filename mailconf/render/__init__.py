@@ -48,8 +48,9 @@ def render_data(snapshot: Snapshot, layout: Layout) -> dict[str, FileSpec]:
     return _merge(renderer(snapshot, layout) for renderer in DATA_RENDERERS)
 
 
-def render_all(snapshot: Snapshot, layout: Layout, sni: tuple[SniName, ...] = ()) -> dict[str, FileSpec]:
-    return _merge([render_code(code_params(snapshot), layout, sni), render_data(snapshot, layout)])
+def render_all(snapshot: Snapshot, layout: Layout, sni: tuple[SniName, ...] = (),
+               peers: MailPeers = NO_PEERS) -> dict[str, FileSpec]:
+    return _merge([render_code(code_params(snapshot), layout, sni, peers), render_data(snapshot, layout)])
 
 
 def _merge(parts) -> dict[str, FileSpec]:
