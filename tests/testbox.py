@@ -28,6 +28,7 @@ import argparse
 import base64
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -487,9 +488,27 @@ class Scenario:
                     name = f"s{int(sieve)}-t{int(tls)}-r{int(bool(rootless))}.conf"
                     (folder / name).write_bytes(text[DOVECOT_CONF].content)
                     names.append(name)
-        for name in names:
-            self.box.sh(f"doveconf -n -c /root/dovecot-variants/{name} >/dev/null")
-        return f"live config is 2.4; {len(names)} variants pass doveconf -n"
+        # A node with mail peers on other machines (domain moves): the doveadm
+        # listener, doveadm_port and the password named by file (2.4 names).
+        from mailconf.peers import DOVEADM_PASSWORD_FILE, parse_mail_peers
+
+        peers = parse_mail_peers(json.dumps({
+            "n1": {"this_node": True, "address": "192.0.2.1", "port": 24245},
+            "n2": {"host": "n2.example.test", "address": "192.0.2.2", "port": 24245}}).encode())
+        layout = Layout(dovecot_version="2.4", tls_certificate="/etc/mailpanel/tls/fullchain.pem",
+                        tls_privatekey="/etc/mailpanel/tls/privkey.pem")
+        text = render_dovecot(CodeParams(hostname=HOSTNAME, sieve_enabled=True), layout, peers=peers)
+        (folder / "peers.conf").write_bytes(text[DOVECOT_CONF].content)
+        names.append("peers.conf")
+        self.box.sh(f"umask 077; [ -e {DOVEADM_PASSWORD_FILE} ] || {{ head -c 48 /dev/urandom | base64 -w0 >"
+                    f" {DOVEADM_PASSWORD_FILE}; touch /root/dovecot-variants/.made-password; }}")
+        try:
+            for name in names:
+                self.box.sh(f"doveconf -n -c /root/dovecot-variants/{name} >/dev/null")
+        finally:
+            self.box.sh(f"[ ! -e /root/dovecot-variants/.made-password ] || rm -f {DOVEADM_PASSWORD_FILE}"
+                        " /root/dovecot-variants/.made-password")
+        return f"live config is 2.4; {len(names)} variants (one with mail peers) pass doveconf -n"
 
     def add_domain_and_accounts(self) -> str:
         self.mailpanel(f"mail domain add admin example.test")
