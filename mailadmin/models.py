@@ -653,6 +653,12 @@ class Certificate(models.Model):
         MailDomain, null=True, blank=True, on_delete=models.CASCADE, related_name="certificate"
     )
     server = models.BooleanField(default=False)
+    # A server row with several mail nodes (MAILPANEL_TASK_BACKEND=rq): each
+    # node has its own host name's certificate, ordered by its own worker.
+    # Null on a one-server install (its one server row).
+    node = models.ForeignKey(
+        MailNode, null=True, blank=True, on_delete=models.CASCADE, related_name="server_certificates"
+    )
     names = models.JSONField(default=list, blank=True)  # on the installed certificate
     # The names of the domain's that did not point here at the last order:
     # [{"name": N, "reason": R}] (shown as "not pointing here").
@@ -668,7 +674,15 @@ class Certificate(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["server"], condition=models.Q(server=True), name="one_server_certificate"),
+            models.UniqueConstraint(
+                fields=["server"], condition=models.Q(server=True, node__isnull=True), name="one_server_certificate"
+            ),
+            models.UniqueConstraint(
+                fields=["node"], condition=models.Q(server=True), name="one_server_certificate_per_node"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(server=True) | models.Q(node__isnull=True), name="certificate_node_only_server"
+            ),
             models.CheckConstraint(
                 condition=models.Q(server=True, domain__isnull=True) | models.Q(server=False, domain__isnull=False),
                 name="certificate_server_or_domain",
