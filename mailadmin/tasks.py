@@ -3,7 +3,7 @@ the slow DNS checks live in tasks_dns.py."""
 
 from django.tasks import task
 
-from .services import apply, domain_move, domains, holds, housekeeping as housekeeping_service, password_reset, snappymail
+from .services import apply, certificates, domain_move, domains, holds, housekeeping as housekeeping_service, password_reset, snappymail
 
 
 @task()
@@ -17,6 +17,13 @@ def retire_domain_mail(name: str) -> None:
     outcome = domains.retire_mail(None, name)
     if outcome.error:
         raise RuntimeError(outcome.error)
+
+
+@task()
+def issue_certificate(node: str, domain: str = "", force: bool = False, renewal: bool = False) -> dict:
+    """On a node's queue (RQ): the ACME order for one of its domains, or
+    (domain "") its own host name, through this machine's helper and webroot."""
+    return certificates.issue_on_node(node, domain, force, renewal)
 
 
 @task()

@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 # The RQ node tests start worker processes that must read the same database as
 # the test: an in-memory SQLite test database is this process's alone, so they
 # run in make test's PostgreSQL pass (DATABASE_URL), not in the SQLite one.
-collect_ignore = [] if os.environ.get("DATABASE_URL", "").startswith("postgres") else ["test_nodes_rq.py"]
+collect_ignore = [] if os.environ.get("DATABASE_URL", "").startswith("postgres") else ["test_nodes_rq.py", "test_certificates_nodes_rq.py"]
 
 # Real-daemon fixtures (exim, dovecot, SMTP sinks) live in their own plugin module.
 if importlib.util.find_spec("tests.conftest_mailstack"):

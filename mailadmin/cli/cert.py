@@ -4,7 +4,8 @@ services.certificates)."""
 
 from django.core.management.base import CommandError
 
-from ..services import certificates
+from ..models import MailNode
+from ..services import certificates, jobs
 from .common import add_json_flag, get_domain, system_actor
 
 
@@ -16,6 +17,7 @@ def register(nouns):
     target.add_argument("domain", nargs="?", help="a mail domain")
     target.add_argument("--server", action="store_true", help="the server's host name")
     issue.add_argument("--force", action="store_true", help="do not wait out the backoff after failures")
+    issue.add_argument("--node", default="", help="with several mail nodes and --server: that node's host name only")
     add_json_flag(issue)
     issue.set_defaults(handler=cert_issue)
     listing = verbs.add_parser("list", help="names, issuer, expiry and last error of every certificate")
@@ -38,8 +40,27 @@ def _describe(outcome) -> str:
     return f"failed: {outcome.error}"
 
 
+def _queued(command, options, queued):
+    """Several mail nodes: each order runs in its node's worker."""
+    if options["json"]:
+        return {"queued": [{"name": q.name, "queue": q.queue} for q in queued]}
+    for q in queued:
+        command.stdout.write(f"{q.name}: queued on {q.queue} (mail cert list shows the outcome)")
+    return None
+
+
 def cert_issue(command, options):
     domain = None if options["server"] else get_domain(options["domain"])
+    if options["node"] and domain is not None:
+        raise CommandError("--node goes with --server (a domain's certificate is ordered on its own node)")
+    if jobs.multi_node():
+        nodes = None
+        if options["node"]:
+            nodes = list(MailNode.objects.filter(name=options["node"]))
+            if not nodes:
+                raise CommandError(f"no mail node {options['node']!r}")
+        return _queued(command, options, certificates.request_issue(
+            system_actor(), domain, force=options["force"], nodes=nodes))
     outcome = certificates.issue(system_actor(), domain, force=options["force"])
     name = domain.name if domain else "the server"
     if options["json"]:
@@ -70,7 +91,10 @@ def cert_renew(command, options):
         if not options["json"]:
             command.stdout.write(f"{name}: {_describe(outcome)}")
 
-    counts = certificates.renew(system_actor(), force=options["force"], report=report)
+    if jobs.multi_node():  # each order in its node's worker
+        counts = certificates.request_renew(system_actor(), force=options["force"])
+    else:
+        counts = certificates.renew(system_actor(), force=options["force"], report=report)
     if not options["json"]:
         command.stdout.write(", ".join(f"{key} {value}" for key, value in counts.items()))
     return counts

@@ -27,8 +27,8 @@ from mailconf import validate
 
 from .. import acme_client
 from ..helper_client import HelperError, call_helper
-from ..models import AcmeAccount, Certificate, MailDomain, ServerSettings
-from . import audit, dns_checks
+from ..models import AcmeAccount, Certificate, MailDomain, MailNode, ServerSettings
+from . import audit, dns_checks, jobs
 from .jobs import request_apply
 
 # The names a mail domain's certificate asks for, those of them that point here.
@@ -56,9 +56,11 @@ class Outcome:
     error: str = ""
 
 
-def state(domain: MailDomain | None) -> Certificate:
+def state(domain: MailDomain | None, node: MailNode | None = None) -> Certificate:
+    """The domain's row, else the server's: with several nodes (node given)
+    that node's own host name's row, on one server the one server row."""
     if domain is None:
-        return Certificate.objects.get_or_create(server=True, domain=None)[0]
+        return Certificate.objects.get_or_create(server=True, domain=None, node=node)[0]
     return Certificate.objects.get_or_create(domain=domain, defaults={"server": False})[0]
 
 
@@ -133,16 +135,18 @@ def _parse_time(value: str) -> datetime | None:
         return None
 
 
-def issue(actor, domain: MailDomain | None, *, force: bool = False) -> Outcome:
+def issue(actor, domain: MailDomain | None, *, force: bool = False, node: MailNode | None = None) -> Outcome:
     """One order for the domain's names that point here (None = the server's
-    host name). Waits out the backoff unless force."""
-    cert = state(domain)
+    host name: node's with several nodes), on this machine: its helper, its
+    webroot. Waits out the backoff unless force. With several nodes it runs
+    in the node's worker (issue_on_node), never on the panel."""
+    cert = state(domain, node)
     now = timezone.now()
     if not force and cert.next_attempt_at and cert.next_attempt_at > now:
         return Outcome(cert, waiting=True, error=cert.last_error)
     server = ServerSettings.load()
     if domain is None:
-        names, cert.left_out = [server.hostname], []
+        names, cert.left_out = [server_hostname(server, node)], []
     else:
         names, cert.left_out = names_pointing_here(domain, server)
         if not names:
@@ -189,11 +193,14 @@ def issue(actor, domain: MailDomain | None, *, force: bool = False) -> Outcome:
     cert.attempts = 0
     cert.next_attempt_at = None
     cert.save()
-    audit.record(actor, "certificate.issue", domain.name if domain else server.hostname, ["names"])
+    audit.record(actor, "certificate.issue", domain.name if domain else names[0], ["names"])
     if domain is not None and names_changed:
         # Dovecot's local_name blocks and nginx's server blocks are rendered
-        # from the SNI index the helper just rewrote.
-        request_apply(actor, whole_server=True)
+        # from the SNI index the helper just rewrote: on the domain's node.
+        if jobs.multi_node():
+            request_apply(actor, domain=domain, whole_server=True)
+        else:
+            request_apply(actor, whole_server=True)
     return Outcome(cert, issued=True, error=error)
 
 
@@ -211,6 +218,10 @@ def _is_real_hostname(name: str) -> bool:
 
 def due(cert: Certificate | None, now: datetime) -> bool:
     return cert is None or cert.not_after is None or cert.not_after <= now + RENEW_BEFORE
+
+
+def server_hostname(server: ServerSettings, node: MailNode | None) -> str:
+    return node.identity(server).hostname if node is not None else server.hostname
 
 
 def renew(actor=None, *, force: bool = False, report=None) -> dict:
@@ -248,8 +259,106 @@ def remove(actor, domain_name: str) -> bool:
     it (helper op_apply: prune_domain_certificates)."""
     answer = call_helper({"op": "cert_remove", "domain": domain_name}, timeout=HELPER_TIMEOUT)
     if answer.get("removed"):
-        request_apply(actor, whole_server=True)
+        # With several nodes this runs in the deleted domain's node worker
+        # (tasks.retire_domain_mail): that node's files only.
+        request_apply(actor, whole_server=True, node=_this_node())
     return bool(answer.get("removed"))
+
+
+def _this_node() -> MailNode | None:
+    """The node whose queue the running task came from (RQ); None on one
+    server and outside a node's worker (every node then)."""
+    if not jobs.multi_node():
+        return None
+    from rq import get_current_job
+
+    job = get_current_job()
+    origin = getattr(job, "origin", "") or ""
+    if not origin.startswith("node-"):
+        return None
+    return MailNode.objects.filter(name=origin.removeprefix("node-")).first()
+
+
+# --- several mail nodes (MAILPANEL_TASK_BACKEND=rq) ----------------------------
+# A certificate's key, chain and HTTP-01 token belong on the machine that
+# serves its names: the domain's node (its helper, its webroot). The panel
+# queues the order on that node's queue; the node's worker runs issue() and
+# records the outcome in the shared database (page, `mail cert list`).
+
+
+@dataclass
+class Queued:
+    name: str  # the domain, or the node's host name
+    queue: str
+
+
+def request_issue(actor, domain: MailDomain | None, *, force: bool = False,
+                  nodes: list[MailNode] | None = None) -> list[Queued]:
+    """Queue an order on the domain's node, or (domain None) one for each
+    given node's own host name (default: every node)."""
+    if domain is not None:
+        _enqueue(domain.node, domain.name, force=force, renewal=False)
+        return [Queued(domain.name, domain.node.queue_name)]
+    server = ServerSettings.load()
+    queued = []
+    for node in nodes if nodes is not None else MailNode.objects.order_by("name"):
+        _enqueue(node, "", force=force, renewal=False)
+        queued.append(Queued(server_hostname(server, node), node.queue_name))
+    return queued
+
+
+def request_renew(actor=None, *, force: bool = False) -> dict:
+    """renew() for several nodes: every due certificate's order queued on
+    its node (each node's host name, each domain on its node); those still
+    in their backoff are left for a later run. One task per certificate: a
+    node's queue never holds one long job past RQ's timeout."""
+    now = timezone.now()
+    counts = {"queued": 0, "waiting": 0, "not_due": 0}
+    server = ServerSettings.load()
+    targets: list[tuple[MailNode, MailDomain | None, Certificate | None]] = []
+    rows = {c.node_id: c for c in Certificate.objects.filter(server=True, node__isnull=False)}
+    for node in MailNode.objects.order_by("name"):
+        if _is_real_hostname(server_hostname(server, node)):
+            targets.append((node, None, rows.get(node.pk)))
+    for domain in MailDomain.objects.live().filter(hosted_elsewhere=False).select_related("certificate", "node"):
+        targets.append((domain.node, domain, getattr(domain, "certificate", None)))
+    for node, domain, cert in targets:
+        if not force and not due(cert, now):
+            counts["not_due"] += 1
+        elif not force and cert is not None and cert.next_attempt_at and cert.next_attempt_at > now:
+            counts["waiting"] += 1
+        else:
+            _enqueue(node, domain.name if domain else "", force=force, renewal=True)
+            counts["queued"] += 1
+    return counts
+
+
+def _enqueue(node: MailNode, domain_name: str, *, force: bool, renewal: bool) -> None:
+    from ..tasks import issue_certificate
+
+    issue_certificate.using(queue_name=node.queue_name).enqueue(node.name, domain_name, force, renewal)
+
+
+def issue_on_node(node_name: str, domain_name: str = "", force: bool = False, renewal: bool = False) -> dict:
+    """In node_name's worker: the order for one of its domains ("" = its own
+    host name). A domain deleted or moved to another node since is left (its
+    node orders it); a renewal no longer due (an earlier task of a backlog
+    did it) asks nothing."""
+    node = MailNode.objects.filter(name=node_name).first()
+    if node is None:
+        return {"skipped": "no such node"}
+    domain = None
+    if domain_name:
+        domain = MailDomain.objects.live().filter(name=domain_name).select_related("node").first()
+        if domain is None or domain.node_id != node.pk or domain.hosted_elsewhere:
+            return {"skipped": "not a domain of this node"}
+    if renewal and not force:
+        existing = (Certificate.objects.filter(domain=domain) if domain else
+                    Certificate.objects.filter(server=True, node=node)).first()
+        if not due(existing, timezone.now()):
+            return {"skipped": "not due"}
+    outcome = issue(None, domain, force=force, node=None if domain else node)
+    return {"issued": outcome.issued, "waiting": outcome.waiting, "error": outcome.error}
 
 
 # --- what the page, the CLI and diagnostics show -------------------------------
@@ -259,6 +368,7 @@ def as_dict(cert: Certificate, name: str) -> dict:
     return {
         "name": name,
         "server": cert.server,
+        "node": cert.node.name if cert.node_id else None,
         "names": cert.names,
         "left_out": cert.left_out,
         "issuer": cert.issuer,
@@ -272,8 +382,12 @@ def as_dict(cert: Certificate, name: str) -> dict:
 def listing() -> list[dict]:
     """Every certificate row, the server's first, then by domain name."""
     server = ServerSettings.load_public()
-    rows = Certificate.objects.select_related("domain").order_by("-server", "domain__name")
-    return [as_dict(c, server.hostname if c.server else c.domain.name) for c in rows]
+    rows = Certificate.objects.select_related("domain", "node").order_by("-server", "node__name", "domain__name")
+    return [as_dict(c, row_name(c, server)) for c in rows]
+
+
+def row_name(cert: Certificate, server: ServerSettings) -> str:
+    return cert.domain.name if not cert.server else server_hostname(server, cert.node)
 
 
 SOON = timedelta(days=14)  # renewal starts at 30: 14 left means it is failing
@@ -286,14 +400,14 @@ def attention(now: datetime | None = None, limit: int = 20) -> list[dict]:
 
     now = now or timezone.now()
     rows = (
-        Certificate.objects.select_related("domain")
+        Certificate.objects.select_related("domain", "node")
         .filter(Q(attempts__gt=0) | Q(not_after__lte=now + SOON))
         .order_by("not_after")[:limit]
     )
     server = ServerSettings.load_public()
     return [
         {
-            **as_dict(c, server.hostname if c.server else c.domain.name),
+            **as_dict(c, row_name(c, server)),
             "domain_id": c.domain_id,
             "expiring": c.not_after is not None and c.not_after <= now + SOON,
         }

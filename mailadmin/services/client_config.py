@@ -20,6 +20,7 @@ from ..dnsrecords import mx_host
 from ..models import Certificate, MailDomain, ServerSettings
 from ..validation import normalize_address, normalize_domain
 from .apply import layout_from_settings
+from .jobs import multi_node
 
 
 def served_domains():
@@ -87,7 +88,10 @@ def certificate_names(domain: MailDomain, settings: ClientSettings) -> tuple[str
     own = domain_certificate_names(domain)
     if settings.host in own:
         return own
-    server_names = Certificate.objects.filter(server=True).values_list("names", flat=True).first()
+    rows = Certificate.objects.filter(server=True)
+    if multi_node():  # each node has its own host name's certificate
+        rows = rows.filter(node_id=domain.node_id)
+    server_names = rows.values_list("names", flat=True).first()
     if server_names:
         return tuple(server_names)
     layout = layout_from_settings()
