@@ -114,9 +114,13 @@ def presented(folder, names, root_pem) -> dict:
         stop()
 
 
-def test_hostile_targets_are_refused_before_anything_is_queued(two_nodes, redis_db):  # noqa: F811
+def test_hostile_targets_are_refused_before_anything_is_queued(two_nodes, redis_db, settings):  # noqa: F811
     with pytest.raises(CommandError, match="no mail node 'nope'"):
         cli("issue", "--server", "--node", "nope")
+    settings.MAILPANEL_NODE = "gone"  # a node's env naming a node the panel does not know
+    with pytest.raises(CommandError, match="no mail node 'gone'"):
+        cli("issue", "--server")
+    settings.MAILPANEL_NODE = ""
     with pytest.raises(CommandError, match="--node goes with --server"):
         cli("issue", "b.test", "--node", "na")  # a domain's order is never sent to another node
     with pytest.raises(CommandError):

@@ -2,6 +2,7 @@
 the mail domains (the same service as the periodic timer:
 services.certificates)."""
 
+from django.conf import settings
 from django.core.management.base import CommandError
 
 from ..models import MailNode
@@ -17,7 +18,8 @@ def register(nouns):
     target.add_argument("domain", nargs="?", help="a mail domain")
     target.add_argument("--server", action="store_true", help="the server's host name")
     issue.add_argument("--force", action="store_true", help="do not wait out the backoff after failures")
-    issue.add_argument("--node", default="", help="with several mail nodes and --server: that node's host name only")
+    issue.add_argument("--node", default="", help="with several mail nodes and --server: that node's host name only"
+                       " (default: MAILPANEL_NODE; none: every node's)")
     add_json_flag(issue)
     issue.set_defaults(handler=cert_issue)
     listing = verbs.add_parser("list", help="names, issuer, expiry and last error of every certificate")
@@ -54,11 +56,11 @@ def cert_issue(command, options):
     if options["node"] and domain is not None:
         raise CommandError("--node goes with --server (a domain's certificate is ordered on its own node)")
     if jobs.multi_node():
-        nodes = None
-        if options["node"]:
-            nodes = list(MailNode.objects.filter(name=options["node"]))
+        nodes, name = None, options["node"] or (settings.MAILPANEL_NODE if domain is None else "")
+        if name:
+            nodes = list(MailNode.objects.filter(name=name))
             if not nodes:
-                raise CommandError(f"no mail node {options['node']!r}")
+                raise CommandError(f"no mail node {name!r}")
         return _queued(command, options, certificates.request_issue(
             system_actor(), domain, force=options["force"], nodes=nodes))
     outcome = certificates.issue(system_actor(), domain, force=options["force"])
