@@ -30,10 +30,10 @@ from django.conf import settings as django_settings
 assert django_settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3", "run with DATABASE_URL=postgres://…"
 
 import redis  # noqa: E402
-from django.db import connection  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
 
 from mailadmin.models import Job, JobState, MailDomain, MailNode, RelaySettings, ServerSettings  # noqa: E402
-from mailadmin.services import apply, domains, nodes  # noqa: E402
+from mailadmin.services import apply, domains, jobs, nodes  # noqa: E402
 from mailadmin.services.jobs import request_apply  # noqa: E402
 from panel.rq import NodeQueues  # noqa: E402
 
@@ -346,6 +346,25 @@ def test_a_deleted_domains_mail_is_moved_aside_on_its_own_node(cluster, alice):
     assert (moved / "info/Maildir/cur/1.mail").read_bytes().startswith(b"Subject: kept")
     assert not (n2.root / "var/mail/vhosts/n2-shop.example").exists()
     assert not (n2.root / "etc/exim4/domains/n2-shop.example").exists()
+    assert cluster["n1"].files() == before_n1
+
+
+def test_a_retire_task_on_a_node_missing_its_server_files_applies_only_that_nodes_domains(cluster, alice):
+    """retire_mail's one-domain apply falls back to a full one when the
+    node's server-wide files are missing: still that node's domains only."""
+    first_apply(cluster, alice)
+    n2 = cluster["n2"]
+    (n2.root / "etc/exim4/exim4.conf").unlink()
+    before_n1 = cluster["n1"].files()
+
+    with transaction.atomic():
+        jobs.enqueue_on_node(node_of("n2").pk, "mailadmin.tasks.retire_domain_mail", "gone.example")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (n2.root / "etc/exim4/exim4.conf").exists():
+        time.sleep(0.1)
+    assert (n2.root / "etc/exim4/exim4.conf").exists(), n2.log.read_text()[-2000:]
+    assert sorted(p.name for p in (n2.root / "etc/exim4/domains").iterdir()) == ["n2-shop.example"]
+    assert "n1-shop.example" not in (n2.root / "etc/exim4/exim4.conf").read_text()
     assert cluster["n1"].files() == before_n1
 
 

@@ -145,7 +145,9 @@ def retire_mail(actor, name: str) -> DeleteOutcome:
     except HelperError as exc:
         logger.warning("the certificate of deleted domain %s was not removed: %s", name, exc)
     try:  # renders Dovecot and nginx without it; the helper then deletes its files
-        apply.apply_now(domains={name})
+        # In a node's worker: that node's domains only, also when its
+        # server-wide files are missing and the apply renders everything.
+        apply.apply_now(domains={name}, node=certificates._this_node())
     except HelperError as exc:  # the queued apply job tries again
         logger.warning("apply after deleting %s failed: %s", name, exc)
     try:
