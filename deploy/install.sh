@@ -7,7 +7,8 @@
 #       [--acme-directory URL --acme-ca-bundle FILE]
 #   deploy/install.sh --node NAME --panel-db postgres://… --redis redis://… \
 #       --hostname mx2.example.com --ipv4 203.0.113.6   # a mail node: Exim,
-#       Dovecot, the helper and its worker (queue node-NAME) for a panel on RQ
+#       Dovecot, nginx (ACME challenges on port 80), the helper and its worker
+#       (queue node-NAME) for a panel on RQ; same ACME options as the panel
 #   deploy/install.sh --upgrade        # from a newer checkout, same settings
 #   deploy/install.sh --check …        # validate the OS and options only
 #
@@ -580,7 +581,7 @@ start_units() {
   # Debian's nftables.service is the admin's choice (its nftables.conf
   # flushes the whole ruleset): not ours to switch on.
   local daemons=(postgresql nginx exim4 dovecot "$(php_fpm)")
-  [ -z "$NODE" ] || daemons=(exim4 dovecot)
+  [ -z "$NODE" ] || daemons=(nginx exim4 dovecot)
   for name in "${daemons[@]}"; do
     [ -n "$name" ] || continue
     if ! systemctl is-enabled --quiet "$name" 2>/dev/null; then
@@ -612,11 +613,10 @@ webmail_php_fpm() {
   fi
 }
 
-nginx_site() {
-  step "nginx"
-  put /etc/nginx/sites-available/mailpanel root:root 0644 <<EOF
-# Written by mailpanel's deploy/install.sh: the panel on 443, port 80 only
-# redirects (except ACME HTTP-01 challenges).
+# Port 80 on the panel and on a mail node: ACME HTTP-01 tokens from the
+# webroot (the worker, as mailpanel, writes them), everything else $1.
+nginx_port80() {
+  cat <<EOF
 server {
     listen 80 default_server;
     listen [::]:80 default_server;
@@ -625,9 +625,24 @@ server {
         root $ACME_WEBROOT;
     }
     location / {
-        return 301 https://$HOSTNAME_ARG\$request_uri;
+        $1
     }
 }
+EOF
+}
+
+# The site's text: the panel's, or a mail node's (port 80 only, no panel).
+nginx_site_text() {
+  if [ -n "$NODE" ]; then
+    say "# Written by mailpanel's deploy/install.sh on mail node $NODE: port 80"
+    say "# serves ACME HTTP-01 challenges only (the node's host name certificate)."
+    nginx_port80 "return 404;"
+    return 0
+  fi
+  say "# Written by mailpanel's deploy/install.sh: the panel on 443, port 80 only"
+  say "# redirects (except ACME HTTP-01 challenges)."
+  nginx_port80 "return 301 https://$HOSTNAME_ARG\$request_uri;"
+  cat <<EOF
 server {
     listen 443 ssl default_server;
     listen [::]:443 ssl default_server;
@@ -648,6 +663,11 @@ server {
     }
 }
 EOF
+}
+
+nginx_site() {
+  step "nginx"
+  put /etc/nginx/sites-available/mailpanel root:root 0644 < <(nginx_site_text)
   if [ "$(readlink /etc/nginx/sites-enabled/mailpanel 2>/dev/null)" != /etc/nginx/sites-available/mailpanel ]; then
     ln -sfn /etc/nginx/sites-available/mailpanel /etc/nginx/sites-enabled/mailpanel
     changed "/etc/nginx/sites-enabled/mailpanel"
@@ -681,8 +701,10 @@ acme() {
      && openssl x509 -noout -checkhost "$HOSTNAME_ARG" -in "$cert" 2>/dev/null | grep -q 'does match'; then
     return 0
   fi
-  if out=$(mailpanel mail cert issue --server --force 2>&1); then
-    changed "ACME certificate for $HOSTNAME_ARG (in $TLS)"
+  # A mail node: the order is queued on node-NAME and its worker (started
+  # above) runs it with this machine's helper and webroot.
+  if out=$(mailpanel mail cert issue --server ${NODE:+--node "$NODE"} --force 2>&1); then
+    changed "ACME certificate for $HOSTNAME_ARG${NODE:+ (queued on node-$NODE: mailpanel mail cert list)}"
   else
     say "  warning: no certificate from $ACME_DIRECTORY yet; the self-signed one stays:"
     say "$(tail -n 5 <<<"$out" | sed 's/^/    /')"
@@ -735,14 +757,14 @@ main() {
     django
     units
     webmail_php_fpm
-    nginx_site
-    systemctl reload-or-restart nginx 2>/dev/null || systemctl start nginx
   fi
+  nginx_site
+  systemctl reload-or-restart nginx 2>/dev/null || systemctl start nginx
   # The first apply writes the nftables file the firewall unit's condition
   # wants, so it comes before the units start.
   first_apply
   start_units $((code_changed | UNITS_CHANGED))
-  [ -n "$NODE" ] || acme
+  acme
   say ""
   if [ ${#CHANGED[@]} -eq 0 ]; then
     say "install.sh: nothing changed; everything was in place ($((SECONDS - STARTED)) s)."
@@ -756,4 +778,5 @@ main() {
   fi
 }
 
-main "$@"
+# Sourced (tests/test_install_script.py reads the nginx site): functions only.
+[ "${BASH_SOURCE[0]}" != "$0" ] || main "$@"

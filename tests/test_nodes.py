@@ -310,6 +310,31 @@ def test_node_install_refuses_hostile_options(tmp_path, option, value, complaint
     assert complaint in proc.stderr
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="install.sh refuses non-root first")
+@pytest.mark.parametrize(
+    "extra, complaint",
+    [
+        (["--acme-directory", "https://ca.example.com/dir"], "--admin-email"),  # the ACME account's contact
+        (["--acme-directory", "http://ca.example.com/dir", "--admin-email", "a@example.com"], "--acme-directory"),
+        (["--acme-directory", "https://ca.example.com/d'ir", "--admin-email", "a@example.com"], "--acme-directory"),
+        (["--acme-directory", "https://ca.example.com/dir", "--admin-email", 'a"@example.com'], "--admin-email"),
+        (["--acme-ca-bundle", "/nonexistent/ca.pem"], "--acme-ca-bundle"),
+        (["--hostname", "mx2.example.com;reboot"], "--hostname"),
+    ],
+)
+def test_node_install_refuses_hostile_acme_options(tmp_path, extra, complaint):
+    """A node orders its host name's certificate itself (nginx serves the
+    webroot on its port 80): the same ACME options, refused the same way."""
+    from tests.test_install_script import install
+
+    proc = install(tmp_path, "--check", *NODE_INSTALL, *extra)
+    assert proc.returncode == 2, proc.stdout
+    assert complaint in proc.stderr
+    good = install(tmp_path, "--check", *NODE_INSTALL, "--acme-directory", "https://ca.example.com/dir",
+                   "--admin-email", "a@example.com")
+    assert good.returncode == 0, good.stderr
+
+
 def test_an_apply_jobs_log_is_saved_once_for_all_the_files_it_wrote(alice, settings, tmp_path):
     """The node bench's first apply (13,000 files a node) spent minutes
     rewriting the growing log once per file."""
