@@ -539,6 +539,22 @@ units() {
   fi
 }
 
+# A unit enabled and running; with restart=1 (--upgrade) a running one restarts.
+ensure_unit() {
+  local name=$1 restart=$2
+  if ! systemctl is-enabled --quiet "$name"; then
+    systemctl enable --quiet "$name"
+    changed "enabled $name"
+  fi
+  if ! systemctl is-active --quiet "$name"; then
+    systemctl start "$name"
+    changed "started $name"
+  elif [ "$restart" -eq 1 ]; then
+    systemctl restart "$name"
+    say "  restarted $name"
+  fi
+}
+
 # Every unit of ours with an [Install] section is enabled and running; the
 # rest (the verify service) is started by its timer.
 start_units() {
@@ -552,32 +568,14 @@ start_units() {
     [[ "$name" == *@.service ]] && continue
     # A mail node runs its firewall and its worker; the panel's units run on the panel.
     [ -n "$NODE" ] && [ "$name" != mailpanel-firewall.service ] && continue
-    if ! systemctl is-enabled --quiet "$name"; then
-      systemctl enable --quiet "$name"
-      changed "enabled $name"
-    fi
-    if ! systemctl is-active --quiet "$name"; then
-      systemctl start "$name"
-      changed "started $name"
-    elif [ "$restart" -eq 1 ] && [ "$name" != mailpanel-firewall.service ] && [[ "$name" == *.service ]]; then
-      systemctl restart "$name"
-      say "  restarted $name"
+    # The firewall table and the timers are not restarted on --upgrade.
+    if [ "$name" != mailpanel-firewall.service ] && [[ "$name" == *.service ]]; then
+      ensure_unit "$name" "$restart"
+    else
+      ensure_unit "$name" 0
     fi
   done
-  if [ -n "$NODE" ]; then
-    name="mailpanel-node-worker@$NODE.service"
-    if ! systemctl is-enabled --quiet "$name"; then
-      systemctl enable --quiet "$name"
-      changed "enabled $name"
-    fi
-    if ! systemctl is-active --quiet "$name"; then
-      systemctl start "$name"
-      changed "started $name"
-    elif [ "$restart" -eq 1 ]; then
-      systemctl restart "$name"
-      say "  restarted $name"
-    fi
-  fi
+  [ -z "$NODE" ] || ensure_unit "mailpanel-node-worker@$NODE.service" "$restart"
   # Debian's nftables.service is the admin's choice (its nftables.conf
   # flushes the whole ruleset): not ours to switch on.
   local daemons=(postgresql nginx exim4 dovecot "$(php_fpm)")
