@@ -409,6 +409,8 @@ class JobKind(models.TextChoices):
     HOLD_RELEASE = "hold_release", _("release or delete held mail")
     # done at once; a row so the per-user limit (services/user_checks.py) counts it
     LOG_SEARCH = "log_search", _("search the mail logs")
+    # a domain's certificate ordered from its page (services/certificates.start_order)
+    CERTIFICATE_ORDER = "certificate_order", _("order a certificate")
 
 
 class Job(models.Model):
