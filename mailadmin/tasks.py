@@ -20,9 +20,14 @@ def retire_domain_mail(name: str) -> None:
 
 
 @task()
-def issue_certificate(node: str, domain: str = "", force: bool = False, renewal: bool = False) -> dict:
+def issue_certificate(node: str, domain: str = "", force: bool = False, renewal: bool = False,
+                      job_id: int | None = None) -> dict:
     """On a node's queue (RQ): the ACME order for one of its domains, or
-    (domain "") its own host name, through this machine's helper and webroot."""
+    (domain "") its own host name, through this machine's helper and webroot.
+    job_id: the order started from the domain's page, whose job records it."""
+    if job_id is not None:
+        job = certificates.run_order_job(job_id, force, node)
+        return {"issued": job.state == "done", "waiting": False, "error": certificates.order_error(job)}
     return certificates.issue_on_node(node, domain, force, renewal)
 
 

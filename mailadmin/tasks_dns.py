@@ -14,7 +14,7 @@ from django.tasks import task
 from django.utils import translation
 
 from .models import MailDomain
-from .services import dns_checks, jobs, relay_test as relay_test_service
+from .services import certificates, dns_checks, jobs, relay_test as relay_test_service
 from .services.user_checks import QUEUE
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,14 @@ def diagnose(
 def relay_test(job_id: int, language: str = "") -> None:
     with _language(language):
         relay_test_service.run_relay_test_job(job_id)
+
+
+@task(queue_name=QUEUE)
+def order_certificate(job_id: int, force: bool = False, language: str = "") -> None:
+    """One server: a domain's certificate ordered from its page (the
+    checks queue, like the other network actions customers start)."""
+    with _language(language):
+        certificates.run_order_job(job_id, force)
 
 
 def _language(language: str):

@@ -28,6 +28,7 @@ urlpatterns = [
     # The domain page's tabs: Overview, Accounts, Relay, DNS, Webmail and clients, Settings.
     path("domains/<int:domain_id>/", domain_page.domain_detail, name="domain_detail"),
     path("domains/<int:domain_id>/certificate/", domain_page.domain_certificate, name="domain_certificate"),
+    path("domains/<int:domain_id>/certificate/order/", domain_page.domain_certificate_order, name="domain_certificate_order"),
     path("domains/<int:domain_id>/accounts/", accounts.domain_accounts, name="domain_accounts"),
     path("domains/<int:domain_id>/relay/", relay.domain_relay, name="domain_relay"),
     path("domains/<int:domain_id>/dns/", dns.domain_dns, name="domain_dns"),

@@ -229,3 +229,30 @@ def test_a_removed_certificate_stays_on_disk_until_the_apply_renders_dovecot_wit
     assert "domains/one.test/" not in conf.read_text() and "domains/two.test/" in conf.read_text()
     assert not folder.exists()
     assert (acme.tls / "domains/two.test/fullchain.pem").exists()
+
+
+def test_the_pages_order_button_issues_the_certificate(acme, alice, client, django_capture_on_commit_callbacks):
+    """"Order certificate now" on the Overview tab: the job on the checks
+    queue runs the whole order against Pebble; the section then shows the expiry."""
+    from django.urls import reverse
+
+    from mailadmin.models import Job, JobKind, JobState
+    from tests import taskqueue
+
+    client.force_login(alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("mailadmin:domain_certificate_order", args=[acme.one.pk]),
+                               headers={"HX-Request": "true"})
+    assert response.status_code == 200 and "Ordering the certificate" in response.content.decode()
+    assert taskqueue.run_queue("checks") == ["mailadmin.tasks_dns.order_certificate"]
+    job = Job.objects.get(kind=JobKind.CERTIFICATE_ORDER)
+    assert job.state == JobState.DONE, job.log
+    state = Certificate.objects.get(domain=acme.one)
+    assert state.names == job.result["names"] == ["mail.one.test", "webmail.one.test"]
+    assert state.not_after > timezone.now() + timedelta(days=30)
+    results = presented(acme, acme.tls / "domains/one.test", ["mail.one.test", "webmail.one.test"])
+    assert all(v.startswith("Pebble Intermediate CA") for v in results.values()), results
+    section = client.get(reverse("mailadmin:domain_certificate", args=[acme.one.pk]),
+                         headers={"HX-Request": "true"}).content.decode()
+    assert f"issued the certificate: valid until {state.not_after:%Y-%m-%d %H:%M} (UTC)" in section
+    assert "every 2s" not in section  # the job ended: no more polling

@@ -27,8 +27,8 @@ from mailconf import validate
 
 from .. import acme_client
 from ..helper_client import HelperError, call_helper
-from ..models import AcmeAccount, Certificate, MailDomain, MailNode, ServerSettings
-from . import audit, dns_checks, jobs
+from ..models import AcmeAccount, Certificate, Job, JobKind, JobState, MailDomain, MailNode, ServerSettings, is_admin
+from . import audit, dns_checks, jobs, user_checks
 from .jobs import request_apply
 
 # The names a mail domain's certificate asks for, those of them that point here.
@@ -359,6 +359,83 @@ def issue_on_node(node_name: str, domain_name: str = "", force: bool = False, re
             return {"skipped": "not due"}
     outcome = issue(None, domain, force=force, node=None if domain else node)
     return {"issued": outcome.issued, "waiting": outcome.waiting, "error": outcome.error}
+
+
+# --- "Order certificate now" on the domain's page -------------------------------
+
+ORDER_TASK = "mailadmin.tasks_dns.order_certificate"
+
+
+class OrderRefused(Exception):
+    """The order is not started; the message says why (shown on the page)."""
+
+
+def waiting_until(cert: Certificate | None, now: datetime) -> datetime | None:
+    """When a failed order's backoff ends, if it has not yet."""
+    if cert is not None and cert.attempts and cert.next_attempt_at and cert.next_attempt_at > now:
+        return cert.next_attempt_at
+    return None
+
+
+def start_order(actor, domain: MailDomain) -> Job:
+    """The domain's order as a background job, for its owner or an admin:
+    a customer's counts against their check limit (user_checks.TooManyChecks)
+    and waits out the backoff of a failed order; an admin's ignores it. With
+    several nodes it runs on the domain's node (tasks.issue_certificate),
+    on one server on the checks queue."""
+    if domain.pending or domain.suspended or domain.hosted_elsewhere or not (
+            MailDomain.objects.live().filter(pk=domain.pk).exists()):
+        raise OrderRefused(_("Certificates are ordered only for a verified, active domain whose mail is hosted here."))
+    admin = is_admin(actor)
+    until = waiting_until(Certificate.objects.filter(domain=domain).first(), timezone.now())
+    if until is not None and not admin:
+        raise OrderRefused(_("The last order failed; the next one can start after %(when)s (UTC).") % {
+            "when": until.strftime("%Y-%m-%d %H:%M")})
+    if jobs.multi_node():
+        from ..tasks import issue_certificate
+
+        queue, node = domain.node.queue_name, domain.node.name
+        return user_checks.start_node_check(
+            actor, JobKind.CERTIFICATE_ORDER, domain,
+            lambda job: issue_certificate.using(queue_name=queue).enqueue(node, domain.name, admin, False, job.pk))
+    return user_checks.start_check(actor, JobKind.CERTIFICATE_ORDER, domain, ORDER_TASK, force=admin)
+
+
+def run_order_job(job_id: int, force: bool, node_name: str = "") -> Job:
+    """The page's order (start_order): the outcome in the job (the new
+    expiry, or the CA's error as the job's failure) and the certificate row."""
+
+    def work(job, log):
+        domain = MailDomain.objects.live().filter(pk=job.domain_id).select_related("node").first()
+        if domain is None:
+            raise OrderRefused(_("The domain is no longer active."))
+        if node_name:
+            result = issue_on_node(node_name, domain.name, force)
+            if result.get("skipped"):
+                raise OrderRefused(result["skipped"])
+            outcome = Outcome(Certificate.objects.get(domain=domain), issued=result["issued"],
+                              waiting=result["waiting"], error=result["error"])
+        else:
+            outcome = issue(job.requested_by, domain, force=force)
+        if not outcome.issued:
+            raise OrderRefused(outcome.error or _("The order is waiting for the pause after a failure."))
+        not_after = outcome.certificate.not_after
+        log(f"issued: {', '.join(outcome.certificate.names)}")
+        return {"names": outcome.certificate.names, "not_after": not_after.isoformat() if not_after else None}
+
+    return jobs.run_job(job_id, work, expected=(OrderRefused,))
+
+
+def order_job(domain: MailDomain) -> Job | None:
+    """The domain's newest order from its page, for the section to show."""
+    return Job.objects.filter(kind=JobKind.CERTIFICATE_ORDER, domain=domain).order_by("-id").first()
+
+
+def order_error(job: Job | None) -> str:
+    """A failed order's reason as run_job logged it ("failed: …")."""
+    if job is None or job.state != JobState.FAILED:
+        return ""
+    return job.log.rsplit("failed: ", 1)[-1]
 
 
 # --- what the page, the CLI and diagnostics show -------------------------------

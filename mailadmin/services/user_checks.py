@@ -27,7 +27,7 @@ from ..models import Job, JobKind, JobState, is_admin
 from . import jobs
 
 QUEUE = "checks"
-CHECK_KINDS = (JobKind.DIAGNOSE, JobKind.DNS_CHECK, JobKind.LOG_SEARCH)
+CHECK_KINDS = (JobKind.DIAGNOSE, JobKind.DNS_CHECK, JobKind.LOG_SEARCH, JobKind.CERTIFICATE_ORDER)
 
 
 class TooManyChecks(Exception):
@@ -54,6 +54,17 @@ def start_check(actor, kind: str, domain, task_path: str, *, result=None, **task
             _check_limit(actor)
         language = translation.get_language() or ""
         return jobs.start_job(kind, actor, domain, task_path, result=result, language=language, **task_kwargs)
+
+
+def start_node_check(actor, kind: str, domain, enqueue) -> Job:
+    """A check that runs on the domain's node (RQ), not on the checks queue:
+    the same limit and job row; enqueue(job) once the row is committed."""
+    with transaction.atomic():
+        if not is_admin(actor):
+            _check_limit(actor)
+        job = Job.objects.create(kind=kind, requested_by=actor if getattr(actor, "pk", None) else None, domain=domain)
+        transaction.on_commit(lambda: enqueue(job))
+        return job
 
 
 def record_log_search(actor) -> Job:

@@ -7,13 +7,14 @@ Overview, Webmail and Settings tabs."""
 
 from django.core.exceptions import ValidationError
 from django.db import connection
+from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from ..dnsrecords import ownership_record
 from ..forms import DomainSettingsForm, LocalSendersForm
 from ..models import Certificate, MailAccount, MailAlias, MailDomain, MailNode, RelaySettings, ServerSettings, WebmailApp, is_admin
-from ..services import client_config, domain_move
+from ..services import certificates, client_config, domain_move, user_checks
 from ..services import domains as domain_service
 from .common import get_domain_for_user, server_of
 from .pages import DOMAIN_PAGE
@@ -57,8 +58,15 @@ def certificate_context(request, domain) -> dict:
     """The domain's certificate from the ACME CA (services.certificates):
     its names, the names left out and why, the CA's last error."""
     cert = Certificate.objects.filter(domain=domain).first()
+    job = certificates.order_job(domain)
     return {"domain": domain, "certificate": cert,
-            "certificate_waiting": bool(cert and cert.attempts and cert.next_attempt_at)}
+            "certificate_waiting": bool(cert and cert.attempts and cert.next_attempt_at),
+            # "Order certificate now": who may, and until when a customer waits
+            "certificate_orderable": not (domain.pending or domain.suspended or domain.hosted_elsewhere),
+            "certificate_order_until": certificates.waiting_until(cert, timezone.now()),
+            "certificate_order_admin": is_admin(request.user),
+            "certificate_order_job": job,
+            "certificate_order_error": certificates.order_error(job)}
 
 
 OVERVIEW_TAB = DOMAIN_PAGE.tab(
@@ -78,6 +86,19 @@ def domain_detail(request, domain_id):
 @require_GET
 def domain_certificate(request, domain_id):
     return respond(request, CERTIFICATE, get_domain_for_user(request, domain_id))
+
+
+@require_POST
+def domain_certificate_order(request, domain_id):
+    """"Order certificate now": the order as a job; the section polls it."""
+    domain = get_domain_for_user(request, domain_id)
+    try:
+        job = certificates.start_order(request.user, domain)
+    except user_checks.TooManyChecks as exc:
+        return respond(request, CERTIFICATE, domain, status=429, error=str(exc))
+    except certificates.OrderRefused as exc:
+        return respond(request, CERTIFICATE, domain, status=409, error=str(exc))
+    return done(request, CERTIFICATE, domain, notice=_("The certificate order has started (job %(id)s).") % {"id": job.pk})
 
 
 # --- Webmail and clients ------------------------------------------------------------
