@@ -176,6 +176,7 @@ def build_records(
     services=SERVICES,
     mta_sts_mode: str = mta_sts.TESTING,
     tlsrpt_rua: str = "",
+    webmail_name: str = "SnappyMail",
 ) -> list[Record]:
     """The records for `domain` (IDNA). `dkim_public_key` is the base64 p= value
     ("" when DKIM is off) published under `dkim_selector`. A send-only domain
@@ -185,7 +186,8 @@ def build_records(
     once its record is seen) and `dkim_old` (the key that signed before, kept
     for mail still on its way) are (selector, p= value). `dmarc_rua`: the
     address aggregate reports go to. `services`: what client_records
-    publishes for a domain that receives mail here."""
+    publishes for a domain that receives mail here. `webmail_name`: the
+    webmail the server serves (ServerSettings.webmail), named in a label only."""
     domain = domain.lower().rstrip(".")
     mail_host = mx_host(domain)
     records = [ownership_record(domain, verify_token)] if verify_token else []
@@ -219,7 +221,7 @@ def build_records(
                 server.ipv4,
                 "webmail_a",
                 RECOMMENDED,
-                _("Webmail (SnappyMail) at webmail.<domain>. Must not be proxied."),
+                _("Webmail (%(app)s) at webmail.<domain>. Must not be proxied.") % {"app": webmail_name},
             )
         )
     if receives_mail:

@@ -132,3 +132,12 @@ def test_bind_export_of_srv_records_loads_in_a_real_zone_parser():
     assert (submission.priority, submission.port) == (10, 587)
     imap = zone.find_rdataset("_imap._tcp", dns.rdatatype.SRV)[0]
     assert (imap.port, imap.target.to_text()) == (0, ".")
+
+
+def test_the_webmail_label_names_the_chosen_webmail_and_the_record_stays_the_same():
+    snappy = by_purpose(build_records("example.test", SERVER, "KEYDATA"))["webmail_a"]
+    roundcube = by_purpose(build_records("example.test", SERVER, "KEYDATA", webmail_name="Roundcube"))["webmail_a"]
+    assert "Webmail (SnappyMail)" in str(snappy.explanation)
+    assert "Webmail (Roundcube)" in str(roundcube.explanation) and "SnappyMail" not in str(roundcube.explanation)
+    assert (roundcube.name, roundcube.type, roundcube.value, roundcube.level) == (
+        snappy.name, snappy.type, snappy.value, snappy.level)

@@ -205,3 +205,13 @@ def test_check_now_verdicts_are_in_the_language_of_the_page(alice_client, alice,
     check_now(alice_client, missing)
     fixes = " ".join(v["fix"] for v in DnsCheckResult.objects.get(domain=missing).results if v.get("fix"))
     assert fixes and any("\u4e00" <= ch <= "\u9fff" for ch in fixes), fixes
+
+
+def test_the_dns_tab_names_roundcube_when_it_serves_webmail(alice_client, good):
+    from mailadmin.models import WebmailApp
+
+    page = alice_client.get(reverse("mailadmin:domain_dns", args=[good.pk])).content.decode()
+    assert "Webmail (SnappyMail)" in page
+    ServerSettings.objects.filter(pk=1).update(webmail=WebmailApp.ROUNDCUBE)
+    page = alice_client.get(reverse("mailadmin:domain_dns", args=[good.pk])).content.decode()
+    assert "Webmail (Roundcube)" in page and "Webmail (SnappyMail)" not in page

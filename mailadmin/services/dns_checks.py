@@ -108,12 +108,15 @@ def offered_services():
     return client_config.offered_services(layout_from_settings())
 
 
-def domain_records(domain: MailDomain, identity: ServerIdentity, services=None):
+def domain_records(domain: MailDomain, identity: ServerIdentity, services=None, server: ServerSettings | None = None):
     """The domain's records; during a DKIM rotation also the next and the old
     key. Reads domain.dmarc_mailbox and domain.owner:
     select_related("dmarc_mailbox__account", "owner") when there are many
     domains. `services`: offered_services(), computed once by a caller with
-    many domains."""
+    many domains; `server`: the settings row (its webmail names a label),
+    loaded here when not given."""
+    if server is None:
+        server = ServerSettings.load_public()
     key, next_key, old_key = "", None, None
     if domain.dkim_enabled and domain.dkim_private_key:
         key = dkim.public_key_b64(domain.dkim_private_key)
@@ -134,6 +137,7 @@ def domain_records(domain: MailDomain, identity: ServerIdentity, services=None):
         mta_sts_mode=mta_sts.mode_of(domain.mta_sts_enforce),
         tlsrpt_rua=tlsrpt_address(domain),
         services=offered_services() if services is None else services,
+        webmail_name=server.get_webmail_display(),
     )
 
 
@@ -228,7 +232,7 @@ def check_domains(domains, on_progress=None) -> dict[int, DnsCheckResult]:
             # Each node's domains against that node's addresses.
             for node_id, node_domains in sorted(by_node.items()):
                 identity = identities.get(node_id) or server.identity()
-                jobs = [(d.pk, domain_records(d, identity, services)) for d in node_domains]
+                jobs = [(d.pk, domain_records(d, identity, services, server)) for d in node_domains]
                 verdicts.update(await dnscheck.check_many(
                     lookups, jobs, server_ips(identity), sending_ips(identity), cf, progress=progress
                 ))
@@ -371,7 +375,7 @@ def diagnose_domain(domain: MailDomain, connect: bool = False, on_progress=None,
     """Receiving (MX) and sending readiness (SPF, DKIM, DMARC) of one domain."""
     server = ServerSettings.load()
     identity = domain_identity(domain, server)
-    records = domain_records(domain, identity)
+    records = domain_records(domain, identity, server=server)
     here, sending, cf = server_ips(identity), sending_ips(identity), cloudflare_networks()
     timeout = check_timeout()
     served = None if domain.hosted_elsewhere else name_served_plan(domain, identity)

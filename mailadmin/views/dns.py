@@ -19,7 +19,7 @@ DNS_CHECK_TASK = "mailadmin.tasks_dns.dns_check"
 
 def dns_context(request, domain, result=None, check_job=None) -> dict:
     identity = dns_checks.domain_identity(domain, server_of(request))
-    records = dns_checks.domain_records(domain, identity)
+    records = dns_checks.domain_records(domain, identity, server=server_of(request))
     if result is None:
         result = dns_checks.latest_result(domain)
     verdicts = {}
@@ -77,8 +77,9 @@ def domain_dns_check_status(request, domain_id, job_id):
 @require_GET
 def domain_dns_zone(request, domain_id):
     domain = get_domain_for_user(request, domain_id)
-    identity = dns_checks.domain_identity(domain, ServerSettings.load_public())
-    text = render_zone(domain.name, dns_checks.domain_records(domain, identity))
+    server = ServerSettings.load_public()
+    identity = dns_checks.domain_identity(domain, server)
+    text = render_zone(domain.name, dns_checks.domain_records(domain, identity, server=server))
     response = HttpResponse(text, content_type="text/plain; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{domain.name}.zone"'
     return response
