@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from mailadmin.models import Certificate, Job, JobKind, MailDomain, UserProfile
+from mailadmin.models import Certificate, Job, JobKind, JobState, MailDomain, ServerSettings, UserProfile
 from tests import taskqueue
 
 pytestmark = pytest.mark.django_db
@@ -160,3 +160,28 @@ def test_with_several_nodes_the_order_goes_to_the_domains_node(
     assert (task.queue_name, task.task_path) == (domain.node.queue_name, "mailadmin.tasks.issue_certificate")
     assert task.args_kwargs["args"] == [domain.node.name, "order.test", False, False, job.pk]
     assert press(alice_client, domain, django_capture_on_commit_callbacks).status_code == 429
+
+
+def test_a_failed_order_shows_why_in_the_section(alice_client, domain, settings, django_capture_on_commit_callbacks):
+    """The job ends failed; the section stops polling and says why (here
+    nothing points to this server, so nothing was asked of the CA)."""
+    from tests.dnsserver import DnsServer
+
+    server = ServerSettings.load()
+    server.ipv4 = "192.0.2.10"
+    server.save()
+    dns = DnsServer(["mail.order.test. 60 IN A 192.0.2.99"]).start()
+    try:
+        settings.MAILPANEL_RESOLVERS = [dns.address]
+        settings.MAILPANEL_CHECK_TIMEOUT = 2.0
+        press(alice_client, domain, django_capture_on_commit_callbacks)
+        assert taskqueue.run_queue("checks") == ["mailadmin.tasks_dns.order_certificate"]
+    finally:
+        dns.stop()
+    job = Job.objects.get(kind=JobKind.CERTIFICATE_ORDER)
+    assert job.state == JobState.FAILED
+    section = alice_client.get(reverse("mailadmin:domain_certificate", args=[domain.pk]),
+                               headers=HTMX).content.decode()
+    assert "The last order from this page failed: none of its names points to this server" in section
+    assert "points to 192.0.2.99, not here" in section
+    assert "every 2s" not in section and order_url(domain) in section  # no backoff: may press again
