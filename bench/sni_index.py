@@ -30,6 +30,18 @@ layout = Layout(root=str(root), tls_certificate="/etc/mailpanel/tls/fullchain.pe
 t = time.perf_counter(); usable, skipped = h.sni_pairs(h.Tree(str(root), chown=False), layout); t1 = time.perf_counter() - t
 t = time.perf_counter(); files = render_code(CodeParams(), layout, usable); t2 = time.perf_counter() - t
 print(f"{N} domains ({len(usable)} names): sni_pairs {t1:.2f} s ({t1/N*1000:.2f} ms/domain), render_code {t2:.2f} s; dovecot.conf {len(files['/etc/dovecot/dovecot.conf'].content)//1024} KiB, sites {len(files['/etc/nginx/conf.d/mailpanel-tls-sites.conf'].content)//1024} KiB")
+# the verdict cache (SniCache): kept once the files are 2 s old; then only changed pairs load
+time.sleep(2.1)
+tree = h.Tree(str(root), chown=False)
+timed = []
+for step in ("settled, cache written", "unchanged (cache)", "one key replaced (cert_install's rename)"):
+    if step.startswith("one"):
+        folder = root / tls.domain_folder("d00001.test").lstrip("/")
+        (folder / "new.pem").write_bytes(key); (folder / "new.pem").replace(folder / "privkey.pem")
+    t = time.perf_counter(); again = h.sni_pairs(tree, layout); dt = time.perf_counter() - t
+    assert again == (usable, {}), again[1]
+    timed.append(f"{step} {dt:.3f} s ({dt/N*1000:.3f} ms/domain)")
+print("sni_pairs with the cache: " + "; ".join(timed))
 # prune_domain_certificates after every code apply: the index parsed, the live code files
 # read only when a domain left the index (then the one removed domain's files deleted)
 import json

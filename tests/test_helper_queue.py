@@ -322,6 +322,29 @@ def test_a_settled_spool_is_listed_from_the_cache_until_exim_changes_it(queue_tr
     assert [m["id"] for m in answer["messages"]] == ids["mapped"][2:]
 
 
+def plant_cache(cache: Path, forged: bytes, tamper: str, tmp_path: Path, limit: int) -> None:
+    """Put forged where the helper's cache file was, as tamper says: behind a
+    symlink, oversize (limit + 1, sparse), another owner's, group-readable, a
+    second hard link, a folder instead; any other tamper: as it is (0600)."""
+    if tamper == "symlink":
+        target = tmp_path / "planted"
+        target.write_bytes(forged)
+        target.chmod(0o600)
+        cache.symlink_to(target)
+        return
+    if tamper == "a folder":
+        cache.mkdir()
+        return
+    cache.write_bytes(forged)
+    cache.chmod(0o640 if tamper == "group-readable" else 0o600)
+    if tamper == "oversize":
+        os.truncate(cache, limit + 1)  # sparse: no disk used
+    elif tamper == "another owner":
+        os.chown(cache, 65534, 65534)
+    elif tamper == "hard link":
+        os.link(cache, cache.parent.parent / "second-name")
+
+
 @pytest.mark.parametrize(
     "tamper", ["symlink", "bad checksum", "not the cache's shape", "oversize", "another owner",
                "group-readable", "hard link", "a folder"],
@@ -331,33 +354,13 @@ def test_a_cache_file_anyone_else_could_have_made_is_ignored_and_rebuilt(queue_t
     forged = forged_cache(layout, ids)
     cache = Path(layout.root) / CACHE
     cache.unlink()
-    if tamper == "symlink":
-        target = tmp_path / "planted"
-        target.write_bytes(forged)
-        target.chmod(0o600)
-        cache.symlink_to(target)
-    elif tamper == "bad checksum":
-        cache.write_bytes(forged.replace(b"envelopes 1 ", b"envelopes 1 0"))
+    if tamper == "bad checksum":
+        forged = forged.replace(b"envelopes 1 ", b"envelopes 1 0")
     elif tamper == "not the cache's shape":
         body = json.dumps({"spool": str(spool(layout)), "folder": None, "entries": {ids["mapped"][2]: ["x"]}})
-        cache.write_bytes(b"mailpanel-queue-envelopes 1 " + hashlib.sha256(body.encode()).hexdigest().encode()
-                          + b"\n" + body.encode())
-    elif tamper == "oversize":
-        cache.write_bytes(forged)
-        os.truncate(cache, 256 * 1024 * 1024 + 1)  # sparse: no disk used
-    elif tamper == "another owner":
-        cache.write_bytes(forged)
-        os.chown(cache, 65534, 65534)
-    elif tamper == "group-readable":
-        cache.write_bytes(forged)
-        cache.chmod(0o640)
-    elif tamper == "hard link":
-        cache.write_bytes(forged)
-        os.link(cache, Path(layout.root) / "var" / "cache" / "second-name")
-    else:
-        cache.mkdir()
-    if tamper not in ("a folder", "symlink"):
-        cache.chmod(0o640 if tamper == "group-readable" else 0o600)
+        forged = (b"mailpanel-queue-envelopes 1 " + hashlib.sha256(body.encode()).hexdigest().encode()
+                  + b"\n" + body.encode())
+    plant_cache(cache, forged, tamper, tmp_path, 256 * 1024 * 1024)
 
     assert listed_senders(layout) == ["web@hosted.example"] * 2
     if tamper == "a folder":

@@ -12,7 +12,9 @@ import os
 import shutil
 import socket
 import ssl
+import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,7 @@ from mailconf.snapshot import Domain, Layout, ServerIdentity, Snapshot
 from mailconf.tls import SniName
 from tests import mailstack
 from tests.test_helper import load_helper_module
+from tests.test_helper_queue import plant_cache
 
 SERVER_NAME = "mx.server.test"
 TLS_LAYOUT = dict(tls_certificate="/etc/mailpanel/tls/fullchain.pem", tls_privatekey="/etc/mailpanel/tls/privkey.pem")
@@ -376,6 +379,159 @@ def test_the_helper_refuses_a_hostile_or_huge_index_and_renders_without_sni(tmp_
     pairs, skipped = helper.sni_pairs(tree, layout)
     assert pairs == () and "symlink" in skipped["index"]
     assert helper.sni_pairs(tree, Layout(root=str(root))) == ((), {})  # no TLS: the index is not even read
+
+
+# --- the helper's verdict cache: only changed pairs are loaded again ----------------------------
+
+SNI_CACHE = Path("var/cache/mailpanel-helper/sni-pairs")
+
+
+def _counting_loads(helper, monkeypatch) -> list:
+    """The domains whose pair the helper actually loads with ssl."""
+    loaded, real = [], helper._loads_as_pair
+
+    def counting(folder, cert, key):
+        loaded.append(cert)
+        return real(folder, cert, key)
+
+    monkeypatch.setattr(helper, "_loads_as_pair", counting)
+    return loaded
+
+
+def _pair_key(folder: Path) -> list:
+    return [v for name in ("fullchain.pem", "privkey.pem") for st in [os.lstat(folder / name)]
+            for v in (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)]
+
+
+def _forged_sni_cache(root: Path, loads: dict, folder: str | None = None) -> bytes:
+    import hashlib
+    import json
+
+    body = json.dumps({"tls": folder or str(root / tls.TLS_DIR.lstrip("/")), "loads": loads}).encode()
+    return b"mailpanel-sni-pairs 1 " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+
+
+@pytest.fixture
+def settled_sni(tmp_path, monkeypatch):
+    """a.test's and b.test's certificates, unchanged for over 2 s, checked
+    once (the cache written); returns (helper, tree, layout, root, loaded)."""
+    mailstack.require_root()
+    root = mailstack.new_tree_root(tmp_path)
+    layout = Layout(root=str(root), **TLS_LAYOUT)
+    write_tls_tree(layout)
+    helper = load_helper_module()
+    tree = helper.Tree(str(root), chown=False)
+    loaded = _counting_loads(helper, monkeypatch)
+    assert helper.sni_pairs(tree, layout) == (PAIRS, {})
+    assert len(loaded) == 2 and not (root / SNI_CACHE).exists()  # just written: no verdict kept
+    time.sleep(2.1)
+    assert helper.sni_pairs(tree, layout) == (PAIRS, {}) and len(loaded) == 4
+    loaded.clear()
+    return helper, tree, layout, root, loaded
+
+
+def test_unchanged_pairs_are_not_loaded_again_and_the_cache_is_roots_alone(settled_sni):
+    helper, tree, layout, root, loaded = settled_sni
+    cache = root / SNI_CACHE
+    assert (cache.parent.stat().st_mode & 0o777, cache.stat().st_mode & 0o777) == (0o700, 0o600)
+    assert (cache.stat().st_uid, cache.parent.stat().st_uid, cache.stat().st_nlink) == (0, 0, 1)
+    assert helper.sni_pairs(tree, layout) == (PAIRS, {}) and loaded == []
+    # a domain that left the index leaves the cache; nothing else is loaded again
+    (root / tls.SNI_INDEX.lstrip("/")).write_bytes(tls.render_sni_index([p for p in PAIRS if p.domain == "a.test"]))
+    assert helper.sni_pairs(tree, layout)[0] == tuple(p for p in PAIRS if p.domain == "a.test") and loaded == []
+    assert b"b.test" not in cache.read_bytes()
+
+
+@pytest.mark.parametrize("how", ["rewritten in place, mtime set back", "renamed into place", "a symlink"])
+def test_a_swapped_key_of_the_same_size_is_checked_again(settled_sni, how):
+    helper, tree, layout, root, loaded = settled_sni
+    folder = root / tls.domain_folder("b.test").lstrip("/")
+    key = folder / "privkey.pem"
+    ca, ca_key = mailstack._make_ca("another CA")
+    other = _leaf(ca, ca_key, ["mail.b.test"])[1]
+    assert len(other) == key.stat().st_size  # same size: only inode/ctime tell
+    before = key.stat()
+    if how == "rewritten in place, mtime set back":
+        with open(key, "r+b") as f:
+            f.write(other)
+        os.utime(key, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert key.stat().st_ino == before.st_ino and key.stat().st_mtime_ns == before.st_mtime_ns
+    elif how == "renamed into place":
+        _put(folder / "new.pem", other, 0o640)
+        os.utime(folder / "new.pem", ns=(before.st_atime_ns, before.st_mtime_ns))
+        os.replace(folder / "new.pem", key)
+    else:
+        _put(folder / "elsewhere.pem", other, 0o640)
+        key.unlink()
+        key.symlink_to(folder / "elsewhere.pem")
+    usable, skipped = helper.sni_pairs(tree, layout)
+    assert all(p.domain == "a.test" for p in usable) and set(skipped) == {"b.test"}
+    assert ("symlink" if how == "a symlink" else "does not load") in skipped["b.test"]
+    assert len(loaded) == (0 if how == "a symlink" else 1)  # a.test from the cache
+    assert b"b.test" not in (root / SNI_CACHE).read_bytes()
+
+
+def _break_b(root: Path) -> list:
+    """b.test's key swapped for a.test's (a broken pair); its files' keys."""
+    folder = root / tls.domain_folder("b.test").lstrip("/")
+    _put(folder / "privkey.pem", (root / tls.domain_folder("a.test").lstrip("/") / "privkey.pem").read_bytes(), 0o640)
+    return _pair_key(folder)
+
+
+def test_a_roots_own_intact_cache_is_believed(settled_sni):
+    """The forged verdict below is taken when root's own, intact cache says
+    so: the tamper cases that follow can fail."""
+    helper, tree, layout, root, loaded = settled_sni
+    cache = root / SNI_CACHE
+    loads = {"b.test": _break_b(root)}
+    cache.write_bytes(_forged_sni_cache(root, loads))
+    cache.chmod(0o600)
+    assert helper.sni_pairs(tree, layout)[0] == PAIRS and len(loaded) == 1  # a.test was not in it
+
+
+@pytest.mark.parametrize(
+    "tamper", ["symlink", "bad checksum", "not the cache's shape", "another tls folder", "oversize",
+               "another owner", "group-readable", "hard link", "a folder"],
+)
+def test_a_forged_usable_verdict_is_not_trusted_unless_roots_and_intact(settled_sni, tmp_path, tamper):
+    helper, tree, layout, root, loaded = settled_sni
+    cache = root / SNI_CACHE
+    forged = _forged_sni_cache(root, {"b.test": _break_b(root)})
+    cache.unlink()
+    if tamper == "bad checksum":
+        forged = forged.replace(b"pairs 1 ", b"pairs 1 0")
+    elif tamper == "not the cache's shape":
+        forged = _forged_sni_cache(root, {"b.test": _break_b(root)[:7] + [True]})
+    elif tamper == "another tls folder":
+        forged = _forged_sni_cache(root, {"b.test": _break_b(root)}, folder="/elsewhere")
+    plant_cache(cache, forged, tamper, tmp_path, 64 * 1024 * 1024)
+
+    usable, skipped = helper.sni_pairs(tree, layout)
+    assert set(skipped) == {"b.test"} and all(p.domain == "a.test" for p in usable)
+    if tamper == "symlink":
+        assert (tmp_path / "planted").read_bytes() == forged  # replaced, not followed
+    if tamper != "a folder":
+        st = os.lstat(cache)  # rebuilt: root's own plain file, without the forged verdict
+        assert stat.S_ISREG(st.st_mode) and (st.st_uid, st.st_nlink, st.st_mode & 0o777) == (0, 1, 0o600)
+        assert b"b.test" not in cache.read_bytes()
+
+
+@pytest.mark.parametrize("tamper", ["another owner", "group-writable", "symlink"])
+def test_a_cache_folder_that_is_not_roots_alone_is_not_used_for_sni(settled_sni, tmp_path, tamper):
+    helper, tree, layout, root, loaded = settled_sni
+    folder = (root / SNI_CACHE).parent
+    (folder / SNI_CACHE.name).write_bytes(_forged_sni_cache(root, {"b.test": _break_b(root)}))
+    if tamper == "another owner":
+        os.chown(folder, 65534, 65534)
+    elif tamper == "group-writable":
+        folder.chmod(0o770)
+    else:
+        folder.rename(tmp_path / "elsewhere")
+        folder.symlink_to(tmp_path / "elsewhere")
+    before = (folder / SNI_CACHE.name).read_bytes()
+    usable, skipped = helper.sni_pairs(tree, layout)
+    assert set(skipped) == {"b.test"} and len(loaded) == 2  # every pair loaded: no cache at all
+    assert (folder / SNI_CACHE.name).read_bytes() == before  # neither read nor written
 
 
 # --- nginx -------------------------------------------------------------------------------------
