@@ -138,11 +138,15 @@ def render_config(params: CodeParams, layout: Layout) -> bytes:
     return "\n".join(lines).encode("utf-8")
 
 
+def _socket(layout: Layout) -> str:
+    return v.path(layout.path(layout.webmail_roundcube_socket), "Roundcube PHP-FPM socket")
+
+
 def pool_settings(layout: Layout) -> tuple[str, list[str], list[tuple[str, str]]]:
     """Roundcube's pool in the webmail's PHP-FPM master (webmail.pool_lines):
     its socket, open_basedir on Roundcube's code, Debian's settings, ours and
     its state, and where it finds its configuration."""
-    socket = v.path(layout.path(layout.webmail_roundcube_socket), "Roundcube PHP-FPM socket")
+    socket = _socket(layout)
     code = v.path(layout.roundcube_code_dir.rstrip("/"), "Roundcube code folder")
     install = v.path(layout.roundcube_dir.rstrip("/"), "Roundcube folder")
     ours = config_dir(layout)
@@ -157,7 +161,7 @@ def location_lines(layout: Layout, path: str, upload_mb: int) -> list[str]:
     """/webmail/ served from Debian's public_html (index.php, skins, plugins'
     and program's static files); index.php is the only PHP that runs."""
     public = public_dir(layout)
-    socket = v.path(layout.path(layout.webmail_roundcube_socket), "Roundcube PHP-FPM socket")
+    socket = _socket(layout)
     return [
         "# Written by mailpanel: Roundcube at /webmail/, included in the host name's server block.",
         "# Changes here are replaced on the next apply.",

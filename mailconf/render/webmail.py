@@ -50,9 +50,13 @@ def _folder(layout: Layout) -> str:
     return v.path(layout.path(layout.snappymail_dir).rstrip("/"), "SnappyMail folder")
 
 
+def _socket(layout: Layout) -> str:
+    return v.path(layout.path(layout.webmail_php_socket), "PHP-FPM socket")
+
+
 def render_php_fpm(layout: Layout) -> bytes:
     folder = _folder(layout)
-    socket = v.path(layout.path(layout.webmail_php_socket), "PHP-FPM socket")
+    socket = _socket(layout)
     lines = [
         "; Written by mailpanel: PHP-FPM for the webmail only. Changes here are replaced on the next apply.",
         "[global]",
@@ -111,7 +115,7 @@ def pool_lines(layout: Layout, name: str, socket: str, basedir: list[str], env=(
 
 def render_locations(layout: Layout) -> bytes:
     folder = _folder(layout)
-    socket = v.path(layout.path(layout.webmail_php_socket), "PHP-FPM socket")
+    socket = _socket(layout)
     lines = [
         "# Written by mailpanel: SnappyMail at /webmail/, included in the host name's server block.",
         "# Changes here are replaced on the next apply.",
